@@ -1,0 +1,262 @@
+"""The ``omnivis`` command: typer commands over the Python API.
+
+Every command maps its options onto a task's config dataclass or an API function; user errors
+(``OmnivisError``) print one red line and exit 2, with the traceback only under ``--debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from omnivis.errors import OmnivisError
+
+app = typer.Typer(
+    name="omnivis",
+    help="One vision backbone: pretrain, train, evaluate, predict, export and serve.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+train_app = typer.Typer(help="Train a model for a task.", no_args_is_help=True)
+datasets_app = typer.Typer(help="Built-in datasets.", no_args_is_help=True)
+models_app = typer.Typer(help="Backbones (timm models and omnivis presets).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(models_app, name="models")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    """omnivis: one vision backbone for understanding, generation, export and serving."""
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal for our own progress and results, not Lightning's banner lines."""
+    import lightning.pytorch  # noqa: F401  (it sets its loggers' levels on import; override after)
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*The number of training batches.*")
+
+
+def _print_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@train_app.command("classify")
+def train_classify(
+    data: str = typer.Option("builtin:digits", help="Class folders, builtin:NAME or torchvision:NAME:ROOT."),
+    out: Path = typer.Option(..., help="Run folder; becomes the bundle."),
+    model: str = typer.Option("omnivis_resnet_tiny", help="Any timm model name or omnivis preset."),
+    img_size: int = typer.Option(32, help="Square input size in pixels."),
+    channels: int = typer.Option(3, help="3 for RGB, 1 for grayscale."),
+    epochs: int = typer.Option(10, help="Passes over the training data."),
+    max_steps: int = typer.Option(-1, help="Stop after this many steps (-1: no limit)."),
+    batch_size: int = typer.Option(64),
+    lr: float = typer.Option(2e-3, help="Peak AdamW learning rate."),
+    weight_decay: float = typer.Option(0.05),
+    label_smoothing: float = typer.Option(0.1),
+    val_fraction: float = typer.Option(0.2, help="Held-out fraction (stratified)."),
+    manifest: Optional[Path] = typer.Option(None, help="CSV with path,label rows instead of class folders."),
+    augment: str = typer.Option("light", help="none | light | randaugment | trivialaugment."),
+    hflip: bool = typer.Option(True, "--hflip/--no-hflip", help="Random horizontal flips."),
+    rotation: float = typer.Option(0.0, help="Max random rotation (degrees)."),
+    color_jitter: float = typer.Option(0.0, help="Color jitter strength."),
+    scale_min: float = typer.Option(0.8, help="Smallest random-resized-crop area."),
+    mixup: float = typer.Option(0.0, help="Mixup alpha (0: off)."),
+    cutmix: float = typer.Option(0.0, help="CutMix alpha (0: off)."),
+    init_from: Optional[Path] = typer.Option(None, help="Bundle or safetensors file to start the backbone from."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    accelerator: str = typer.Option("auto", help="auto | cpu | gpu | mps."),
+    devices: str = typer.Option("auto", help="Devices per node: auto or a number."),
+    strategy: str = typer.Option("auto", help="auto | ddp | ddp_spawn | fsdp."),
+    num_nodes: int = typer.Option(1),
+    precision: str = typer.Option("auto", help="auto | 32-true | bf16-mixed | 16-mixed."),
+    seed: int = typer.Option(0),
+    deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic kernels only."),
+    checkpoint_every: int = typer.Option(0, help="Also checkpoint every N steps (0: per epoch)."),
+    patience: int = typer.Option(0, help="Early-stopping patience in validations (0: off)."),
+    workers: int = typer.Option(0, help="Data-loading worker processes."),
+    strict: bool = typer.Option(False, "--strict", help="Unreadable images are an error, not skipped."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
+) -> None:
+    """Train an image classifier; the --out folder becomes a bundle."""
+    from omnivis.data.transforms import AugmentConfig
+    from omnivis.engine.trainer import TrainerConfig
+    from omnivis.tasks.classify import ClassifyConfig, train_classifier
+
+    config = ClassifyConfig(
+        data=data, manifest=str(manifest) if manifest else None, strict=strict, val_fraction=val_fraction,
+        model=model, img_size=img_size, channels=channels, init_from=str(init_from) if init_from else None,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, label_smoothing=label_smoothing,
+        augment=AugmentConfig(
+            preset=augment, hflip=hflip, rotation=rotation, color_jitter=color_jitter, scale_min=scale_min,
+            mixup=mixup, cutmix=cutmix,
+        ),
+        trainer=TrainerConfig(
+            epochs=epochs, max_steps=max_steps, accelerator=accelerator, devices=devices, strategy=strategy,
+            num_nodes=num_nodes, precision=precision, seed=seed, deterministic=deterministic,
+            checkpoint_every_n_steps=checkpoint_every, early_stopping_patience=patience, num_workers=workers,
+            progress=progress and not as_json,
+        ),
+    )
+    bundle = train_classifier(config, out, resume=resume)
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+        return
+    metrics = json.loads((bundle / "metrics.json").read_text())
+    if as_json:
+        _print_json({"bundle": str(bundle), **metrics})
+        return
+    _metrics_table("validation", metrics)
+    console.print(f"bundle: [bold]{bundle}[/]  (logs: {bundle / 'logs'}, checkpoints: {bundle / 'checkpoints'})")
+
+
+def _metrics_table(title: str, metrics: dict) -> None:
+    table = Table(title=title, show_header=False)
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)):
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+@app.command("eval")
+def eval_command(
+    bundle: Path = typer.Argument(..., help="A bundle folder."),
+    data: Optional[str] = typer.Option(None, help="Labelled data (default: the bundle's training data)."),
+    split: str = typer.Option("auto", help="auto | val | all (auto: the held-out split of the training data)."),
+    out: Optional[Path] = typer.Option(None, help="Folder for metrics.json and plots (default: the bundle)."),
+    strict: bool = typer.Option(False, "--strict"),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
+) -> None:
+    """Evaluate a bundle on labelled data: accuracy, top-5, per-class P/R/F1, confusion matrix."""
+    from omnivis.engine.bundle import load_bundle
+    from omnivis.metrics.report import write_json
+    from omnivis.tasks.registry import get_task
+
+    task = get_task(load_bundle(bundle).task)
+    out_dir = out or bundle
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    metrics = task.evaluate(bundle, data=data, split=split, out_dir=out_dir, strict=strict, progress=not as_json)
+    write_json(metrics, Path(out_dir) / "eval.json")
+    if as_json:
+        _print_json(metrics)
+        return
+    _metrics_table(f"{task.name} on {metrics.get('data', data)}", metrics)
+    per_class = metrics.get("per_class", {})
+    if per_class:
+        table = Table("class", "precision", "recall", "f1", "support", title="per class")
+        for name, row in per_class.items():
+            table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+        console.print(table)
+    console.print(f"wrote {Path(out_dir) / 'eval.json'} and {metrics.get('confusion_matrix_png', '')}")
+
+
+@app.command("predict")
+def predict_command(
+    bundle: Path = typer.Argument(..., help="A bundle folder."),
+    inputs: List[Path] = typer.Argument(..., help="Images or folders of images."),
+    top_k: int = typer.Option(5, "--top-k", help="How many classes to list per image."),
+    as_json: bool = typer.Option(False, "--json", help="Print predictions as JSON."),
+) -> None:
+    """Predict with a bundle on images or folders."""
+    from omnivis.engine.bundle import load_bundle
+    from omnivis.tasks.common import expand_image_paths
+    from omnivis.tasks.registry import get_task
+
+    if top_k < 1:
+        raise OmnivisError(f"--top-k must be >= 1, got {top_k}")
+    task = get_task(load_bundle(bundle).task)
+    predictor = task.predictor(bundle)
+    paths = expand_image_paths(inputs)
+    results = predictor.predict(paths, top_k=top_k, names=[str(p) for p in paths])
+    if as_json:
+        _print_json(results)
+        return
+    table = Table("image", "prediction", "score", f"top-{top_k}")
+    table.columns[0].overflow = "fold"
+    for r in results:
+        others = ", ".join(f"{t['label']} {t['score']:.2f}" for t in r["top_k"][1:])
+        table.add_row(r["image"], r["label"], f"{r['score']:.3f}", others)
+    console.print(table)
+
+
+@datasets_app.command("list")
+def datasets_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the built-in datasets (use them as --data builtin:NAME)."""
+    from omnivis.data.builtin import list_builtin
+
+    rows = [{"name": f"builtin:{d.name}", "tasks": list(d.tasks), "description": d.description} for d in list_builtin()]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("name", "tasks", "description", title="built-in datasets")
+    for r in rows:
+        table.add_row(r["name"], ", ".join(r["tasks"]), r["description"])
+    console.print(table)
+    console.print("Folders of class sub-folders and torchvision:NAME:ROOT (CIFAR10, MNIST, ...) work too.")
+
+
+@models_app.command("list")
+def models_list(
+    pattern: Optional[str] = typer.Argument(None, help="Shell-style pattern, e.g. 'resnet*'."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List backbones: omnivis presets first, then every matching timm model."""
+    from omnivis.models.backbones import PRESETS, list_backbones
+
+    names = list_backbones(pattern)
+    if as_json:
+        _print_json(names)
+        return
+    table = Table("backbone", "note", title=f"{len(names)} backbones" + (f" matching '{pattern}'" if pattern else ""))
+    for name in names:
+        table.add_row(name, PRESETS.get(name, "timm"))
+    console.print(table)
+
+
+@app.command("demo")
+def demo_command(
+    out: Path = typer.Option(Path("omnivis-demo"), help="Where the demo writes its bundle and report."),
+    epochs: int = typer.Option(15, help="Training epochs on digits."),
+) -> None:
+    """Train, evaluate and predict on built-in digits, then write an HTML report."""
+    from omnivis.demo import run_demo
+
+    report = run_demo(out, epochs=epochs, console=console)
+    console.print(f"\n[bold green]demo finished[/]: report at [bold]{report}[/]")
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one clear line."""
+    debug = "--debug" in sys.argv
+    _quiet_libraries()
+    try:
+        app(standalone_mode=True)
+    except OmnivisError as err:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; resume a training run with --resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

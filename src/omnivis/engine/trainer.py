@@ -1,0 +1,224 @@
+"""The one ``lightning.Trainer`` every task trains with, built from a ``TrainerConfig``.
+
+Lightning does the heavy lifting (devices, DDP/FSDP, multi-node, precision, checkpoints, loggers,
+progress bars). What we add are two small callbacks that make runs reproducible and safe: the
+model's RNG reseeded from (seed, step, rank) before every step, and a non-finite loss stopping the
+run before it touches the weights. (Resuming the data order at the exact batch a killed run stopped
+at is the datamodule's own checkpoint state: ``SeededDataModule.state_dict``.)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from omnivis.errors import ConfigError, TrainingError
+
+PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed", "bf16-true", "64-true")
+
+
+@dataclass(kw_only=True)
+class TrainerConfig:
+    """How a task is trained: length, hardware, precision, checkpoints and logs.
+
+    Attributes:
+        epochs: number of passes over the training data.
+        max_steps: stop after this many optimizer steps (-1: no limit).
+        accelerator: ``auto`` (GPU when there is one), ``cpu``, ``gpu``/``cuda``, ``mps``.
+        devices: ``auto`` or a number of devices per node.
+        strategy: ``auto``, ``ddp``, ``ddp_spawn``, ``fsdp``, ...
+        num_nodes: machines taking part (launch one process per node with the usual env vars).
+        precision: ``auto`` is bf16-mixed on a GPU that supports it, else 32-true.
+        seed: seeds data order, augmentation and the model's RNG.
+        deterministic: use only deterministic kernels (slower on GPU).
+        checkpoint_every_n_steps: also write ``last.ckpt`` every N steps (0: at epoch ends only).
+        early_stopping_patience: stop after this many validations without improvement (0: off).
+        log_every_n_steps: how often training metrics are logged.
+        progress: show a progress bar.
+        num_workers: data-loading worker processes.
+    """
+
+    epochs: int = 10
+    max_steps: int = -1
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    checkpoint_every_n_steps: int = 0
+    early_stopping_patience: int = 0
+    log_every_n_steps: int = 10
+    progress: bool = True
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 and self.max_steps < 1:
+            raise ConfigError("set epochs >= 1 or max_steps >= 1")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}")
+        if self.num_workers < 0 or self.num_nodes < 1:
+            raise ConfigError("num_workers must be >= 0 and num_nodes >= 1")
+        devices = str(self.devices)
+        if devices != "auto" and not devices.lstrip("-").isdigit():
+            raise ConfigError(f"devices must be 'auto' or a number, got '{self.devices}'")
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto`` -> bf16-mixed where a CUDA GPU supports it, else full precision."""
+    if precision != "auto":
+        return precision
+    wants_gpu = accelerator in ("auto", "gpu", "cuda")
+    if wants_gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) from one integer."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class StepSeed(Callback):
+    """Reseed the model's RNG from (seed, global step, rank) before every training step.
+
+    Dropout, drop-path, masking and batch mixing then depend only on the step, so a resumed run
+    matches an uninterrupted one bit for bit on CPU (reseeding per epoch is not enough).
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        from omnivis.data.datamodule import mix_seed
+
+        step_seed = mix_seed(self.seed, trainer.global_step, trainer.global_rank)
+        torch.manual_seed(step_seed)
+        random.seed(step_seed)
+
+
+class StopOnNonFiniteLoss(Callback):
+    """Stop before a NaN/inf loss reaches the weights, naming the step; the last checkpoint stays good."""
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss.detach()).all():
+            raise TrainingError(
+                f"loss became {loss.detach().float().item()} at step {trainer.global_step} "
+                f"(epoch {trainer.current_epoch}); lower the learning rate or check the data. "
+                f"Weights were not updated with it; the last checkpoint is in {trainer.default_root_dir}/checkpoints"
+            )
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def last_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint ``--resume`` continues from, if the run wrote one."""
+    path = checkpoint_dir(run_dir) / "last.ckpt"
+    return path if path.exists() else None
+
+
+def build_trainer(
+    config: TrainerConfig,
+    run_dir: str | Path,
+    *,
+    monitor: str | None = None,
+    monitor_mode: str = "min",
+    extra_callbacks: list[Callback] | None = None,
+) -> pl.Trainer:
+    """A Lightning Trainer for ``config`` writing logs and checkpoints under ``run_dir``.
+
+    Args:
+        monitor: the validation metric that picks ``best.ckpt`` and drives early stopping
+            (None when the task has no validation data).
+        monitor_mode: ``min`` or ``max``.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+    ckpt_dir = checkpoint_dir(run_dir)
+    callbacks: list[Callback] = [StepSeed(config.seed), StopOnNonFiniteLoss()]
+    callbacks.append(
+        ModelCheckpoint(
+            dirpath=ckpt_dir,
+            save_last=True,
+            save_top_k=0,
+            every_n_train_steps=config.checkpoint_every_n_steps or None,
+            save_on_train_epoch_end=True,
+        )
+    )
+    if monitor:
+        callbacks.append(
+            ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=monitor_mode, save_top_k=1, enable_version_counter=False)
+        )
+        if config.early_stopping_patience:
+            callbacks.append(EarlyStopping(monitor=monitor, mode=monitor_mode, patience=config.early_stopping_patience))
+    if config.progress:
+        callbacks.append(RichProgressBar(leave=True))
+    callbacks.extend(extra_callbacks or [])
+    devices: int | str = "auto" if str(config.devices) == "auto" else int(config.devices)
+    loggers = [CSVLogger(save_dir=run_dir, name="logs", version="")]
+    try:
+        loggers.append(TensorBoardLogger(save_dir=run_dir, name="logs", version="", default_hp_metric=False))
+    except ModuleNotFoundError:  # tensorboard is a dependency, but a trimmed install still trains
+        pass
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+        trainer = pl.Trainer(
+            default_root_dir=run_dir,
+            max_epochs=config.epochs if config.epochs > 0 else -1,
+            max_steps=config.max_steps,
+            accelerator=config.accelerator,
+            devices=devices,
+            strategy=config.strategy,
+            num_nodes=config.num_nodes,
+            precision=resolve_precision(config.precision, config.accelerator),
+            deterministic=config.deterministic,
+            callbacks=callbacks,
+            logger=loggers,
+            log_every_n_steps=config.log_every_n_steps,
+            enable_progress_bar=config.progress,
+            enable_model_summary=False,
+            use_distributed_sampler=False,  # EpochSampler shards by rank itself
+            num_sanity_val_steps=0,
+        )
+    return trainer
+
+
+def steps_per_epoch(num_samples: int, batch_size: int, world_size: int = 1) -> int:
+    """Optimizer steps per epoch with drop_last batching (what LR schedules are sized from)."""
+    return max(1, num_samples // (batch_size * world_size)) if num_samples >= batch_size * world_size else 1
+
+
+def set_torch_threads() -> None:
+    """Leave torch's default intra-op threads, but never more than the CPUs this process may use."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if torch.get_num_threads() > available:
+        torch.set_num_threads(available)
+
+
+__all__ = [
+    "TrainerConfig",
+    "build_trainer",
+    "last_checkpoint",
+    "checkpoint_dir",
+    "resolve_precision",
+    "seed_everything",
+    "steps_per_epoch",
+    "math",
+]

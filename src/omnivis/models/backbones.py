@@ -1,0 +1,248 @@
+"""Backbones: any timm model behind one feature contract, plus tiny presets that train on a laptop CPU.
+
+Every task asks a backbone for the same three things: pooled features (``forward_pooled``), the last
+feature map (``forward_features``) and multi-scale maps with their channels and strides
+(``forward_multiscale`` + ``feature_info``). Heads and necks depend on nothing else, so any backbone
+serves any task. The timm model is kept whole under ``.model`` (classifier removed), so its state-dict
+keys stay timm's own and timm checkpoints load without key surgery.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+
+import timm
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from timm.models import build_model_with_cfg, register_model
+from timm.models._registry import generate_default_cfgs
+from timm.models.convnext import ConvNeXt
+from timm.models.resnet import BasicBlock, ResNet
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from omnivis.errors import BundleError, ConfigError
+
+# ----------------------------------------------------------------------------------------------
+# Tiny presets: small enough to train in seconds on 2 CPU cores at 32-64 px.
+# They are registered in timm, so `timm.create_model("omnivis_resnet_tiny")` works too.
+# ----------------------------------------------------------------------------------------------
+
+
+def _preset_cfg(input_size: int, **kwargs: object) -> dict:
+    return {
+        "url": "",
+        "num_classes": 0,
+        "input_size": (3, input_size, input_size),
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "license": "apache-2.0",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        "omnivis_resnet_tiny": _preset_cfg(32, first_conv="conv1", classifier="fc"),
+        "omnivis_resnet_small": _preset_cfg(64, first_conv="conv1", classifier="fc"),
+        "omnivis_convnext_tiny": _preset_cfg(32, first_conv="stem.0", classifier="head.fc"),
+        "omnivis_vit_tiny": _preset_cfg(32, first_conv="patch_embed.proj", classifier="head"),
+    }
+)
+
+
+@register_model
+def omnivis_resnet_tiny(pretrained: bool = False, **kwargs: object) -> ResNet:
+    """ResNet with one BasicBlock per stage and 32-256 channels (1.2 M parameters)."""
+    args = dict(block=BasicBlock, layers=(1, 1, 1, 1), channels=(32, 64, 128, 256), stem_width=32)
+    return build_model_with_cfg(ResNet, "omnivis_resnet_tiny", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def omnivis_resnet_small(pretrained: bool = False, **kwargs: object) -> ResNet:
+    """ResNet with two BasicBlocks per stage and 32-256 channels (2.8 M parameters)."""
+    args = dict(block=BasicBlock, layers=(2, 2, 2, 2), channels=(32, 64, 128, 256), stem_width=32)
+    return build_model_with_cfg(ResNet, "omnivis_resnet_small", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def omnivis_convnext_tiny(pretrained: bool = False, **kwargs: object) -> ConvNeXt:
+    """ConvNeXt with (1, 1, 2, 1) blocks and 32-256 channels (1.0 M parameters)."""
+    args = dict(depths=(1, 1, 2, 1), dims=(32, 64, 128, 256))
+    return build_model_with_cfg(ConvNeXt, "omnivis_convnext_tiny", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def omnivis_vit_tiny(pretrained: bool = False, **kwargs: object) -> VisionTransformer:
+    """ViT with 4x4 patches on 32 px, 4 blocks of width 128 (0.5 M parameters); the MAE default."""
+    args = dict(img_size=32, patch_size=4, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0)
+    return build_model_with_cfg(VisionTransformer, "omnivis_vit_tiny", pretrained, **dict(args, **kwargs))
+
+
+PRESETS: dict[str, str] = {
+    "omnivis_resnet_tiny": "1.2 M params, fastest CPU classifier backbone (32-64 px)",
+    "omnivis_resnet_small": "2.8 M params, more capacity at 32-64 px",
+    "omnivis_convnext_tiny": "1.0 M params ConvNeXt",
+    "omnivis_vit_tiny": "0.5 M params ViT, 4x4 patches (img size is set from the config)",
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# The contract
+# ----------------------------------------------------------------------------------------------
+
+
+class Backbone(nn.Module):
+    """A timm model without its classifier, exposing the omnivis feature contract.
+
+    Attributes:
+        name: the timm model name.
+        in_chans: number of input channels.
+        num_features: width of ``forward_pooled``'s output.
+        feature_info: one dict per multi-scale level: ``{"num_chs": C, "reduction": stride}``.
+    """
+
+    def __init__(self, name: str, model: nn.Module, in_chans: int) -> None:
+        super().__init__()
+        self.name = name
+        self.in_chans = in_chans
+        self.model = model
+        self.num_features: int = int(model.num_features)
+        self.feature_info: list[dict] = [
+            {"num_chs": int(f["num_chs"]), "reduction": int(f["reduction"])} for f in model.feature_info
+        ]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) -> the last feature map: (B, C, h, w) for CNNs, (B, tokens, C) for ViTs."""
+        return self.model.forward_features(x)
+
+    def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) -> (B, num_features): the pooled embedding every head starts from."""
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+    def forward_multiscale(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, C_in, H, W) -> one (B, C_i, H/r_i, W/r_i) map per ``feature_info`` level."""
+        return list(self.model.forward_intermediates(x, intermediates_only=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_pooled(x)
+
+
+def create_backbone(
+    name: str,
+    in_chans: int = 3,
+    pretrained: str | Path | None = None,
+    img_size: int | None = None,
+    drop_path_rate: float = 0.0,
+) -> Backbone:
+    """Create any timm model (or an omnivis preset) as a ``Backbone``.
+
+    Args:
+        name: a timm model name, e.g. ``resnet18``, ``convnext_atto``, ``omnivis_resnet_tiny``.
+        in_chans: 1 for grayscale, 3 for RGB.
+        pretrained: a local ``.safetensors`` file (timm keys), a timm Hugging Face-style folder
+            (``model.safetensors`` + ``config.json``), or an omnivis bundle folder (its backbone
+            weights are used). Nothing is downloaded.
+        img_size: input size for models that fix it at construction (ViTs); ignored by CNNs.
+        drop_path_rate: stochastic depth, passed to timm.
+    """
+    if name not in timm.list_models():
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else " See `omnivis models list`."
+        raise ConfigError(f"unknown backbone '{name}'.{hint}")
+    kwargs: dict = {"num_classes": 0, "in_chans": in_chans}
+    if drop_path_rate:
+        kwargs["drop_path_rate"] = drop_path_rate
+    try:
+        model = timm.create_model(name, **kwargs, **({"img_size": img_size} if img_size else {}))
+    except TypeError as err:
+        if "img_size" not in str(err):
+            raise
+        model = timm.create_model(name, **kwargs)  # CNNs take any input size
+    backbone = Backbone(name, model, in_chans)
+    if pretrained is not None:
+        load_backbone_weights(backbone, pretrained)
+    return backbone
+
+
+_PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar"}
+
+
+def read_backbone_state(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """Read backbone weights (timm keys) and, when recorded, the architecture they belong to.
+
+    Pickle-based files are refused: loading them can run arbitrary code.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"{path}: pretrained weights not found")
+    if path.suffix.lower() in _PICKLE_SUFFIXES:
+        raise BundleError(
+            f"{path}: refusing to unpickle a '{path.suffix}' file (it can run arbitrary code); "
+            "convert it to .safetensors (safetensors.torch.save_file) and pass that"
+        )
+    architecture = None
+    prefix = ""
+    if path.is_dir():
+        config_path = path / "config.json"
+        config = json.loads(config_path.read_text()) if config_path.exists() else {}
+        if "omnivis_version" in config:  # an omnivis bundle
+            architecture = config.get("backbone")
+            prefix = "backbone.model."
+        else:  # timm's Hugging Face folder format
+            architecture = config.get("architecture")
+        path = path / "model.safetensors"
+        if not path.exists():
+            raise BundleError(f"{path}: no model.safetensors in this folder")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise BundleError(f"{path}: not a readable safetensors file ({err})") from None
+    if prefix:
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not state:
+            raise BundleError(f"{path}: this bundle holds no backbone weights")
+    return state, architecture
+
+
+def load_backbone_weights(backbone: Backbone, path: str | Path) -> None:
+    """Load weights into ``backbone``, ignoring classifier heads, and fail clearly on a mismatch."""
+    state, architecture = read_backbone_state(path)
+    if architecture and architecture != backbone.name:
+        raise BundleError(
+            f"{path}: weights are for backbone '{architecture}' but the model is '{backbone.name}'"
+        )
+    own = backbone.model.state_dict()
+    state = {k: v for k, v in state.items() if k in own or not _is_classifier_key(k)}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong_shape = [k for k in state if k in own and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong_shape:
+        detail = []
+        if wrong_shape:
+            k = wrong_shape[0]
+            detail.append(f"{len(wrong_shape)} shape mismatches (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+        if missing:
+            detail.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        arch = f"'{architecture}'" if architecture else "another architecture or channel count"
+        raise BundleError(
+            f"{path}: weights do not fit backbone '{backbone.name}' with {backbone.in_chans} input channels "
+            f"(they look like {arch}): " + "; ".join(detail)
+        )
+    backbone.model.load_state_dict(state)
+
+
+def _is_classifier_key(key: str) -> bool:
+    return key.split(".")[0] in {"fc", "head", "classifier", "last_linear"} or key.startswith("head.fc.")
+
+
+def list_backbones(pattern: str | None = None) -> list[str]:
+    """timm model names matching a shell-style pattern (``*`` wildcards), presets first."""
+    names = timm.list_models(pattern or "*")
+    presets = [n for n in PRESETS if n in names]
+    return presets + [n for n in names if n not in PRESETS]

@@ -1,0 +1,1 @@
+"""One module per task: a config dataclass, a LightningModule, training, evaluation and a predictor."""

@@ -1,0 +1,88 @@
+"""Pieces every task shares: run folders, optimizers with warmup + cosine, image batching for predict."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import nn
+
+from omnivis.config import config_to_dict
+from omnivis.data.images import IMAGE_EXTENSIONS, array_to_image, load_image, normalize_image
+from omnivis.engine.trainer import last_checkpoint
+from omnivis.errors import ConfigError, DataError
+
+
+def prepare_run_dir(out: str | Path, config: object, resume: bool) -> Path | None:
+    """Create the run folder and write the resolved config; return the checkpoint to resume from.
+
+    A folder that already holds a run is never overwritten: the user resumes it or picks another.
+    """
+    out = Path(out)
+    ckpt = last_checkpoint(out)
+    if resume and ckpt is None:
+        raise ConfigError(f"{out}: nothing to resume (no checkpoints/last.ckpt); start without --resume")
+    if not resume and ckpt is not None:
+        raise ConfigError(f"{out}: already holds a training run; pass --resume to continue it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run_config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
+    return ckpt
+
+
+def adamw_with_warmup_cosine(
+    model: nn.Module, lr: float, weight_decay: float, total_steps: int, warmup_steps: int
+) -> dict:
+    """AdamW (no decay on norms and biases) with linear warmup then cosine decay, stepped per batch."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
+    total_steps = max(1, total_steps)
+    warmup_steps = min(max(0, warmup_steps), total_steps - 1)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def expand_image_paths(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files and folders (searched recursively for images) -> a sorted list of image files."""
+    paths: list[Path] = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+            if not found:
+                raise DataError(f"{item}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
+            paths.extend(found)
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise DataError(f"{item}: no such file or folder")
+    return paths
+
+
+def load_images(inputs: Iterable[str | Path | Image.Image | np.ndarray], mode: str) -> list[Image.Image]:
+    """Images from paths (through the one ``load_image``), PIL images or arrays, in ``mode``."""
+    images = []
+    for item in inputs:
+        if isinstance(item, Image.Image):
+            images.append(normalize_image(ImageOps.exif_transpose(item), mode))
+        elif isinstance(item, np.ndarray):
+            images.append(array_to_image(item, mode))
+        else:
+            images.append(load_image(item, mode))
+    return images

@@ -1,0 +1,44 @@
+"""The task table: name -> config class, training, evaluation and predictor factories.
+
+Everything that dispatches on a task (the CLI, ``eval`` and ``predict`` on a bundle) reads this one
+table, so adding a task means adding one row here.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Callable
+
+from omnivis.errors import ConfigError
+from omnivis.tasks import classify
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    description: str
+    config: type
+    train: Callable  # (config, out, resume) -> Path
+    evaluate: Callable  # (bundle_dir, data, split, out_dir, strict, progress) -> dict
+    predictor: Callable  # (bundle_dir) -> predictor with .predict(images, top_k)
+
+
+TASKS: dict[str, TaskSpec] = {
+    "classify": TaskSpec(
+        name="classify",
+        description="image classification (any backbone + linear head)",
+        config=classify.ClassifyConfig,
+        train=classify.train_classifier,
+        evaluate=classify.evaluate_classifier,
+        predictor=classify.ClassifyPredictor.from_dir,
+    ),
+}
+
+
+def get_task(name: str) -> TaskSpec:
+    if name not in TASKS:
+        close = difflib.get_close_matches(name, list(TASKS), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; available: {', '.join(TASKS)}"
+        raise ConfigError(f"unknown task '{name}'{hint}")
+    return TASKS[name]

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from omnivis.data.builtin import load_builtin
+from omnivis.data.datamodule import ImageClassificationDataset, epoch_batches, mix_seed, set_batch_position
+from omnivis.data.transforms import AugmentConfig, build_train_transform
+
+
+def _flatten(batches):
+    return [i for batch in batches for (_, i) in batch]
+
+
+def test_order_is_a_function_of_seed_and_epoch():
+    a = epoch_batches(100, 10, train=True, seed=3)
+    b = epoch_batches(100, 10, train=True, seed=3)
+    a.sampler.set_epoch(2)  # what Lightning calls: batch_sampler.sampler.set_epoch
+    b.sampler.set_epoch(2)
+    assert list(a) == list(b)
+    assert all(epoch == 2 for batch in a for (epoch, _) in batch)
+    b.sampler.set_epoch(3)
+    assert _flatten(a) != _flatten(b)
+    assert sorted(_flatten(a)) == list(range(100))
+
+
+def test_position_skips_exactly_the_consumed_batches():
+    full = epoch_batches(50, 8, train=True, seed=1)
+    full.sampler.set_epoch(1)
+    expected = list(full)[2:]
+    resumed = epoch_batches(50, 8, train=True, seed=1)
+    set_batch_position(resumed, len(resumed) + 2)  # epoch 1, two batches done
+    resumed.sampler.set_epoch(1)  # Lightning calls this after restoring; the skip must survive it
+    assert list(resumed) == expected
+    assert len(list(resumed)) == len(full)  # the skip applies once
+
+
+def test_ranks_partition_the_epoch():
+    shards = [epoch_batches(40, 5, train=True, seed=0, rank=r, world_size=2) for r in range(2)]
+    seen = [set(_flatten(s)) for s in shards]
+    assert not seen[0] & seen[1]
+    assert len(seen[0] | seen[1]) == 40
+    assert len(shards[0]) == len(shards[1]) == 4
+
+
+def test_eval_batches_cover_every_sample_in_order():
+    batches = epoch_batches(23, 10, train=False)
+    assert _flatten(batches) == list(range(23))
+    assert len(batches) == 3
+
+
+def test_augmentation_depends_on_seed_epoch_and_index_only():
+    data = load_builtin("digits").subset(np.arange(4))
+    tf = build_train_transform(16, (0.5,), (0.5,), AugmentConfig(preset="light", rotation=15))
+    dataset = ImageClassificationDataset(data, tf, "L", seed=0)
+    first = dataset[(1, 2)][0]
+    torch.rand(100)  # advancing the global RNG must not matter
+    assert torch.equal(first, dataset[(1, 2)][0])
+    assert not torch.equal(first, dataset[(2, 2)][0])
+    assert mix_seed(0, 1, 2) != mix_seed(0, 2, 1)
