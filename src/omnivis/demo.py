@@ -17,7 +17,12 @@ from omnivis.data.readers import split_indices
 from omnivis.data.transforms import AugmentConfig
 from omnivis.engine.trainer import TrainerConfig
 from omnivis.metrics.report import ReportSection, write_html_report, write_json
-from omnivis.tasks.classify import ClassifyConfig, ClassifyPredictor, evaluate_classifier, train_classifier
+from omnivis.tasks.classify import (
+    ClassifyConfig,
+    ClassifyPredictor,
+    evaluate_classifier,
+    train_classifier,
+)
 
 DEMO_CONFIG = dict(
     data="builtin:digits",

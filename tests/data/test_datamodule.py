@@ -4,7 +4,12 @@ import numpy as np
 import torch
 
 from omnivis.data.builtin import load_builtin
-from omnivis.data.datamodule import ImageClassificationDataset, epoch_batches, mix_seed, set_batch_position
+from omnivis.data.datamodule import (
+    ImageClassificationDataset,
+    epoch_batches,
+    mix_seed,
+    set_batch_position,
+)
 from omnivis.data.transforms import AugmentConfig, build_train_transform
 
 

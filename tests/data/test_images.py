@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from omnivis.data.images import IMAGE_EXTENSIONS, array_to_image, check_image, load_image
+from omnivis.data.images import (
+    IMAGE_EXTENSIONS,
+    array_to_image,
+    check_image,
+    load_image,
+)
 from omnivis.errors import ImageError
 
 

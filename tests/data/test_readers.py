@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from omnivis.data.readers import ClassificationData, ImageSample, read_class_folder, split_indices
+from omnivis.data.readers import (
+    ClassificationData,
+    ImageSample,
+    read_class_folder,
+    split_indices,
+)
 from omnivis.errors import DataError
 
 

@@ -12,7 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from omnivis.metrics.report import ReportSection, image_to_data_uri, write_html_report, write_json
+from omnivis.metrics.report import (
+    ReportSection,
+    image_to_data_uri,
+    write_html_report,
+    write_json,
+)
 
 
 def _decode_data_uri(uri: str) -> Image.Image:

@@ -13,7 +13,11 @@ from safetensors.torch import load_file
 from omnivis.data.builtin import load_builtin
 from omnivis.engine.bundle import load_bundle
 from omnivis.errors import ConfigError, DataError, TrainingError
-from omnivis.tasks.classify import ClassifyPredictor, evaluate_classifier, train_classifier
+from omnivis.tasks.classify import (
+    ClassifyPredictor,
+    evaluate_classifier,
+    train_classifier,
+)
 from tests.conftest import tiny_classify_config
 
 

@@ -10,17 +10,16 @@ name and moved into place, so a kill never leaves a half-written bundle file whe
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from omnivis import __version__
 from omnivis.errors import BundleError
+from omnivis.fileio import atomic_write_bytes
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -43,19 +42,8 @@ class Bundle:
         return self.config["task"]
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_bundle(
@@ -79,7 +67,7 @@ def save_bundle(
     directory.mkdir(parents=True, exist_ok=True)
     config = {**config, "omnivis_version": __version__}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    _atomic_write(directory / WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={"task": config["task"]}))
+    atomic_write_bytes(directory / WEIGHTS, save(tensors, metadata={"task": config["task"]}))
     _write_text(directory / CONFIG, json.dumps(config, indent=2, default=str) + "\n")
     _write_text(directory / METRICS, json.dumps(metrics or {}, indent=2, default=float) + "\n")
     _write_text(directory / CARD, card if card is not None else model_card(config, metrics or {}))

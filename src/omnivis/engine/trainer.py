@@ -9,8 +9,6 @@ at is the datamodule's own checkpoint state: ``SeededDataModule.state_dict``.)
 
 from __future__ import annotations
 
-import math
-import os
 import random
 import warnings
 from dataclasses import dataclass
@@ -19,7 +17,12 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    ModelCheckpoint,
+    RichProgressBar,
+)
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from omnivis.errors import ConfigError, TrainingError
@@ -198,27 +201,3 @@ def build_trainer(
             num_sanity_val_steps=0,
         )
     return trainer
-
-
-def steps_per_epoch(num_samples: int, batch_size: int, world_size: int = 1) -> int:
-    """Optimizer steps per epoch with drop_last batching (what LR schedules are sized from)."""
-    return max(1, num_samples // (batch_size * world_size)) if num_samples >= batch_size * world_size else 1
-
-
-def set_torch_threads() -> None:
-    """Leave torch's default intra-op threads, but never more than the CPUs this process may use."""
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if torch.get_num_threads() > available:
-        torch.set_num_threads(available)
-
-
-__all__ = [
-    "TrainerConfig",
-    "build_trainer",
-    "last_checkpoint",
-    "checkpoint_dir",
-    "resolve_precision",
-    "seed_everything",
-    "steps_per_epoch",
-    "math",
-]

@@ -25,7 +25,7 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-from omnivis.metrics.report import atomic_write_bytes
+from omnivis.fileio import atomic_write_bytes
 
 __all__ = ["classification_metrics", "plot_confusion_matrix", "plot_training_curves"]
 

@@ -13,8 +13,6 @@ import html
 import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,36 +21,16 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from omnivis.fileio import atomic_write_bytes
+
 __all__ = [
     "ReportSection",
-    "atomic_write_bytes",
     "image_to_data_uri",
     "write_html_report",
     "write_json",
 ]
 
 _MIN_SHORT_SIDE = 64
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary sibling file and ``os.replace``.
-
-    The temporary file lives in the same folder so the final rename never crosses file systems and is
-    atomic; a reader sees either the old file or the complete new one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _json_default(obj: Any) -> Any:

@@ -19,8 +19,8 @@ from rich.progress import track
 from torchmetrics.classification import MulticlassAccuracy
 
 from omnivis.config import config_to_dict
-from omnivis.data.datamodule import ImageClassificationDataset, SeededDataModule
 from omnivis.data.builtin import resolve_classification_data
+from omnivis.data.datamodule import ImageClassificationDataset, SeededDataModule
 from omnivis.data.readers import ClassificationData, split_indices
 from omnivis.data.transforms import (
     AugmentConfig,
@@ -32,7 +32,11 @@ from omnivis.data.transforms import (
 from omnivis.engine.bundle import Bundle, load_bundle, save_bundle
 from omnivis.engine.trainer import TrainerConfig, build_trainer, seed_everything
 from omnivis.errors import BundleError, ConfigError, DataError
-from omnivis.metrics.classification import classification_metrics, plot_confusion_matrix, plot_training_curves
+from omnivis.metrics.classification import (
+    classification_metrics,
+    plot_confusion_matrix,
+    plot_training_curves,
+)
 from omnivis.models.backbones import create_backbone
 from omnivis.models.heads import ImageClassifier
 from omnivis.tasks.common import adamw_with_warmup_cosine, load_images, prepare_run_dir

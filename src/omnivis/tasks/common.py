@@ -13,7 +13,12 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from omnivis.config import config_to_dict
-from omnivis.data.images import IMAGE_EXTENSIONS, array_to_image, load_image, normalize_image
+from omnivis.data.images import (
+    IMAGE_EXTENSIONS,
+    array_to_image,
+    load_image,
+    normalize_image,
+)
 from omnivis.engine.trainer import last_checkpoint
 from omnivis.errors import ConfigError, DataError
 

@@ -1,0 +1,162 @@
+"""omnivis benchmarks, each against a named reference measured in the same run.
+
+    python benchmarks/run.py            # everything (about 5 minutes on 2 CPU cores)
+    python benchmarks/run.py digits     # (a) digits accuracy and time vs scikit-learn's SVC
+    python benchmarks/run.py engine     # (b) engine training throughput vs a plain PyTorch loop
+
+Results are printed as a table with ratios and written to benchmarks/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent
+
+
+def digits_benchmark(epochs: int) -> dict:
+    """(a) Held-out accuracy on the 70/30 stratified digits split (random_state=0)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from sklearn.svm import SVC
+
+    from omnivis.demo import DEMO_CONFIG
+    from omnivis.engine.bundle import load_bundle
+    from omnivis.engine.trainer import TrainerConfig
+    from omnivis.tasks.classify import ClassifyConfig, train_classifier
+
+    digits = load_digits()
+    x_train, x_test, y_train, y_test = train_test_split(
+        digits.data, digits.target, test_size=0.3, stratify=digits.target, random_state=0
+    )
+    start = time.perf_counter()
+    svc = SVC(gamma=0.001, C=10).fit(x_train, y_train)
+    svc_seconds = time.perf_counter() - start
+    svc_accuracy = float((svc.predict(x_test) == y_test).mean())
+
+    config = ClassifyConfig(**DEMO_CONFIG, trainer=TrainerConfig(epochs=epochs, seed=0, progress=False))
+    out = Path(tempfile.mkdtemp(prefix="omnivis-bench-")) / "digits"
+    start = time.perf_counter()
+    train_classifier(config, out)  # trains on the 70%, evaluates on the held-out 30%
+    seconds = time.perf_counter() - start
+    bundle = load_bundle(out)
+    assert bundle.metrics["num_samples"] == len(y_test), "the held-out split must be the SVC's test split"
+    result = {
+        "omnivis_accuracy": bundle.metrics["accuracy"],
+        "omnivis_seconds": seconds,
+        "omnivis_recipe": f"{config.model}, {config.img_size} px, {config.channels} channel, {epochs} epochs",
+        "svc_accuracy": svc_accuracy,
+        "svc_seconds": svc_seconds,
+        "test_images": len(y_test),
+    }
+    shutil.rmtree(out.parent, ignore_errors=True)
+    return result
+
+
+def engine_benchmark(epochs: int, batch_size: int = 64, img_size: int = 32) -> dict:
+    """(b) Steps per second of the omnivis engine and of a plain loop, same model/batch/data."""
+    import torch.nn.functional as F
+
+    from omnivis.data.builtin import load_builtin
+    from omnivis.data.datamodule import SeededDataModule, TensorPairDataset
+    from omnivis.data.transforms import AugmentConfig
+    from omnivis.engine.trainer import TrainerConfig, build_trainer, seed_everything
+    from omnivis.tasks.classify import ClassifyConfig, ClassifyModule
+    from omnivis.tasks.common import adamw_with_warmup_cosine
+
+    digits = load_builtin("digits")
+    images = torch.tensor(np.stack([s.source for s in digits.samples]), dtype=torch.float32)[:, None] / 255.0
+    images = F.interpolate(images, size=(img_size, img_size), mode="bilinear", align_corners=False)
+    images = (images - 0.5) / 0.5
+    labels = torch.tensor(digits.labels())
+    n = (len(labels) // batch_size) * batch_size
+    images, labels = images[:n].contiguous(), labels[:n].contiguous()
+    steps = epochs * (n // batch_size)
+    config = ClassifyConfig(
+        model="omnivis_resnet_tiny", img_size=img_size, channels=1, batch_size=batch_size,
+        augment=AugmentConfig(preset="none", hflip=False),
+        trainer=TrainerConfig(epochs=epochs, seed=0, progress=False, accelerator="cpu"),
+    )
+    classes = [str(i) for i in range(10)]
+
+    # plain PyTorch: the same module's network, optimizer and schedule, a DataLoader over tensors
+    seed_everything(0)
+    model = ClassifyModule(config, classes).model.train()
+    opt = adamw_with_warmup_cosine(model, config.lr, config.weight_decay, steps, n // batch_size)
+    optimizer, scheduler = opt["optimizer"], opt["lr_scheduler"]["scheduler"]
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=batch_size,
+                                         shuffle=True, drop_last=True)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    plain_seconds = time.perf_counter() - start
+
+    # omnivis engine: the ClassifyModule on the Lightning Trainer we build for every task
+    seed_everything(0)
+    module = ClassifyModule(config, classes)
+    datamodule = SeededDataModule(TensorPairDataset(images, labels), batch_size=batch_size, seed=0)
+    run_dir = Path(tempfile.mkdtemp(prefix="omnivis-engine-"))
+    trainer = build_trainer(config.trainer, run_dir)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    engine_seconds = time.perf_counter() - start
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return {
+        "steps": steps,
+        "batch_size": batch_size,
+        "plain_steps_per_second": steps / plain_seconds,
+        "engine_steps_per_second": steps / engine_seconds,
+        "engine_over_plain": plain_seconds / engine_seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="*", default=["digits", "engine"], choices=["digits", "engine"])
+    parser.add_argument("--digits-epochs", type=int, default=15)
+    parser.add_argument("--engine-epochs", type=int, default=3)
+    args = parser.parse_args()
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    import lightning.pytorch  # noqa: F401
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    results: dict = {
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
+        "torch": torch.__version__,
+    }
+    if "digits" in args.which:
+        d = digits_benchmark(args.digits_epochs)
+        results["digits"] = d
+        print("(a) digits, 540 held-out images (70/30 stratified, random_state=0)")
+        print(f"    omnivis  {d['omnivis_recipe']}: accuracy {d['omnivis_accuracy']:.4f}, {d['omnivis_seconds']:.1f} s")
+        print(f"    SVC(gamma=0.001, C=10):  accuracy {d['svc_accuracy']:.4f}, {d['svc_seconds']:.2f} s")
+        print(f"    accuracy ratio omnivis/SVC: {d['omnivis_accuracy'] / d['svc_accuracy']:.4f}")
+    if "engine" in args.which:
+        e = engine_benchmark(args.engine_epochs)
+        results["engine"] = e
+        print(f"(b) training throughput, omnivis_resnet_tiny 32 px, batch {e['batch_size']}, {e['steps']} steps, in-memory data")
+        print(f"    plain PyTorch loop: {e['plain_steps_per_second']:.2f} steps/s")
+        print(f"    omnivis engine:     {e['engine_steps_per_second']:.2f} steps/s")
+        print(f"    engine / plain:     {e['engine_over_plain']:.3f}x")
+    (ROOT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {ROOT / 'results.json'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from omnivis.data.transforms import (
+    AUGMENT_PRESETS,
+    AugmentConfig,
+    build_batch_mix,
+    build_eval_transform,
+    build_train_transform,
+    default_mean_std,
+)
+from omnivis.errors import ConfigError
+
+
+def _image(mode: str) -> Image.Image:
+    rng = np.random.default_rng(0)
+    shape = (40, 60, 3) if mode == "RGB" else (40, 60)
+    return Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode)
+
+
+@pytest.mark.parametrize("mode,channels", [("RGB", 3), ("L", 1)])
+def test_eval_transform_is_resize_center_crop_normalize(mode, channels):
+    mean, std = default_mean_std(channels)
+    out = build_eval_transform(32, mean, std)(_image(mode))
+    assert out.shape == (channels, 32, 32) and out.dtype == torch.float32
+    white = build_eval_transform(8, mean, std)(Image.new(mode, (8, 8), 255 if mode == "L" else (255, 255, 255)))
+    expected = torch.tensor([(1 - m) / s for m, s in zip(mean, std)])
+    assert torch.allclose(white[:, 0, 0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("preset", AUGMENT_PRESETS)
+@pytest.mark.parametrize("mode,channels", [("RGB", 3), ("L", 1)])
+def test_every_preset_gives_the_training_shape(preset, mode, channels):
+    mean, std = default_mean_std(channels)
+    augment = AugmentConfig(preset=preset, rotation=10, color_jitter=0.3)
+    tf = build_train_transform(24, mean, std, augment)
+    torch.manual_seed(0)
+    a = tf(_image(mode))
+    assert a.shape == (channels, 24, 24)
+    if preset != "none":
+        torch.manual_seed(1)
+        assert not torch.equal(a, tf(_image(mode)))  # it is random ...
+    torch.manual_seed(0)
+    assert torch.equal(a, tf(_image(mode)))  # ... and the draws come from torch's seeded RNG
+
+
+def test_mixup_and_cutmix_give_soft_labels():
+    mix = build_batch_mix(AugmentConfig(mixup=0.2, cutmix=1.0), num_classes=5)
+    images, labels = torch.randn(8, 3, 16, 16), torch.arange(8) % 5
+    mixed, soft = mix(images, labels)
+    assert mixed.shape == images.shape and soft.shape == (8, 5)
+    assert torch.allclose(soft.sum(dim=1), torch.ones(8))
+    assert build_batch_mix(AugmentConfig(), 5) is None
+
+
+def test_bad_config_is_a_clear_error():
+    with pytest.raises(ConfigError, match="unknown augment preset 'randaug'"):
+        AugmentConfig(preset="randaug")
+    with pytest.raises(ConfigError, match="scale_min"):
+        AugmentConfig(scale_min=0)
