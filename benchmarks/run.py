@@ -1,6 +1,6 @@
 """omnivis benchmarks, each against a named reference measured in the same run.
 
-    python benchmarks/run.py            # everything (about 5 minutes on 2 CPU cores)
+    python benchmarks/run.py            # everything (about 4 minutes on 2 CPU cores)
     python benchmarks/run.py digits     # (a) digits accuracy and time vs scikit-learn's SVC
     python benchmarks/run.py engine     # (b) engine training throughput vs a plain PyTorch loop
 
@@ -64,7 +64,7 @@ def digits_benchmark(epochs: int) -> dict:
     return result
 
 
-def engine_benchmark(epochs: int, batch_size: int = 64, img_size: int = 32) -> dict:
+def engine_benchmark(epochs: int, batch_size: int = 64, img_size: int = 32, repeats: int = 3) -> dict:
     """(b) Steps per second of the omnivis engine and of a plain loop, same model/batch/data."""
     import torch.nn.functional as F
 
@@ -90,39 +90,52 @@ def engine_benchmark(epochs: int, batch_size: int = 64, img_size: int = 32) -> d
     )
     classes = [str(i) for i in range(10)]
 
-    # plain PyTorch: the same module's network, optimizer and schedule, a DataLoader over tensors
-    seed_everything(0)
-    model = ClassifyModule(config, classes).model.train()
-    opt = adamw_with_warmup_cosine(model, config.lr, config.weight_decay, steps, n // batch_size)
-    optimizer, scheduler = opt["optimizer"], opt["lr_scheduler"]["scheduler"]
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=batch_size,
-                                         shuffle=True, drop_last=True)
-    start = time.perf_counter()
-    for _ in range(epochs):
-        for x, y in loader:
-            loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-    plain_seconds = time.perf_counter() - start
+    def plain_loop() -> float:
+        """The same module's network, optimizer and schedule, a DataLoader over the tensors."""
+        seed_everything(0)
+        model = ClassifyModule(config, classes).model.train()
+        opt = adamw_with_warmup_cosine(model, config.lr, config.weight_decay, steps, n // batch_size)
+        optimizer, scheduler = opt["optimizer"], opt["lr_scheduler"]["scheduler"]
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(images, labels), batch_size=batch_size, shuffle=True, drop_last=True
+        )
+        start = time.perf_counter()
+        for _ in range(epochs):
+            for x, y in loader:
+                loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+        return time.perf_counter() - start
 
-    # omnivis engine: the ClassifyModule on the Lightning Trainer we build for every task
-    seed_everything(0)
-    module = ClassifyModule(config, classes)
-    datamodule = SeededDataModule(TensorPairDataset(images, labels), batch_size=batch_size, seed=0)
-    run_dir = Path(tempfile.mkdtemp(prefix="omnivis-engine-"))
-    trainer = build_trainer(config.trainer, run_dir)
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
-    engine_seconds = time.perf_counter() - start
-    shutil.rmtree(run_dir, ignore_errors=True)
+    def engine() -> float:
+        """The ClassifyModule on the Lightning Trainer we build for every task (setup included)."""
+        seed_everything(0)
+        module = ClassifyModule(config, classes)
+        datamodule = SeededDataModule(TensorPairDataset(images, labels), batch_size=batch_size, seed=0)
+        run_dir = Path(tempfile.mkdtemp(prefix="omnivis-engine-"))
+        start = time.perf_counter()
+        trainer = build_trainer(config.trainer, run_dir)
+        trainer.fit(module, datamodule=datamodule)
+        seconds = time.perf_counter() - start
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return seconds
+
+    plain_loop()  # warm-up: one-time kernel and allocator set-up is not either side's cost
+    plain_times, engine_times = [], []
+    for _ in range(repeats):  # interleaved, best of `repeats` for each
+        plain_times.append(plain_loop())
+        engine_times.append(engine())
+    plain_seconds, engine_seconds = min(plain_times), min(engine_times)
     return {
         "steps": steps,
         "batch_size": batch_size,
         "plain_steps_per_second": steps / plain_seconds,
         "engine_steps_per_second": steps / engine_seconds,
         "engine_over_plain": plain_seconds / engine_seconds,
+        "plain_seconds": plain_times,
+        "engine_seconds": engine_times,
     }
 
 
@@ -132,8 +145,11 @@ def main() -> None:
     parser.add_argument("--digits-epochs", type=int, default=15)
     parser.add_argument("--engine-epochs", type=int, default=3)
     args = parser.parse_args()
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    import warnings
+
     import lightning.pytorch  # noqa: F401
+
+    warnings.filterwarnings("ignore")
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     results: dict = {

@@ -32,6 +32,16 @@ def bundle(tmp_path_factory) -> Path:
     return out
 
 
+def test_resume_reads_the_run_config(tmp_path):
+    out = tmp_path / "run"
+    omnivis("train", "classify", *TINY, "--epochs", "1", "--max-steps", "3", "--out", str(out), "--json")
+    again = omnivis("train", "classify", "--out", str(out), "--json", check=False)
+    assert again.returncode == 2 and "--resume" in again.stderr  # a finished run is never overwritten
+    resumed = json.loads(omnivis("train", "classify", "--out", str(out), "--resume", "--json").stdout)
+    assert resumed["bundle"] == str(out)  # options came from run_config.json (1 channel, 16 px)
+    assert json.loads((out / "config.json").read_text())["in_chans"] == 1
+
+
 def test_eval_json(bundle):
     metrics = json.loads(omnivis("eval", str(bundle), "--json").stdout)
     assert metrics["num_samples"] == 540

@@ -22,7 +22,7 @@ from omnivis.errors import OmnivisError
 
 app = typer.Typer(
     name="omnivis",
-    help="One vision backbone: pretrain, train, evaluate, predict, export and serve.",
+    help="One vision backbone: train, evaluate and predict (more tasks are being added).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -40,7 +40,7 @@ err_console = Console(stderr=True)
 
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
-    """omnivis: one vision backbone for understanding, generation, export and serving."""
+    """omnivis: one vision backbone, one CLI, one bundle format."""
 
 
 def _quiet_libraries() -> None:
@@ -52,6 +52,10 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*The number of training batches.*")
+    warnings.filterwarnings("ignore", message=".*could not find the monitored key.*")
+    warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+    warnings.filterwarnings("ignore", message=".*Total length of .* across ranks is zero.*")
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
 
 
 def _print_json(data: object) -> None:
@@ -96,10 +100,20 @@ def train_classify(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
 ) -> None:
-    """Train an image classifier; the --out folder becomes a bundle."""
+    """Train an image classifier; the --out folder becomes a bundle.
+
+    With --resume, the run's own run_config.json is used and the other options are ignored.
+    """
     from omnivis.data.transforms import AugmentConfig
     from omnivis.engine.trainer import TrainerConfig
     from omnivis.tasks.classify import ClassifyConfig, train_classifier
+    from omnivis.tasks.common import load_run_config
+
+    if resume:
+        config = load_run_config(ClassifyConfig, out)
+        config.trainer.progress = progress and not as_json
+        _train_and_report(train_classifier, config, out, resume, as_json)
+        return
 
     config = ClassifyConfig(
         data=data, manifest=str(manifest) if manifest else None, strict=strict, val_fraction=val_fraction,
@@ -116,7 +130,11 @@ def train_classify(
             progress=progress and not as_json,
         ),
     )
-    bundle = train_classifier(config, out, resume=resume)
+    _train_and_report(train_classifier, config, out, resume, as_json)
+
+
+def _train_and_report(train, config, out: Path, resume: bool, as_json: bool) -> None:
+    bundle = train(config, out, resume=resume)
     if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
         return
     metrics = json.loads((bundle / "metrics.json").read_text())
@@ -140,7 +158,7 @@ def eval_command(
     bundle: Path = typer.Argument(..., help="A bundle folder."),
     data: Optional[str] = typer.Option(None, help="Labelled data (default: the bundle's training data)."),
     split: str = typer.Option("auto", help="auto | val | all (auto: the held-out split of the training data)."),
-    out: Optional[Path] = typer.Option(None, help="Folder for metrics.json and plots (default: the bundle)."),
+    out: Optional[Path] = typer.Option(None, help="Folder for eval.json and the confusion matrix (default: the bundle)."),
     strict: bool = typer.Option(False, "--strict"),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ) -> None:
@@ -191,7 +209,7 @@ def predict_command(
     table = Table("image", "prediction", "score", f"top-{top_k}")
     table.columns[0].overflow = "fold"
     for r in results:
-        others = ", ".join(f"{t['label']} {t['score']:.2f}" for t in r["top_k"][1:])
+        others = ", ".join(f"{t['label']} {t['score']:.2f}" for t in r["top_k"])
         table.add_row(r["image"], r["label"], f"{r['score']:.3f}", others)
     console.print(table)
 

@@ -76,18 +76,20 @@ class _Crash(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step >= self.step:
-            raise SystemExit("killed")
+            raise RuntimeError("killed")
 
 
 def test_resume_matches_an_uninterrupted_run(tmp_path):
-    # 1257 training images / batch 32 = 39 steps per epoch; 2 epochs; checkpoint every 5 steps;
-    # killed at step 47 (mid-epoch 2) -> resumes from the step-45 checkpoint.
+    # 1257 training images / batch 32 = 39 steps per epoch, 2 epochs, killed at step 47 (mid-epoch 2);
+    # the crash writes last.ckpt and the resumed run must end with bit-identical weights.
     trainer = dict(epochs=2, checkpoint_every_n_steps=5)
     straight = train_classifier(tiny_classify_config(trainer=trainer), tmp_path / "straight")
-    with pytest.raises(SystemExit):
+    with pytest.raises(RuntimeError, match="killed"):
         train_classifier(tiny_classify_config(trainer=trainer), tmp_path / "resumed", callbacks=[_Crash(47)])
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
+    assert torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 47
     resumed = train_classifier(tiny_classify_config(trainer=trainer), tmp_path / "resumed", resume=True)
+    assert (tmp_path / "resumed" / "logs" / "metrics.part1.csv").exists()  # the first part's log is kept
     a = load_file(str(straight / "model.safetensors"))
     b = load_file(str(resumed / "model.safetensors"))
     assert a.keys() == b.keys()

@@ -290,19 +290,19 @@ def load_shapes(n: int | None = None, img_size: int | None = None, seed: int = 0
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     "digits": BuiltinDataset(
         "digits", "1,797 8x8 grey hand-written digits, 10 classes (scikit-learn)",
-        ("classify", "pretrain", "generate"), load_digits_data,
+        ("classify",), load_digits_data,
     ),
     "photos": BuiltinDataset(
         "photos", f"{len(PHOTO_NAMES)} sample photographs, one class each (scikit-image)",
-        ("predict", "edit"), load_photos,
+        ("predict",), load_photos,
     ),
     "faces": BuiltinDataset(
         "faces", "200 25x25 grey patches: 100 faces and 100 non-faces (scikit-image LFW subset)",
-        ("classify", "face"), load_faces,
+        ("classify",), load_faces,
     ),
     "shapes": BuiltinDataset(
         "shapes", "generated circles, squares and triangles with boxes and masks (600 64x64 scenes)",
-        ("classify", "detect", "segment", "pretrain"), load_shapes,
+        ("classify",), load_shapes,
     ),
 }
 

@@ -44,7 +44,8 @@ class TrainerConfig:
         precision: ``auto`` is bf16-mixed on a GPU that supports it, else 32-true.
         seed: seeds data order, augmentation and the model's RNG.
         deterministic: use only deterministic kernels (slower on GPU).
-        checkpoint_every_n_steps: also write ``last.ckpt`` every N steps (0: at epoch ends only).
+        checkpoint_every_n_steps: also write ``last.ckpt`` every N steps (0: at epoch ends only;
+            a crash or Ctrl-C writes it too).
         early_stopping_patience: stop after this many validations without improvement (0: off).
         log_every_n_steps: how often training metrics are logged.
         progress: show a progress bar.
@@ -121,8 +122,26 @@ class StopOnNonFiniteLoss(Callback):
             raise TrainingError(
                 f"loss became {loss.detach().float().item()} at step {trainer.global_step} "
                 f"(epoch {trainer.current_epoch}); lower the learning rate or check the data. "
-                f"Weights were not updated with it; the last checkpoint is in {trainer.default_root_dir}/checkpoints"
+                f"weights were not updated with it; resume from {trainer.default_root_dir}/checkpoints/last.ckpt with --resume"
             )
+
+
+class CheckpointOnException(Callback):
+    """Write ``last.ckpt`` when training dies (Ctrl-C, a crash) so no finished step is lost.
+
+    Lightning's ``OnExceptionCheckpoint`` deletes its file when a run ends normally, which would
+    take ``last.ckpt`` with it; this one only ever writes.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # a non-finite loss may already have poisoned buffers (batch-norm statistics): keep the last good one
+        if isinstance(exception, TrainingError):
+            return
+        if trainer.state.fn == "fit" and trainer.global_step > 0:
+            trainer.save_checkpoint(self.path)
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -156,14 +175,18 @@ def build_trainer(
     ckpt_dir = checkpoint_dir(run_dir)
     callbacks: list[Callback] = [StepSeed(config.seed), StopOnNonFiniteLoss()]
     callbacks.append(
-        ModelCheckpoint(
+        ModelCheckpoint(  # last.ckpt at every epoch end (and every N steps), replaced each time
             dirpath=ckpt_dir,
-            save_last=True,
-            save_top_k=0,
+            filename="last",
+            monitor=None,
+            save_top_k=1,
             every_n_train_steps=config.checkpoint_every_n_steps or None,
             save_on_train_epoch_end=True,
+            enable_version_counter=False,
         )
     )
+    # a crash or Ctrl-C also writes last.ckpt, so --resume continues from the very step it stopped at
+    callbacks.append(CheckpointOnException(ckpt_dir / "last.ckpt"))
     if monitor:
         callbacks.append(
             ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=monitor_mode, save_top_k=1, enable_version_counter=False)

@@ -56,14 +56,14 @@ default_cfgs = generate_default_cfgs(
 
 @register_model
 def omnivis_resnet_tiny(pretrained: bool = False, **kwargs: object) -> ResNet:
-    """ResNet with one BasicBlock per stage and 32-256 channels (1.2 M parameters)."""
+    """ResNet with a 64-channel stem and one BasicBlock per stage of 32-256 channels (1.2 M parameters)."""
     args = dict(block=BasicBlock, layers=(1, 1, 1, 1), channels=(32, 64, 128, 256), stem_width=32)
     return build_model_with_cfg(ResNet, "omnivis_resnet_tiny", pretrained, **dict(args, **kwargs))
 
 
 @register_model
 def omnivis_resnet_small(pretrained: bool = False, **kwargs: object) -> ResNet:
-    """ResNet with two BasicBlocks per stage and 32-256 channels (2.8 M parameters)."""
+    """ResNet with a 64-channel stem and two BasicBlocks per stage of 32-256 channels (2.8 M parameters)."""
     args = dict(block=BasicBlock, layers=(2, 2, 2, 2), channels=(32, 64, 128, 256), stem_width=32)
     return build_model_with_cfg(ResNet, "omnivis_resnet_small", pretrained, **dict(args, **kwargs))
 
@@ -201,6 +201,8 @@ def read_backbone_state(path: str | Path) -> tuple[dict[str, torch.Tensor], str 
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise BundleError(f"{path}: not a readable safetensors file ({err})") from None
+    if not prefix and state and all(k.startswith(("backbone.model.", "head.")) for k in state):
+        prefix = "backbone.model."  # a bundle's own model.safetensors, passed as a file
     if prefix:
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if not state:

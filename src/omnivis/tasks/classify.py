@@ -31,7 +31,7 @@ from omnivis.data.transforms import (
 )
 from omnivis.engine.bundle import Bundle, load_bundle, save_bundle
 from omnivis.engine.trainer import TrainerConfig, build_trainer, seed_everything
-from omnivis.errors import BundleError, ConfigError, DataError
+from omnivis.errors import BundleError, ConfigError, DataError, TrainingError
 from omnivis.metrics.classification import (
     classification_metrics,
     plot_confusion_matrix,
@@ -39,7 +39,13 @@ from omnivis.metrics.classification import (
 )
 from omnivis.models.backbones import create_backbone
 from omnivis.models.heads import ImageClassifier
-from omnivis.tasks.common import adamw_with_warmup_cosine, load_images, prepare_run_dir
+from omnivis.tasks.common import (
+    adamw_with_warmup_cosine,
+    check_run_dir,
+    keep_previous_logs,
+    load_images,
+    write_run_config,
+)
 
 TASK = "classify"
 
@@ -151,6 +157,7 @@ def bundle_config(config: ClassifyConfig, classes: Sequence[str], train_size: in
         "mean": list(mean),
         "std": list(std),
         "data": config.data,
+        "manifest": config.manifest,
         "split": {"val_fraction": config.val_fraction, "seed": config.trainer.seed, "train_size": train_size},
         "init_from": config.init_from,
         "train_config": config_to_dict(config),
@@ -171,10 +178,14 @@ def train_classifier(
     the engine's own (for monitoring or tests).
     """
     out = Path(out)
-    ckpt = prepare_run_dir(out, config, resume)
+    ckpt = check_run_dir(out, resume)
     data = resolve_classification_data(config.data, manifest=config.manifest, strict=config.strict)
     if len(data.classes) < 2:
         raise DataError(f"{config.data}: classification needs at least 2 classes, found {len(data.classes)}")
+    if resume:
+        keep_previous_logs(out)
+    else:
+        write_run_config(out, config)
     train_idx, val_idx = _split(data, config.val_fraction, config.trainer.seed)
     mean, std = default_mean_std(config.channels)
     train_tf = build_train_transform(config.img_size, mean, std, config.augment)
@@ -193,7 +204,14 @@ def train_classifier(
     trainer = build_trainer(
         config.trainer, out, monitor="val/accuracy" if has_val else None, monitor_mode="max", extra_callbacks=callbacks
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+    except SystemExit:  # Lightning turns Ctrl-C into exit(1) after writing last.ckpt
+        if trainer.interrupted:
+            raise TrainingError(
+                f"interrupted at step {trainer.global_step}; continue with: omnivis train classify --out {out} --resume"
+            ) from None
+        raise
     if not trainer.is_global_zero:
         return out
     bconfig = bundle_config(config, data.classes, len(train_idx))
@@ -307,7 +325,8 @@ def evaluate_classifier(
         raise ConfigError(f"split must be auto, val or all, got '{split}'")
     if not isinstance(data, ClassificationData):
         spec = data or cfg["data"]
-        loaded = resolve_classification_data(spec, strict=strict)
+        manifest = cfg.get("manifest") if spec == cfg.get("data") else None
+        loaded = resolve_classification_data(spec, manifest=manifest, strict=strict)
         if split == "val" or (split == "auto" and spec == cfg.get("data")):
             s = cfg["split"]
             _, val_idx = _split(loaded, s["val_fraction"], s["seed"])

@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
-from omnivis.config import config_to_dict
+from omnivis.config import config_from_dict, config_to_dict
 from omnivis.data.images import (
     IMAGE_EXTENSIONS,
     array_to_image,
@@ -21,22 +21,45 @@ from omnivis.data.images import (
 )
 from omnivis.engine.trainer import last_checkpoint
 from omnivis.errors import ConfigError, DataError
+from omnivis.fileio import atomic_write_bytes
+
+RUN_CONFIG = "run_config.json"
 
 
-def prepare_run_dir(out: str | Path, config: object, resume: bool) -> Path | None:
-    """Create the run folder and write the resolved config; return the checkpoint to resume from.
-
-    A folder that already holds a run is never overwritten: the user resumes it or picks another.
-    """
+def check_run_dir(out: str | Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from; a folder that already holds a run is never overwritten."""
     out = Path(out)
     ckpt = last_checkpoint(out)
     if resume and ckpt is None:
         raise ConfigError(f"{out}: nothing to resume (no checkpoints/last.ckpt); start without --resume")
     if not resume and ckpt is not None:
         raise ConfigError(f"{out}: already holds a training run; pass --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "run_config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
     return ckpt
+
+
+def write_run_config(out: str | Path, config: object) -> None:
+    """Record the resolved config in the run folder (what ``--resume`` reads back)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / RUN_CONFIG, (json.dumps(config_to_dict(config), indent=2) + "\n").encode())
+
+
+def load_run_config(cls: type, out: str | Path):
+    """The config a run in ``out`` was started with, for ``--resume``."""
+    path = Path(out) / RUN_CONFIG
+    if not path.exists():
+        raise ConfigError(f"{path}: not found; is {out} an omnivis training run?")
+    return config_from_dict(cls, json.loads(path.read_text()), where=str(path))
+
+
+def keep_previous_logs(out: str | Path) -> None:
+    """Lightning's CSV logger starts metrics.csv afresh on resume: keep the earlier part beside it."""
+    csv = Path(out) / "logs" / "metrics.csv"
+    if csv.exists():
+        part = 1
+        while (csv.parent / f"metrics.part{part}.csv").exists():
+            part += 1
+        csv.rename(csv.parent / f"metrics.part{part}.csv")
 
 
 def adamw_with_warmup_cosine(
