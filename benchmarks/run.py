@@ -141,10 +141,14 @@ def engine_benchmark(epochs: int, batch_size: int = 64, img_size: int = 32, repe
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="*", default=["digits", "engine"], choices=["digits", "engine"])
-    parser.add_argument("--digits-epochs", type=int, default=15)
+    parser.add_argument("which", nargs="*", help="digits and/or engine (default: both)")
+    parser.add_argument("--digits-epochs", type=int, default=24)
     parser.add_argument("--engine-epochs", type=int, default=3)
     args = parser.parse_args()
+    args.which = args.which or ["digits", "engine"]
+    unknown = set(args.which) - {"digits", "engine"}
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose digits and/or engine")
     import warnings
 
     import lightning.pytorch  # noqa: F401
