@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.callbacks import (
     Callback,
     EarlyStopping,
+    LearningRateMonitor,
     ModelCheckpoint,
     RichProgressBar,
 )
@@ -193,6 +194,7 @@ def build_trainer(
         )
         if config.early_stopping_patience:
             callbacks.append(EarlyStopping(monitor=monitor, mode=monitor_mode, patience=config.early_stopping_patience))
+    callbacks.append(LearningRateMonitor(logging_interval="step"))
     if config.progress:
         callbacks.append(RichProgressBar(leave=True))
     callbacks.extend(extra_callbacks or [])
