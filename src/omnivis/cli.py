@@ -85,6 +85,9 @@ def train_classify(
     mixup: float = typer.Option(0.0, help="Mixup alpha (0: off)."),
     cutmix: float = typer.Option(0.0, help="CutMix alpha (0: off)."),
     init_from: Optional[Path] = typer.Option(None, help="Bundle or safetensors file to start the backbone from."),
+    freeze_backbone: bool = typer.Option(False, "--freeze-backbone", help="Train only the head."),
+    unfreeze_after: int = typer.Option(0, help="With --freeze-backbone: train everything from this epoch on."),
+    layer_decay: float = typer.Option(1.0, help="Layer-wise LR decay (e.g. 0.75 for ViT fine-tuning; 1: off)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     accelerator: str = typer.Option("auto", help="auto | cpu | gpu | mps."),
     devices: str = typer.Option("auto", help="Devices per node: auto or a number."),
@@ -118,6 +121,7 @@ def train_classify(
     config = ClassifyConfig(
         data=data, manifest=str(manifest) if manifest else None, strict=strict, val_fraction=val_fraction,
         model=model, img_size=img_size, channels=channels, init_from=str(init_from) if init_from else None,
+        freeze_backbone=freeze_backbone, unfreeze_after=unfreeze_after, layer_decay=layer_decay,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, label_smoothing=label_smoothing,
         augment=AugmentConfig(
             preset=augment, hflip=hflip, rotation=rotation, color_jitter=color_jitter, scale_min=scale_min,

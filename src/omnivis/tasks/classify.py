@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.progress import track
+from timm.optim import param_groups_layer_decay
 from torchmetrics.classification import MulticlassAccuracy
 
 from omnivis.config import config_to_dict
@@ -63,6 +64,10 @@ class ClassifyConfig:
         img_size: square input size.
         channels: 3 (RGB) or 1 (grayscale).
         init_from: a bundle or safetensors file to initialize the backbone from.
+        freeze_backbone: train only the head (the backbone stays in eval mode, batch-norm included).
+        unfreeze_after: with ``freeze_backbone``, train the whole model from this epoch on (0: never).
+        layer_decay: layer-wise learning-rate decay (< 1 gives earlier layers smaller rates; the
+            usual fine-tuning recipe for ViTs, via timm's ``param_groups_layer_decay``).
         batch_size, lr, weight_decay, warmup_epochs, label_smoothing, dropout, drop_path: the recipe.
         augment: training augmentation.
         trainer: engine settings (epochs, devices, precision, checkpoints ...).
@@ -76,6 +81,9 @@ class ClassifyConfig:
     img_size: int = 32
     channels: int = 3
     init_from: str | None = None
+    freeze_backbone: bool = False
+    unfreeze_after: int = 0
+    layer_decay: float = 1.0
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -95,6 +103,10 @@ class ClassifyConfig:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.batch_size < 1 or self.lr <= 0:
             raise ConfigError("batch_size must be >= 1 and lr > 0")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.unfreeze_after < 0 or (self.unfreeze_after and not self.freeze_backbone):
+            raise ConfigError("unfreeze_after needs freeze_backbone and must be >= 0")
 
     @property
     def mode(self) -> str:
@@ -123,6 +135,15 @@ class ClassifyModule(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
 
+    def backbone_frozen(self, epoch: int) -> bool:
+        """Frozen is a function of the epoch, so a resumed run freezes exactly as the original did."""
+        return self.config.freeze_backbone and not (self.config.unfreeze_after and epoch >= self.config.unfreeze_after)
+
+    def on_train_epoch_start(self) -> None:
+        frozen = self.backbone_frozen(self.current_epoch)
+        self.model.backbone.requires_grad_(not frozen)
+        self.model.backbone.train(not frozen)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
         if self.batch_mix is not None:
@@ -141,8 +162,17 @@ class ClassifyModule(pl.LightningModule):
     def configure_optimizers(self) -> dict:
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        groups = None
+        if self.config.layer_decay < 1.0:
+            groups = param_groups_layer_decay(
+                self.model.backbone.model, weight_decay=self.config.weight_decay, layer_decay=self.config.layer_decay
+            )
+            head = list(self.model.head.parameters())
+            groups.append({"params": [p for p in head if p.ndim > 1], "weight_decay": self.config.weight_decay})
+            groups.append({"params": [p for p in head if p.ndim <= 1], "weight_decay": 0.0})
         return adamw_with_warmup_cosine(
-            self.model, self.config.lr, self.config.weight_decay, total, int(self.config.warmup_epochs * per_epoch)
+            self.model, self.config.lr, self.config.weight_decay, total, int(self.config.warmup_epochs * per_epoch),
+            param_groups=groups,
         )
 
 

@@ -63,16 +63,27 @@ def keep_previous_logs(out: str | Path) -> None:
 
 
 def adamw_with_warmup_cosine(
-    model: nn.Module, lr: float, weight_decay: float, total_steps: int, warmup_steps: int
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    total_steps: int,
+    warmup_steps: int,
+    param_groups: list[dict] | None = None,
 ) -> dict:
-    """AdamW (no decay on norms and biases) with linear warmup then cosine decay, stepped per batch."""
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
+    """AdamW (no decay on norms and biases) with linear warmup then cosine decay, stepped per batch.
+
+    Args:
+        param_groups: groups to use instead of ``model``'s parameters; a group's ``lr_scale``
+            (layer-wise decay) multiplies ``lr`` for it.
+    """
+    if param_groups is None:
+        decay, no_decay = [], []
+        for param in model.parameters():
             (no_decay if param.ndim <= 1 else decay).append(param)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
-    )
+        param_groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    for group in param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+    optimizer = torch.optim.AdamW(param_groups, lr=lr)
     total_steps = max(1, total_steps)
     warmup_steps = min(max(0, warmup_steps), total_steps - 1)
 
