@@ -129,3 +129,11 @@ def test_two_process_ddp_on_cpu(tmp_path):
     metrics = json.loads(result.stdout)  # only rank 0 reports
     assert metrics["accuracy"] > 0.3  # chance is 0.1; both ranks trained one shared model
     assert (out / "model.safetensors").exists()
+
+
+def test_distill_from_a_bundle(bundle, tmp_path):
+    report = json.loads(omnivis("distill", "--teacher", str(bundle), "--out", str(tmp_path / "s"), "--max-steps", "3",
+                                "--no-progress", "--json").stdout)
+    assert report["student_backbone"] == "omnivis_resnet_micro"
+    assert report["param_ratio"] < 0.25
+    assert {"teacher_accuracy", "student_accuracy", "teacher_latency_ms", "student_latency_ms"} <= set(report)

@@ -56,6 +56,7 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
     warnings.filterwarnings("ignore", message=".*Total length of .* across ranks is zero.*")
     warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # a frozen teacher or backbone
 
 
 def _print_json(data: object) -> None:
@@ -135,6 +136,66 @@ def train_classify(
         ),
     )
     _train_and_report(train_classifier, config, out, resume, as_json)
+
+
+@app.command("distill")
+def distill_command(
+    teacher: Path = typer.Option(..., help="A trained classify bundle."),
+    student: str = typer.Option("omnivis_resnet_micro", help="The student's backbone (any timm name or preset)."),
+    out: Path = typer.Option(..., help="Run folder; becomes the student's bundle."),
+    data: Optional[str] = typer.Option(None, help="Training data (default: the teacher's)."),
+    epochs: int = typer.Option(10),
+    max_steps: int = typer.Option(-1),
+    batch_size: int = typer.Option(64),
+    lr: float = typer.Option(3e-3),
+    temperature: float = typer.Option(4.0, help="Softmax temperature of the soft targets."),
+    alpha: float = typer.Option(0.9, help="Weight of the distillation term (1 - alpha: labels)."),
+    feature_weight: float = typer.Option(0.0, help="Weight of pooled-feature matching (0: off)."),
+    val_fraction: float = typer.Option(0.3, help="Held-out fraction on which both models are compared."),
+    augment: str = typer.Option("light"),
+    hflip: bool = typer.Option(True, "--hflip/--no-hflip"),
+    rotation: float = typer.Option(0.0),
+    scale_min: float = typer.Option(0.8),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (its run_config.json decides)."),
+    accelerator: str = typer.Option("auto"),
+    devices: str = typer.Option("auto"),
+    strategy: str = typer.Option("auto"),
+    precision: str = typer.Option("auto"),
+    seed: int = typer.Option(0),
+    workers: int = typer.Option(0),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Distill a classifier bundle into a smaller student; compares accuracy, size and CPU latency."""
+    from omnivis.data.transforms import AugmentConfig
+    from omnivis.engine.trainer import TrainerConfig
+    from omnivis.tasks.common import load_run_config
+    from omnivis.tasks.distill import DistillConfig, distill
+
+    if resume:
+        config = load_run_config(DistillConfig, out)
+        config.trainer.progress = progress and not as_json
+    else:
+        config = DistillConfig(
+            teacher=str(teacher), model=student, batch_size=batch_size, lr=lr, temperature=temperature, alpha=alpha,
+            feature_weight=feature_weight, val_fraction=val_fraction,
+            augment=AugmentConfig(preset=augment, hflip=hflip, rotation=rotation, scale_min=scale_min),
+            trainer=TrainerConfig(
+                epochs=epochs, max_steps=max_steps, accelerator=accelerator, devices=devices, strategy=strategy,
+                precision=precision, seed=seed, num_workers=workers, progress=progress and not as_json,
+            ),
+        )
+        if data:
+            config.data = data
+    bundle = distill(config, out, resume=resume)
+    if os.environ.get("LOCAL_RANK", "0") != "0":
+        return
+    report = json.loads((bundle / "distill_report.json").read_text())
+    if as_json:
+        _print_json({"bundle": str(bundle), **report})
+        return
+    console.print((bundle / "distill_report.md").read_text())
+    console.print(f"student bundle: [bold]{bundle}[/]")
 
 
 def _train_and_report(train, config, out: Path, resume: bool, as_json: bool) -> None:

@@ -8,6 +8,7 @@ from omnivis.errors import BundleError, ConfigError
 from omnivis.models.backbones import create_backbone, list_backbones
 
 NAMES = [
+    ("omnivis_resnet_micro", {}),
     ("omnivis_resnet_tiny", {}),
     ("omnivis_convnext_tiny", {}),
     ("omnivis_vit_tiny", {"img_size": 32}),
@@ -40,7 +41,9 @@ def test_unknown_backbone_suggests_close_match():
 
 def test_presets_are_listed_first():
     names = list_backbones("omnivis_*")
-    assert names[:4] == ["omnivis_resnet_tiny", "omnivis_resnet_small", "omnivis_convnext_tiny", "omnivis_vit_tiny"]
+    assert names[:5] == [
+        "omnivis_resnet_micro", "omnivis_resnet_tiny", "omnivis_resnet_small", "omnivis_convnext_tiny", "omnivis_vit_tiny"
+    ]
     assert "resnet18" in list_backbones("resnet1*")
 
 

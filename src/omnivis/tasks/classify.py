@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import lightning.pytorch as pl
 import numpy as np
@@ -199,13 +199,19 @@ def _split(data: ClassificationData, val_fraction: float, seed: int) -> tuple[np
 
 
 def train_classifier(
-    config: ClassifyConfig, out: str | Path, resume: bool = False, callbacks: list[pl.Callback] | None = None
+    config: ClassifyConfig,
+    out: str | Path,
+    resume: bool = False,
+    callbacks: list[pl.Callback] | None = None,
+    module_factory: Callable[[ClassifyConfig, Sequence[str]], ClassifyModule] | None = None,
+    extra_bundle_config: dict | None = None,
 ) -> Path:
     """Train, evaluate on the held-out split and write a bundle into ``out``; returns ``out``.
 
     ``out`` also keeps ``checkpoints/`` (``last.ckpt`` for ``resume``, ``best.ckpt``), ``logs/``
     (CSV + TensorBoard), ``run_config.json`` and the evaluation plots. ``callbacks`` are added to
-    the engine's own (for monitoring or tests).
+    the engine's own (for monitoring or tests). ``module_factory`` builds a ClassifyModule variant
+    (distillation does) and ``extra_bundle_config`` is recorded in the bundle's config.json.
     """
     out = Path(out)
     ckpt = check_run_dir(out, resume)
@@ -229,7 +235,7 @@ def train_classifier(
         seed=seed,
     )
     seed_everything(seed)  # initial weights depend on the seed only, not on what ran before
-    module = ClassifyModule(config, data.classes)
+    module = (module_factory or ClassifyModule)(config, data.classes)
     has_val = len(val_idx) > 0
     trainer = build_trainer(
         config.trainer, out, monitor="val/accuracy" if has_val else None, monitor_mode="max", extra_callbacks=callbacks
@@ -244,7 +250,7 @@ def train_classifier(
         raise
     if not trainer.is_global_zero:
         return out
-    bconfig = bundle_config(config, data.classes, len(train_idx))
+    bconfig = {**bundle_config(config, data.classes, len(train_idx)), **(extra_bundle_config or {})}
     save_bundle(out, module.model.state_dict(), bconfig, metrics={})
     metrics: dict = {}
     if has_val:

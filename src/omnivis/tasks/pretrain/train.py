@@ -1,0 +1,198 @@
+"""``pretrain``: train a backbone without labels and write a bundle any task can ``--init-from``.
+
+The bundle's ``model.safetensors`` holds the backbone under ``backbone.model.*`` (exactly the keys
+of ``create_backbone(...).model``) and the method's other parts (heads, teacher, decoder) under
+other names, which ``create_backbone(name, in_chans, pretrained=bundle)`` ignores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from omnivis import __version__
+from omnivis.config import config_to_dict
+from omnivis.data.builtin import resolve_classification_data
+from omnivis.data.datamodule import ImageClassificationDataset, SeededDataModule
+from omnivis.data.readers import ClassificationData
+from omnivis.data.transforms import build_eval_transform, default_mean_std
+from omnivis.engine.bundle import save_bundle
+from omnivis.engine.trainer import build_trainer, seed_everything
+from omnivis.errors import DataError, TrainingError
+from omnivis.tasks.common import check_run_dir, keep_previous_logs, write_run_config
+from omnivis.tasks.pretrain.config import PretrainConfig
+from omnivis.tasks.pretrain.mae import MAE
+from omnivis.tasks.pretrain.module import PretrainModule
+from omnivis.tasks.pretrain.plots import plot_embeddings, plot_reconstructions
+from omnivis.tasks.pretrain.views import build_views
+
+TASK = "pretrain"
+EMBEDDING_IMAGES = 500
+RECONSTRUCTION_IMAGES = 8
+
+
+def load_pretrain_data(config: PretrainConfig) -> ClassificationData:
+    """The images to pretrain on: unreadable files skipped (with a warning) unless ``strict``;
+    a folder without class sub-folders is fine (labels are -1); ``max_images`` keeps a random
+    subset fixed by the seed."""
+    data = resolve_classification_data(config.data, strict=config.strict)
+    if len(data) < 2:
+        raise DataError(f"{config.data}: pretraining needs at least 2 readable images, found {len(data)}")
+    if config.max_images is not None and len(data) > config.max_images:
+        rng = np.random.default_rng(config.trainer.seed)
+        data = data.subset(np.sort(rng.choice(len(data), config.max_images, replace=False)))
+    return data
+
+
+def bundle_config(config: PretrainConfig, num_images: int) -> dict:
+    mean, std = default_mean_std(config.channels)
+    return {
+        "task": TASK,
+        "backbone": config.model,
+        "in_chans": config.channels,
+        "img_size": config.img_size,
+        "mean": list(mean),
+        "std": list(std),
+        "method": config.method,
+        "data": config.data,
+        "num_images": num_images,
+        "train_config": config_to_dict(config),
+    }
+
+
+def method_parameters(config: PretrainConfig) -> dict:
+    """The settings that define the method, recorded next to its loss."""
+    if config.method == "simclr":
+        return {"temperature": config.temperature}
+    if config.method == "dino":
+        return {"momentum": config.momentum, "local_crops": config.local_crops}
+    if config.method == "mae":
+        return {"mask_ratio": config.mask_ratio}
+    return {"num_rotations": 4}
+
+
+def model_card(config: dict, metrics: dict) -> str:
+    """A README saying what the weights are for: initializing other tasks, not predicting."""
+    return "\n".join(
+        [
+            f"# omnivis pretrained backbone ({config['method']})",
+            "",
+            f"- backbone: `{config['backbone']}`, {config['in_chans']} channels, {config['img_size']} px, "
+            f"mean {config['mean']}, std {config['std']}",
+            f"- self-supervised method: {config['method']} on `{config['data']}` ({config['num_images']} images, labels unused)",
+            f"- final training loss: {metrics.get('train_loss', float('nan')):.4f} after {metrics.get('steps', 0)} steps",
+            f"- omnivis version: {config.get('omnivis_version', '?')}",
+            "",
+            "## Use",
+            "",
+            "The backbone is stored under `backbone.model.*`; start any task from it:",
+            "",
+            "```bash",
+            f"omnivis train classify --model {config['backbone']} --channels {config['in_chans']} --init-from THIS_FOLDER",
+            "```",
+            "",
+            "Or in Python: `create_backbone(name, in_chans, pretrained=THIS_FOLDER)`.",
+            "",
+        ]
+    )
+
+
+@torch.no_grad()
+def _embeddings(module: PretrainModule, dataset: ImageClassificationDataset, indices: np.ndarray, transform) -> np.ndarray:
+    backbone = module.method.backbone
+    device = next(backbone.parameters()).device
+    out = []
+    for start in range(0, len(indices), 128):
+        batch = torch.stack([transform(dataset.load(int(i))) for i in indices[start : start + 128]]).to(device)
+        out.append(backbone.forward_pooled(batch).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def write_pictures(module: PretrainModule, data: ClassificationData, config: PretrainConfig, out: Path) -> Path:
+    """``reconstructions.png`` for mae, else ``embeddings.png`` (PCA of pooled embeddings)."""
+    mean, std = default_mean_std(config.channels)
+    transform = build_eval_transform(config.img_size, mean, std)
+    dataset = ImageClassificationDataset(data, transform, config.mode, config.trainer.seed)
+    rng = np.random.default_rng(config.trainer.seed)
+    module.eval()
+    method = module.method
+    if isinstance(method, MAE):
+        count = min(RECONSTRUCTION_IMAGES, len(data))
+        indices = np.sort(rng.choice(len(data), count, replace=False))
+        device = next(method.parameters()).device
+        images = torch.stack([transform(dataset.load(int(i))) for i in indices]).to(device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.trainer.seed)  # the same masks every time the plot is drawn
+            masked, recon = method.reconstruct(images)
+        title = f"MAE, {round(100 * config.mask_ratio)}% of patches masked"
+        return plot_reconstructions(images, masked, recon, mean, std, out / "reconstructions.png", title)
+    count = min(EMBEDDING_IMAGES, len(data))
+    indices = np.sort(rng.choice(len(data), count, replace=False))
+    embeddings = _embeddings(module, dataset, indices, transform)
+    labels = data.labels()[indices]
+    title = f"{config.method} embeddings of {count} images (PCA)"
+    return plot_embeddings(embeddings, labels, list(data.classes), out / "embeddings.png", title)
+
+
+def pretrain(
+    config: PretrainConfig, out: str | Path, resume: bool = False, callbacks: list[pl.Callback] | None = None
+) -> Path:
+    """Pretrain ``config.model`` with ``config.method`` and write a ``pretrain`` bundle into ``out``.
+
+    ``out`` also keeps ``checkpoints/last.ckpt`` (for ``resume``), ``logs/`` (``train/loss`` in CSV
+    and TensorBoard), ``run_config.json`` and ``embeddings.png`` or, for mae, ``reconstructions.png``.
+    ``callbacks`` are added to the engine's own. Returns ``out``.
+
+    Raises:
+        ConfigError: a bad config, e.g. mae on a backbone that is not a ViT (before any data is read).
+        DataError: fewer than 2 readable images.
+        TrainingError: interrupted or a non-finite loss.
+    """
+    out = Path(out)
+    ckpt = check_run_dir(out, resume)
+    seed = config.trainer.seed
+    seed_everything(seed)  # initial weights depend on the seed only, not on what ran before
+    module = PretrainModule(config)  # refuses a backbone the method cannot use before reading data
+    data = load_pretrain_data(config)
+    if resume:
+        keep_previous_logs(out)
+    else:
+        write_run_config(out, config)
+    mean, std = default_mean_std(config.channels)
+    datamodule = SeededDataModule(
+        ImageClassificationDataset(data, build_views(config, mean, std), config.mode, seed),
+        batch_size=min(config.batch_size, len(data)),
+        num_workers=config.trainer.num_workers,
+        seed=seed,
+    )
+    trainer = build_trainer(config.trainer, out, monitor=None, extra_callbacks=callbacks)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+    except SystemExit:  # Lightning turns Ctrl-C into exit(1) after writing last.ckpt
+        if trainer.interrupted:
+            raise TrainingError(
+                f"interrupted at step {trainer.global_step}; continue with: omnivis pretrain --out {out} --resume"
+            ) from None
+        raise
+    if not trainer.is_global_zero:
+        return out
+    picture = write_pictures(module, data, config, out)
+    metrics = {
+        "method": config.method,
+        "train_loss": module.last_loss,
+        "steps": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "num_images": len(data),
+        "skipped_images": len(data.skipped),
+        **method_parameters(config),
+        "picture": picture.name,
+    }
+    if isinstance(module.method, MAE):
+        metrics["mask_ratio_realized"] = module.method.num_masked / module.method.num_patches
+    bconfig = bundle_config(config, len(data))
+    card = model_card({**bconfig, "omnivis_version": __version__}, metrics)
+    save_bundle(out, module.method.bundle_state_dict(), bconfig, metrics=metrics, card=card)
+    return out
