@@ -3,8 +3,9 @@
     python benchmarks/run.py            # everything (about 4 minutes on 2 CPU cores)
     python benchmarks/run.py digits     # (a) digits accuracy and time vs scikit-learn's SVC
     python benchmarks/run.py engine     # (b) engine training throughput vs a plain PyTorch loop
+    python benchmarks/run.py distill    # (c) distilled student vs its teacher (accuracy, size, latency)
 
-Results are printed as a table with ratios and written to benchmarks/results.json.
+Results are printed with ratios and merged into benchmarks/results.json.
 """
 
 from __future__ import annotations
@@ -139,16 +140,42 @@ def engine_benchmark(epochs: int, batch_size: int = 64, img_size: int = 32, repe
     }
 
 
+def distill_benchmark(teacher_epochs: int, student_epochs: int) -> dict:
+    """(c) A student with <= 1/4 of the teacher's parameters, distilled on digits; same held-out split."""
+    from omnivis.demo import DEMO_CONFIG
+    from omnivis.engine.trainer import TrainerConfig
+    from omnivis.tasks.classify import ClassifyConfig, train_classifier
+    from omnivis.tasks.distill import DistillConfig, distill
+
+    root = Path(tempfile.mkdtemp(prefix="omnivis-distill-"))
+    teacher_config = ClassifyConfig(**DEMO_CONFIG, trainer=TrainerConfig(epochs=teacher_epochs, seed=0, progress=False))
+    start = time.perf_counter()
+    teacher = train_classifier(teacher_config, root / "teacher")
+    teacher_seconds = time.perf_counter() - start
+    student_config = DistillConfig(
+        teacher=str(teacher), model="omnivis_resnet_micro", val_fraction=0.3, lr=DEMO_CONFIG["lr"],
+        augment=DEMO_CONFIG["augment"], trainer=TrainerConfig(epochs=student_epochs, seed=0, progress=False),
+    )
+    start = time.perf_counter()
+    student = distill(student_config, root / "student")
+    student_seconds = time.perf_counter() - start
+    report = json.loads((student / "distill_report.json").read_text())
+    shutil.rmtree(root, ignore_errors=True)
+    return {**report, "teacher_seconds": teacher_seconds, "student_seconds": student_seconds,
+            "teacher_epochs": teacher_epochs, "student_epochs": student_epochs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="*", help="digits and/or engine (default: both)")
+    parser.add_argument("which", nargs="*", help="digits, engine and/or distill (default: all)")
     parser.add_argument("--digits-epochs", type=int, default=24)
     parser.add_argument("--engine-epochs", type=int, default=3)
+    parser.add_argument("--distill-epochs", type=int, default=15, help="teacher and student epochs")
     args = parser.parse_args()
-    args.which = args.which or ["digits", "engine"]
-    unknown = set(args.which) - {"digits", "engine"}
+    args.which = args.which or ["digits", "engine", "distill"]
+    unknown = set(args.which) - {"digits", "engine", "distill"}
     if unknown:
-        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose digits and/or engine")
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose from digits, engine, distill")
     import warnings
 
     import lightning.pytorch  # noqa: F401
@@ -156,7 +183,9 @@ def main() -> None:
     warnings.filterwarnings("ignore")
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    previous = json.loads((ROOT / "results.json").read_text()) if (ROOT / "results.json").exists() else {}
     results: dict = {
+        **previous,  # a partial run keeps the other benchmarks' last figures
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "torch": torch.__version__,
     }
@@ -174,6 +203,16 @@ def main() -> None:
         print(f"    plain PyTorch loop: {e['plain_steps_per_second']:.2f} steps/s")
         print(f"    omnivis engine:     {e['engine_steps_per_second']:.2f} steps/s")
         print(f"    engine / plain:     {e['engine_over_plain']:.3f}x")
+    if "distill" in args.which:
+        r = distill_benchmark(args.distill_epochs, args.distill_epochs)
+        results["distill"] = r
+        print(f"(c) distillation on digits, {r['teacher_epochs']} epochs each, same 540 held-out images")
+        print(f"    teacher {r['teacher_backbone']}: {r['teacher_params']:,} params, accuracy {r['teacher_accuracy']:.4f}, "
+              f"{r['teacher_latency_ms']:.2f} ms/image on CPU")
+        print(f"    student {r['student_backbone']}: {r['student_params']:,} params ({r['param_ratio']:.3f}x), accuracy "
+              f"{r['student_accuracy']:.4f}, {r['student_latency_ms']:.2f} ms/image on CPU")
+        print(f"    accuracy gap {100 * (r['teacher_accuracy'] - r['student_accuracy']):.2f} points, "
+              f"latency ratio student/teacher {r['student_latency_ms'] / r['teacher_latency_ms']:.2f}")
     (ROOT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {ROOT / 'results.json'}")
 

@@ -137,3 +137,20 @@ def test_distill_from_a_bundle(bundle, tmp_path):
     assert report["student_backbone"] == "omnivis_resnet_micro"
     assert report["param_ratio"] < 0.25
     assert {"teacher_accuracy", "student_accuracy", "teacher_latency_ms", "student_latency_ms"} <= set(report)
+
+
+def test_pretrain_probe_and_transfer(tmp_path):
+    out = tmp_path / "ssl"
+    metrics = json.loads(omnivis("pretrain", "--method", "rotation", "--max-images", "128", "--img-size", "16",
+                                 "--channels", "1", "--batch-size", "32", "--max-steps", "3", "--out", str(out),
+                                 "--no-progress", "--json").stdout)
+    assert metrics["bundle"] == str(out) and (out / "embeddings.png").exists()
+    probe = json.loads(omnivis("probe", str(out), "--shots", "2", "--draws", "2", "--json").stdout)
+    assert probe["img_size"] == 16 and probe["channels"] == 1  # read from the bundle
+    assert 0.0 <= probe["linear_accuracy"] <= 1.0 and len(probe["kshot_accuracies"]) == 2
+    refused = omnivis("eval", str(out), check=False)
+    assert refused.returncode == 2 and "omnivis probe" in refused.stderr
+    result = omnivis("train", "classify", *TINY, "--max-steps", "2", "--init-from", str(out), "--out",
+                     str(tmp_path / "ft"), "--json")
+    assert json.loads((tmp_path / "ft" / "config.json").read_text())["init_from"] == str(out)
+    assert json.loads(result.stdout)["bundle"] == str(tmp_path / "ft")

@@ -22,7 +22,7 @@ from omnivis.errors import OmnivisError
 
 app = typer.Typer(
     name="omnivis",
-    help="One vision backbone: train, evaluate and predict (more tasks are being added).",
+    help="One vision backbone: pretrain, train, probe, distill, evaluate and predict.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -136,6 +136,105 @@ def train_classify(
         ),
     )
     _train_and_report(train_classifier, config, out, resume, as_json)
+
+
+@app.command("pretrain")
+def pretrain_command(
+    method: str = typer.Option("simclr", help="simclr | dino | rotation | mae (ViT backbones)."),
+    data: str = typer.Option("builtin:digits", help="Images (labels ignored): folder, builtin:NAME, torchvision:NAME:ROOT."),
+    out: Path = typer.Option(..., help="Run folder; becomes a pretrain bundle any task can --init-from."),
+    model: Optional[str] = typer.Option(None, help="Backbone (default: omnivis_resnet_tiny, omnivis_vit_tiny for mae)."),
+    img_size: int = typer.Option(32),
+    channels: int = typer.Option(3, help="3 for RGB, 1 for grayscale."),
+    epochs: int = typer.Option(20),
+    max_steps: int = typer.Option(-1),
+    max_images: Optional[int] = typer.Option(None, help="Use a seeded random subset of this many images."),
+    batch_size: int = typer.Option(64),
+    lr: float = typer.Option(1e-3),
+    weight_decay: float = typer.Option(0.05),
+    hflip: bool = typer.Option(True, "--hflip/--no-hflip"),
+    crop_scale: float = typer.Option(0.2, help="Smallest crop area of the simclr/dino views."),
+    temperature: float = typer.Option(0.5, help="NT-Xent temperature (simclr)."),
+    momentum: float = typer.Option(0.996, help="Starting teacher EMA momentum (dino)."),
+    local_crops: int = typer.Option(0, help="Extra small crops per image (dino multi-crop)."),
+    mask_ratio: float = typer.Option(0.75, help="Fraction of patches hidden (mae)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (its run_config.json decides)."),
+    accelerator: str = typer.Option("auto"),
+    devices: str = typer.Option("auto"),
+    strategy: str = typer.Option("auto"),
+    num_nodes: int = typer.Option(1),
+    precision: str = typer.Option("auto"),
+    seed: int = typer.Option(0),
+    checkpoint_every: int = typer.Option(0),
+    workers: int = typer.Option(0),
+    strict: bool = typer.Option(False, "--strict"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    as_json: bool = typer.Option(False, "--json", help="Print the run's metrics as JSON."),
+) -> None:
+    """Self-supervised pretraining of a backbone on unlabeled images."""
+    from omnivis.engine.trainer import TrainerConfig
+    from omnivis.tasks.common import load_run_config
+    from omnivis.tasks.pretrain import PretrainConfig, pretrain
+
+    if resume:
+        config = load_run_config(PretrainConfig, out)
+        config.trainer.progress = progress and not as_json
+    else:
+        config = PretrainConfig(
+            data=data, max_images=max_images, strict=strict, method=method, model=model, img_size=img_size,
+            channels=channels, batch_size=batch_size, lr=lr, weight_decay=weight_decay, hflip=hflip,
+            crop_scale=crop_scale, temperature=temperature, momentum=momentum, local_crops=local_crops,
+            mask_ratio=mask_ratio,
+            trainer=TrainerConfig(
+                epochs=epochs, max_steps=max_steps, accelerator=accelerator, devices=devices, strategy=strategy,
+                num_nodes=num_nodes, precision=precision, seed=seed, checkpoint_every_n_steps=checkpoint_every,
+                num_workers=workers, progress=progress and not as_json,
+            ),
+        )
+    bundle = pretrain(config, out, resume=resume)
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+        return
+    metrics = json.loads((bundle / "metrics.json").read_text())
+    if as_json:
+        _print_json({"bundle": str(bundle), **metrics})
+        return
+    _metrics_table(f"{config.method} pretraining", metrics)
+    console.print(f"bundle: [bold]{bundle}[/]; use it with --init-from, or measure it with: omnivis probe {bundle}")
+
+
+@app.command("probe")
+def probe_command(
+    model: str = typer.Argument(..., help="A bundle folder, or a backbone name (random initialization baseline)."),
+    data: str = typer.Option("builtin:digits", help="Labelled data: folder, builtin:NAME, torchvision:NAME:ROOT."),
+    shots: Optional[int] = typer.Option(None, help="Also report K-shot accuracy (K labelled images per class)."),
+    draws: int = typer.Option(5, help="Random draws of the K shots (mean and spread are reported)."),
+    val_fraction: float = typer.Option(0.3, help="Held-out fraction (stratified, --seed)."),
+    seed: int = typer.Option(0),
+    img_size: Optional[int] = typer.Option(None, help="For a backbone name (default 32); bundles use their own."),
+    channels: Optional[int] = typer.Option(None, help="For a backbone name (default 3); bundles use their own."),
+    knn_k: int = typer.Option(20, help="Neighbours for the kNN probe."),
+    raw_pixels: bool = typer.Option(False, "--raw-pixels", help="Also report the raw-pixel logistic-regression baseline."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Frozen-feature quality: kNN, linear-probe and K-shot accuracy on a held-out split."""
+    from omnivis.tasks.probe import probe, raw_pixel_baseline
+
+    result = probe(model, data, shots=shots, draws=draws, val_fraction=val_fraction, seed=seed, img_size=img_size,
+                   channels=channels, knn_k=knn_k, progress=not as_json)
+    rows = {"features": result}
+    if raw_pixels:
+        rows["raw pixels"] = raw_pixel_baseline(data, val_fraction=val_fraction, seed=seed, shots=shots, draws=draws,
+                                                knn_k=knn_k)
+    if as_json:
+        _print_json(rows if raw_pixels else result)
+        return
+    table = Table("features", "kNN", "linear", f"{shots}-shot (mean ± std)" if shots else "k-shot",
+                  title=f"probe on {data}: {result['num_train']} train / {result['num_test']} test images")
+    for name, r in rows.items():
+        kshot = f"{r['kshot_accuracy_mean']:.4f} ± {r['kshot_accuracy_std']:.4f}" if shots else "-"
+        label = f"{model}" if name == "features" else name
+        table.add_row(label, f"{r['knn_accuracy']:.4f}", f"{r['linear_accuracy']:.4f}", kshot)
+    console.print(table)
 
 
 @app.command("distill")

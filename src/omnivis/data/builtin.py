@@ -290,7 +290,7 @@ def load_shapes(n: int | None = None, img_size: int | None = None, seed: int = 0
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     "digits": BuiltinDataset(
         "digits", "1,797 8x8 grey hand-written digits, 10 classes (scikit-learn)",
-        ("classify",), load_digits_data,
+        ("classify", "pretrain"), load_digits_data,
     ),
     "photos": BuiltinDataset(
         "photos", f"{len(PHOTO_NAMES)} sample photographs, one class each (scikit-image)",
@@ -302,7 +302,7 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     ),
     "shapes": BuiltinDataset(
         "shapes", "generated circles, squares and triangles with boxes and masks (600 64x64 scenes)",
-        ("classify",), load_shapes,
+        ("classify", "pretrain"), load_shapes,
     ),
 }
 

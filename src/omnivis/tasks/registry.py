@@ -10,7 +10,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Callable
 
-from omnivis.errors import ConfigError
+from omnivis.errors import BundleError, ConfigError
 from omnivis.tasks import classify
 
 
@@ -36,7 +36,13 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
+# bundles of these tasks hold a backbone, not a predictor: say what to do with them instead
+BACKBONE_TASKS = {"pretrain": "omnivis probe BUNDLE, or omnivis train classify --init-from BUNDLE"}
+
+
 def get_task(name: str) -> TaskSpec:
+    if name in BACKBONE_TASKS:
+        raise BundleError(f"a '{name}' bundle holds a backbone only; use it with: {BACKBONE_TASKS[name]}")
     if name not in TASKS:
         close = difflib.get_close_matches(name, list(TASKS), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else f"; available: {', '.join(TASKS)}"

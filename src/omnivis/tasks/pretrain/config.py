@@ -37,6 +37,8 @@ class PretrainConfig:
         channels: 3 (RGB) or 1 (grayscale).
         batch_size, lr, weight_decay, warmup_epochs: the optimization recipe (AdamW, warmup + cosine).
         hflip: random horizontal flips in the views (turn off where mirror images differ in meaning).
+        crop_scale: smallest crop area fraction of the simclr/dino global views (raise it for tiny
+            images such as 8 x 8 digits, where a 20% crop keeps too little of the object).
         temperature: NT-Xent temperature (simclr).
         momentum: starting EMA momentum of the teacher (dino); it rises to 1 on a cosine schedule.
         local_crops: extra small crops per image for the student (dino multi-crop; 0: two global views only).
@@ -56,6 +58,7 @@ class PretrainConfig:
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     hflip: bool = True
+    crop_scale: float = 0.2
     temperature: float = 0.5
     momentum: float = 0.996
     local_crops: int = 0
@@ -77,6 +80,8 @@ class PretrainConfig:
             raise ConfigError("lr must be > 0, weight_decay and warmup_epochs >= 0")
         if self.max_images is not None and self.max_images < 2:
             raise ConfigError(f"max_images must be >= 2 or None, got {self.max_images}")
+        if not 0.0 < self.crop_scale <= 1.0:
+            raise ConfigError(f"crop_scale must be in (0, 1], got {self.crop_scale}")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.momentum < 1.0:

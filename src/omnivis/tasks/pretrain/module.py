@@ -7,7 +7,7 @@ The module only wires a method (a plain ``nn.Module`` from this package) into Li
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import lightning.pytorch as pl
 import torch
@@ -64,6 +64,10 @@ class PretrainModule(pl.LightningModule):
         self.config = config
         self.method = build_method(config)
         self.last_loss = float("nan")
+        self._total_steps = 1
+
+    def on_train_start(self) -> None:
+        self._total_steps = max(1, int(self.trainer.estimated_stepping_batches))
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         views, _labels = batch
@@ -78,8 +82,7 @@ class PretrainModule(pl.LightningModule):
         self.method.after_backward(self.current_epoch)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        self.method.after_step(self.global_step / total)
+        self.method.after_step(self.global_step / self._total_steps)
 
     def configure_optimizers(self) -> dict:
         total = int(self.trainer.estimated_stepping_batches)

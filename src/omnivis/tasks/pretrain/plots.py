@@ -67,7 +67,7 @@ def plot_reconstructions(
     """One row per image: original | masked input | reconstruction (each (B, C, H, W), normalized)."""
     columns = (("original", original), ("masked", masked), ("reconstruction", reconstructed))
     rows = original.shape[0]
-    fig = Figure(figsize=(4.5, 1.5 * rows + 0.4))
+    fig = Figure(figsize=(4.5, 1.5 * rows + 0.4), layout="constrained")
     fig.suptitle(title, fontsize=9)
     for col, (name, batch) in enumerate(columns):
         pictures = _to_display(batch, mean, std)

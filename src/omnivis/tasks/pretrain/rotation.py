@@ -6,7 +6,7 @@ Gidaris et al., 2018 (https://arxiv.org/abs/1803.07728). Each image is turned by
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -6,7 +6,7 @@ Chen et al., 2020 (https://arxiv.org/abs/2002.05709). Loss: NT-Xent over the 2B 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist

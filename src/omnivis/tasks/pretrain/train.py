@@ -80,8 +80,8 @@ def model_card(config: dict, metrics: dict) -> str:
         [
             f"# omnivis pretrained backbone ({config['method']})",
             "",
-            f"- backbone: `{config['backbone']}`, {config['in_chans']} channels, {config['img_size']} px, "
-            f"mean {config['mean']}, std {config['std']}",
+            (f"- backbone: `{config['backbone']}`, {config['in_chans']} channels, {config['img_size']} px, "
+            f"mean {config['mean']}, std {config['std']}"),
             f"- self-supervised method: {config['method']} on `{config['data']}` ({config['num_images']} images, labels unused)",
             f"- final training loss: {metrics.get('train_loss', float('nan')):.4f} after {metrics.get('steps', 0)} steps",
             f"- omnivis version: {config.get('omnivis_version', '?')}",

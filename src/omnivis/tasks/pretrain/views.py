@@ -8,7 +8,7 @@ DDP ranks. Each builder takes a PIL image (RGB or L) and returns normalized floa
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torchvision.transforms import v2
@@ -88,11 +88,11 @@ def build_views(config: PretrainConfig, mean: tuple[float, ...], std: tuple[floa
     """
     size, channels, hflip = config.img_size, config.channels, config.hflip
     if config.method == "simclr":
-        view = contrastive_view(size, channels, mean, std, scale=(0.2, 1.0), hflip=hflip, blur=0.5)
+        view = contrastive_view(size, channels, mean, std, scale=(config.crop_scale, 1.0), hflip=hflip, blur=0.5)
         return MultiView([view, view])
     if config.method == "dino":
-        global_a = contrastive_view(size, channels, mean, std, scale=(0.4, 1.0), hflip=hflip, blur=1.0)
-        global_b = contrastive_view(size, channels, mean, std, scale=(0.4, 1.0), hflip=hflip, blur=0.1)
+        global_a = contrastive_view(size, channels, mean, std, scale=(max(0.4, config.crop_scale), 1.0), hflip=hflip, blur=1.0)
+        global_b = contrastive_view(size, channels, mean, std, scale=(max(0.4, config.crop_scale), 1.0), hflip=hflip, blur=0.1)
         local = contrastive_view(max(8, size // 2), channels, mean, std, scale=(0.05, 0.4), hflip=hflip, blur=0.5)
         return MultiView([global_a, global_b] + [local] * config.local_crops)
     if config.method == "rotation":
