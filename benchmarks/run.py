@@ -4,6 +4,7 @@
     python benchmarks/run.py digits     # (a) digits accuracy and time vs scikit-learn's SVC
     python benchmarks/run.py engine     # (b) engine training throughput vs a plain PyTorch loop
     python benchmarks/run.py distill    # (c) distilled student vs its teacher (accuracy, size, latency)
+    python benchmarks/run.py ssl        # (d) SSL-pretrained backbone vs random init vs raw pixels, 10-shot
 
 Results are printed with ratios and merged into benchmarks/results.json.
 """
@@ -165,17 +166,59 @@ def distill_benchmark(teacher_epochs: int, student_epochs: int) -> dict:
             "teacher_epochs": teacher_epochs, "student_epochs": student_epochs}
 
 
+def ssl_benchmark(method: str, epochs: int, shots: int = 10, draws: int = 5) -> dict:
+    """(d) Linear-probe K-shot accuracy on digits of a backbone pretrained (labels unused) on the
+    70% training images, vs the same backbone randomly initialized and raw-pixel logistic regression."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from omnivis.data.builtin import load_builtin
+    from omnivis.data.readers import split_indices
+    from omnivis.engine.trainer import TrainerConfig
+    from omnivis.tasks.pretrain import PretrainConfig, pretrain
+    from omnivis.tasks.probe import probe, raw_pixel_baseline
+
+    digits = load_builtin("digits")
+    train_idx, _ = split_indices(digits.labels(), 0.3, seed=0)
+    y = load_digits().target
+    _, test_ref = train_test_split(np.arange(len(y)), test_size=0.3, stratify=y, random_state=0)
+    assert len(train_idx) == len(y) - len(test_ref)
+    # pretraining sees only the training images, without labels: written as an unlabeled folder
+    root = Path(tempfile.mkdtemp(prefix="omnivis-ssl-"))
+    images = root / "unlabeled"
+    images.mkdir()
+    for i in train_idx:
+        Image.fromarray(digits.samples[int(i)].source).save(images / f"{int(i):04d}.png")
+    config = PretrainConfig(data=str(images), method=method, channels=1, img_size=32, hflip=False, crop_scale=0.6,
+                            trainer=TrainerConfig(epochs=epochs, seed=0, progress=False))
+    start = time.perf_counter()
+    bundle = pretrain(config, root / method)
+    seconds = time.perf_counter() - start
+    kw = dict(shots=shots, draws=draws, val_fraction=0.3, seed=0)
+    pretrained = probe(str(bundle), "builtin:digits", **kw)
+    random_init = probe(config.model or "omnivis_resnet_tiny", "builtin:digits", channels=1, img_size=32, **kw)
+    pixels = raw_pixel_baseline("builtin:digits", **kw)
+    shutil.rmtree(root, ignore_errors=True)
+    pick = ("knn_accuracy", "linear_accuracy", "kshot_accuracy_mean", "kshot_accuracy_std")
+    return {"method": method, "epochs": epochs, "pretrain_seconds": seconds, "shots": shots, "draws": draws,
+            "pretrained": {k: pretrained[k] for k in pick}, "random_init": {k: random_init[k] for k in pick},
+            "raw_pixels": {k: pixels[k] for k in pick}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="*", help="digits, engine and/or distill (default: all)")
+    parser.add_argument("which", nargs="*", help="digits, engine, distill and/or ssl (default: all)")
     parser.add_argument("--digits-epochs", type=int, default=24)
     parser.add_argument("--engine-epochs", type=int, default=3)
     parser.add_argument("--distill-epochs", type=int, default=15, help="teacher and student epochs")
+    parser.add_argument("--ssl-method", default="simclr")
+    parser.add_argument("--ssl-epochs", type=int, default=20)
     args = parser.parse_args()
-    args.which = args.which or ["digits", "engine", "distill"]
-    unknown = set(args.which) - {"digits", "engine", "distill"}
+    args.which = args.which or ["digits", "engine", "distill", "ssl"]
+    unknown = set(args.which) - {"digits", "engine", "distill", "ssl"}
     if unknown:
-        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose from digits, engine, distill")
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose from digits, engine, distill, ssl")
     import warnings
 
     import lightning.pytorch  # noqa: F401
@@ -213,6 +256,15 @@ def main() -> None:
               f"{r['student_accuracy']:.4f}, {r['student_latency_ms']:.2f} ms/image on CPU")
         print(f"    accuracy gap {100 * (r['teacher_accuracy'] - r['student_accuracy']):.2f} points, "
               f"latency ratio student/teacher {r['student_latency_ms'] / r['teacher_latency_ms']:.2f}")
+    if "ssl" in args.which:
+        r = ssl_benchmark(args.ssl_method, args.ssl_epochs)
+        results[f"ssl_{r['method']}"] = r
+        print(f"(d) {r['method']} pretraining on the digits training images ({r['epochs']} epochs, "
+              f"{r['pretrain_seconds']:.0f} s), {r['shots']} labels per class, {r['draws']} draws")
+        for name in ("pretrained", "random_init", "raw_pixels"):
+            v = r[name]
+            print(f"    {name:12s} kNN {v['knn_accuracy']:.4f}  linear {v['linear_accuracy']:.4f}  "
+                  f"{r['shots']}-shot {v['kshot_accuracy_mean']:.4f} +- {v['kshot_accuracy_std']:.4f}")
     (ROOT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {ROOT / 'results.json'}")
 
