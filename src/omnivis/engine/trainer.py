@@ -145,6 +145,21 @@ class CheckpointOnException(Callback):
             trainer.save_checkpoint(self.path)
 
 
+def fit(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule,
+        ckpt_path: Path | None, resume_command: str) -> None:
+    """``trainer.fit`` (resuming from ``ckpt_path``, loaded with ``weights_only``), with Ctrl-C
+    reported as one line saying how to continue (Lightning turns it into ``exit(1)`` after
+    ``CheckpointOnException`` has written ``last.ckpt``)."""
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SystemExit:
+        if trainer.interrupted:
+            raise TrainingError(
+                f"interrupted at step {trainer.global_step}; continue with: {resume_command}"
+            ) from None
+        raise
+
+
 def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 

@@ -31,8 +31,8 @@ from omnivis.data.transforms import (
     default_mean_std,
 )
 from omnivis.engine.bundle import Bundle, load_bundle, save_bundle
-from omnivis.engine.trainer import TrainerConfig, build_trainer, seed_everything
-from omnivis.errors import BundleError, ConfigError, DataError, TrainingError
+from omnivis.engine.trainer import TrainerConfig, build_trainer, fit, seed_everything
+from omnivis.errors import BundleError, ConfigError, DataError
 from omnivis.metrics.classification import (
     classification_metrics,
     plot_confusion_matrix,
@@ -240,14 +240,7 @@ def train_classifier(
     trainer = build_trainer(
         config.trainer, out, monitor="val/accuracy" if has_val else None, monitor_mode="max", extra_callbacks=callbacks
     )
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
-    except SystemExit:  # Lightning turns Ctrl-C into exit(1) after writing last.ckpt
-        if trainer.interrupted:
-            raise TrainingError(
-                f"interrupted at step {trainer.global_step}; continue with: omnivis train classify --out {out} --resume"
-            ) from None
-        raise
+    fit(trainer, module, datamodule, ckpt, f"omnivis train classify --out {out} --resume")
     if not trainer.is_global_zero:
         return out
     bconfig = {**bundle_config(config, data.classes, len(train_idx)), **(extra_bundle_config or {})}

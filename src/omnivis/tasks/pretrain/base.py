@@ -7,6 +7,7 @@ attribute ``backbone`` (so its weights save as ``backbone.model.*``, the keys ev
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 from omnivis.models.backbones import Backbone
 
 
-class PretrainMethod(nn.Module):
+class PretrainMethod(nn.Module, metaclass=abc.ABCMeta):
     """Base class: a backbone plus whatever a method needs to compute its loss.
 
     Attributes:
@@ -24,10 +25,10 @@ class PretrainMethod(nn.Module):
 
     backbone: Backbone
 
+    @abc.abstractmethod
     def training_loss(self, views: Any) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss on one batch of views (as the method's view transform collates) and extra
         numbers to log (name -> value)."""
-        raise NotImplementedError(f"{type(self).__name__} must define training_loss")
 
     def after_backward(self, epoch: int) -> None:
         """Hook after gradients exist, before the optimizer step (gradient surgery)."""

@@ -20,8 +20,8 @@ from omnivis.data.datamodule import ImageClassificationDataset, SeededDataModule
 from omnivis.data.readers import ClassificationData
 from omnivis.data.transforms import build_eval_transform, default_mean_std
 from omnivis.engine.bundle import save_bundle
-from omnivis.engine.trainer import build_trainer, seed_everything
-from omnivis.errors import DataError, TrainingError
+from omnivis.engine.trainer import build_trainer, fit, seed_everything
+from omnivis.errors import DataError
 from omnivis.tasks.common import check_run_dir, keep_previous_logs, write_run_config
 from omnivis.tasks.pretrain.config import PretrainConfig
 from omnivis.tasks.pretrain.mae import MAE
@@ -169,14 +169,7 @@ def pretrain(
         seed=seed,
     )
     trainer = build_trainer(config.trainer, out, monitor=None, extra_callbacks=callbacks)
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
-    except SystemExit:  # Lightning turns Ctrl-C into exit(1) after writing last.ckpt
-        if trainer.interrupted:
-            raise TrainingError(
-                f"interrupted at step {trainer.global_step}; continue with: omnivis pretrain --out {out} --resume"
-            ) from None
-        raise
+    fit(trainer, module, datamodule, ckpt, f"omnivis pretrain --out {out} --resume")
     if not trainer.is_global_zero:
         return out
     picture = write_pictures(module, data, config, out)
