@@ -341,22 +341,30 @@ def eval_command(
         return
     _metrics_table(f"{task.name} on {metrics.get('data', data)}", metrics)
     per_class = metrics.get("per_class", {})
-    if per_class:
+    if per_class and all({"precision", "recall", "f1", "support"} <= set(row) for row in per_class.values()):
         table = Table("class", "precision", "recall", "f1", "support", title="per class")
         for name, row in per_class.items():
             table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
         console.print(table)
-    console.print(f"wrote {Path(out_dir) / 'eval.json'} and {metrics.get('confusion_matrix_png', '')}")
+    pictures = [str(v) for k, v in metrics.items() if k.endswith("_png") and v]
+    console.print(f"wrote {Path(out_dir) / 'eval.json'}" + (f" and {', '.join(pictures)}" if pictures else ""))
 
 
 @app.command("predict")
 def predict_command(
     bundle: Path = typer.Argument(..., help="A bundle folder."),
     inputs: List[Path] = typer.Argument(..., help="Images or folders of images."),
-    top_k: int = typer.Option(5, "--top-k", help="How many classes to list per image."),
+    top_k: int = typer.Option(5, "--top-k", help="How many classes to list per image (classifiers)."),
+    out: Optional[Path] = typer.Option(
+        None, help="Folder for drawn predictions (boxes, masks, overlays) where the task makes pictures."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print predictions as JSON."),
 ) -> None:
-    """Predict with a bundle on images or folders."""
+    """Predict with a bundle on images or folders.
+
+    Every task's predictor returns one JSON-ready dict per image; tasks whose answers are pictures
+    (detection, segmentation) also draw them into --out (default: BUNDLE/predictions).
+    """
     from omnivis.engine.bundle import load_bundle
     from omnivis.tasks.common import expand_image_paths
     from omnivis.tasks.registry import get_task
@@ -367,15 +375,26 @@ def predict_command(
     predictor = task.predictor(bundle)
     paths = expand_image_paths(inputs)
     results = predictor.predict(paths, top_k=top_k, names=[str(p) for p in paths])
+    drawn: list[Path] = []
+    if hasattr(predictor, "save_visualizations"):
+        drawn = predictor.save_visualizations(paths, results, out or Path(bundle) / "predictions")
     if as_json:
         _print_json(results)
         return
-    table = Table("image", "prediction", "score", f"top-{top_k}")
-    table.columns[0].overflow = "fold"
-    for r in results:
-        others = ", ".join(f"{t['label']} {t['score']:.2f}" for t in r["top_k"])
-        table.add_row(r["image"], r["label"], f"{r['score']:.3f}", others)
+    if results and "top_k" in results[0]:
+        table = Table("image", "prediction", "score", f"top-{top_k}")
+        table.columns[0].overflow = "fold"
+        for r in results:
+            others = ", ".join(f"{t['label']} {t['score']:.2f}" for t in r["top_k"])
+            table.add_row(r["image"], r["label"], f"{r['score']:.3f}", others)
+    else:  # every non-classification predictor gives each result a one-line "summary"
+        table = Table("image", "prediction")
+        table.columns[0].overflow = "fold"
+        for r in results:
+            table.add_row(r["image"], str(r.get("summary", "")))
     console.print(table)
+    if drawn:
+        console.print(f"drawn predictions: [bold]{Path(drawn[0]).parent}[/] ({len(drawn)} files)")
 
 
 @datasets_app.command("list")
@@ -422,6 +441,13 @@ def demo_command(
 
     report = run_demo(out, epochs=epochs, console=console)
     console.print(f"\n[bold green]demo finished[/]: report at [bold]{report}[/]")
+
+
+# Each task family keeps its commands in omnivis/commands/<family>.py (they register on the apps
+# above when imported), so cli.py stays a readable table of contents.
+from omnivis.commands import register_all  # noqa: E402
+
+register_all()
 
 
 def main() -> None:

@@ -151,8 +151,12 @@ class SeededDataModule(pl.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        collate_fn: Callable | None = None,
     ) -> None:
+        """``collate_fn``: how samples become a batch (None: torch's default stacking; detection
+        passes one that keeps per-image targets as a list)."""
         super().__init__()
+        self.collate_fn = collate_fn
         self.train_set, self.val_set, self.test_set = train, val, test
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -170,6 +174,7 @@ class SeededDataModule(pl.LightningDataModule):
             dataset,
             batch_sampler=batches,
             num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
             persistent_workers=self.num_workers > 0,
         )
 
