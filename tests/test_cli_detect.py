@@ -1,0 +1,53 @@
+"""``omnivis train detect`` -> ``eval`` -> ``predict`` as a user runs them (subprocesses, real exit codes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.test_cli import omnivis
+
+TINY = ["--model", "omnivis_resnet_micro", "--img-size", "64", "--num-train", "16", "--num-test", "8",
+        "--batch-size", "8", "--epochs", "1", "--max-steps", "4", "--no-progress"]
+
+
+@pytest.mark.slow
+def test_train_eval_predict_end_to_end(tmp_path):
+    out = tmp_path / "det"
+    trained = json.loads(omnivis("train", "detect", "--data", "builtin:shapes", *TINY, "--out", str(out), "--json").stdout)
+    assert trained["bundle"] == str(out) and 0.0 <= trained["map50"] <= 1.0 and trained["num_images"] == 8
+
+    metrics = json.loads(omnivis("eval", str(out), "--json").stdout)
+    assert metrics["num_images"] == 8 and set(metrics["per_class"]) == {"circle", "square", "triangle"}
+    assert Path(metrics["pr_curve_png"]).exists() and (out / "eval.json").exists()
+    assert metrics["map"] == pytest.approx(trained["map"], abs=1e-6)  # the same test scenes (seed 1)
+
+    from omnivis.data.builtin import make_shapes
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, scene in enumerate(make_shapes(2, 64, seed=9).scenes):
+        Image.fromarray(scene.image).save(images / f"scene{i}.png")
+    drawn = tmp_path / "drawn"
+    results = json.loads(omnivis("predict", str(out), str(images), "--out", str(drawn), "--json").stdout)
+    assert [Path(r["image"]).name for r in results] == ["scene0.png", "scene1.png"]
+    assert all(isinstance(r["detections"], list) and r["summary"] for r in results)
+    for name in ("scene0.png", "scene1.png"):
+        with Image.open(drawn / name) as im:
+            assert im.size == (256, 256)  # 64 px scenes are drawn 4x enlarged so labels can be read
+    assert isinstance(json.loads((drawn / "predictions.json").read_text()), list)
+
+    table = omnivis("predict", str(out), str(images / "scene0.png")).stdout
+    assert "scene0.png" in table and "drawn predictions" in table  # default out: BUNDLE/predictions
+    assert (out / "predictions" / "scene0.png").exists()
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    missing = omnivis("train", "detect", "--data", str(tmp_path / "nope.json"), "--out", str(tmp_path / "r"), check=False)
+    assert missing.returncode == 2 and "COCO annotations file not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    arch = omnivis("train", "detect", "--arch", "yolo", "--out", str(tmp_path / "r2"), check=False)
+    assert arch.returncode == 2 and "unknown detector arch 'yolo'" in arch.stderr
