@@ -1,0 +1,73 @@
+"""``omnivis train multitask``: one backbone, a classification head and a segmentation head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from omnivis.cli import _train_and_report, train_app
+
+
+@train_app.command("multitask")
+def train_multitask_command(
+    out: Path = typer.Option(..., help="Run folder; becomes the bundle."),
+    data: str = typer.Option("builtin:shapes", help="builtin:shapes (class labels and masks)."),
+    weighting: str = typer.Option("uncertainty", help="fixed (--cls-weight, --seg-weight) | uncertainty (learned)."),
+    cls_weight: float = typer.Option(1.0, help="Classification loss weight (fixed weighting)."),
+    seg_weight: float = typer.Option(1.0, help="Segmentation loss weight (fixed weighting)."),
+    seg_label_fraction: float = typer.Option(1.0, help="Fraction of training images that keep their mask."),
+    cls_label_fraction: float = typer.Option(1.0, help="Fraction of training images that keep their class label."),
+    arch: str = typer.Option("fpn", help="Segmentation decoder: fpn | unet | deeplabv3plus."),
+    model: str = typer.Option("omnivis_resnet_tiny", help="Backbone: any timm model name or omnivis preset."),
+    img_size: int = typer.Option(64, help="Square input size (a multiple of 32)."),
+    channels: int = typer.Option(3, help="3 for RGB, 1 for grayscale."),
+    epochs: int = typer.Option(12),
+    max_steps: int = typer.Option(-1),
+    batch_size: int = typer.Option(16),
+    lr: float = typer.Option(3e-3),
+    weight_decay: float = typer.Option(1e-4),
+    decoder_width: int = typer.Option(64),
+    train_images: int = typer.Option(600, help="Training scenes."),
+    val_images: int = typer.Option(200, help="Validation scenes."),
+    train_seed: int = typer.Option(0, help="Seed of the training scenes."),
+    val_seed: int = typer.Option(1, help="Seed of the validation scenes."),
+    init_from: Optional[Path] = typer.Option(None, help="Bundle or safetensors file to start the backbone from."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    accelerator: str = typer.Option("auto"),
+    devices: str = typer.Option("auto"),
+    strategy: str = typer.Option("auto"),
+    num_nodes: int = typer.Option(1),
+    precision: str = typer.Option("auto"),
+    seed: int = typer.Option(0, help="Seeds the label dropping, data order, augmentation and weights."),
+    checkpoint_every: int = typer.Option(0),
+    workers: int = typer.Option(0),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
+) -> None:
+    """Train classification + segmentation on one backbone; the --out folder becomes one bundle.
+
+    With --resume, the run's own run_config.json is used and the other options are ignored.
+    """
+    from omnivis.engine.trainer import TrainerConfig
+    from omnivis.tasks.common import load_run_config
+    from omnivis.tasks.multitask import MultitaskConfig, train_multitask
+
+    if resume:
+        config = load_run_config(MultitaskConfig, out)
+        config.trainer.progress = progress and not as_json
+    else:
+        config = MultitaskConfig(
+            data=data, weighting=weighting, cls_weight=cls_weight, seg_weight=seg_weight,
+            seg_label_fraction=seg_label_fraction, cls_label_fraction=cls_label_fraction, arch=arch, model=model,
+            img_size=img_size, channels=channels, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+            decoder_width=decoder_width, train_images=train_images, val_images=val_images, train_seed=train_seed,
+            val_seed=val_seed, init_from=str(init_from) if init_from else None,
+            trainer=TrainerConfig(
+                epochs=epochs, max_steps=max_steps, accelerator=accelerator, devices=devices, strategy=strategy,
+                num_nodes=num_nodes, precision=precision, seed=seed, checkpoint_every_n_steps=checkpoint_every,
+                num_workers=workers, progress=progress and not as_json,
+            ),
+        )
+    _train_and_report(train_multitask, config, out, resume, as_json)
