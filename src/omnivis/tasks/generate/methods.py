@@ -1,0 +1,15 @@
+"""The method table: name -> MethodSpec (net sizing, builder, LightningModule, sampler)."""
+
+from __future__ import annotations
+
+from omnivis.tasks.generate import autoencoder, diffusion, gan, vq
+from omnivis.tasks.generate.base import MethodSpec
+
+METHOD_SPECS: dict[str, MethodSpec] = {
+    "ae": autoencoder.AE,
+    "vae": autoencoder.VAE_SPEC,
+    "vqvae": vq.VQVAE,
+    "vqvae-ar": vq.VQVAE_AR,
+    "gan": gan.SPEC,
+    "diffusion": diffusion.SPEC,
+}

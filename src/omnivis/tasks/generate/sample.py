@@ -1,0 +1,203 @@
+"""``GeneratorPredictor``: sample and interpolate from a generator bundle, reproducibly from a seed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from omnivis.engine.bundle import Bundle, load_bundle
+from omnivis.errors import BundleError, ConfigError
+from omnivis.tasks.common import load_images
+from omnivis.tasks.generate.base import SampleOptions
+from omnivis.tasks.generate.methods import METHOD_SPECS
+from omnivis.tasks.generate.train import TASK, generator_transform
+
+MAX_SAMPLES = 1024  # per call: bounds memory and time; call again with another seed for more
+MAX_STEPS = 1000  # sampling steps (and never more than the model's training timesteps)
+MAX_FRAMES = 64
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> (N, H, W, C) uint8."""
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 1) -> np.ndarray:
+    """(N, H, W, C) uint8 -> one (rows * (H + pad), cols * (W + pad), C) grid on black."""
+    n, h, w, c = images.shape
+    cols = columns or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    grid = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad, c), dtype=np.uint8)
+    for i, im in enumerate(images):
+        r, k = divmod(i, cols)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + k * (w + pad): pad + k * (w + pad) + w] = im
+    return grid
+
+
+def to_pil(array: np.ndarray) -> Image.Image:
+    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+
+
+def save_images(images: np.ndarray, out: str | Path, columns: int | None = None, scale: int = 1) -> list[Path]:
+    """Write the grid and each image: ``out`` ending in .png is the grid (singles beside it as
+    STEM_000.png ...); otherwise ``out`` is a folder holding grid.png and 000.png ...; returns paths."""
+    out = Path(out)
+    if out.suffix.lower() == ".png":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        grid_path, single = out, lambda i: out.with_name(f"{out.stem}_{i:03d}.png")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        grid_path, single = out / "grid.png", lambda i: out / f"{i:03d}.png"
+    grid = to_pil(image_grid(images, columns))
+    if scale > 1:
+        grid = grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
+    grid.save(grid_path)
+    paths = [grid_path]
+    for i, im in enumerate(images):
+        to_pil(im).save(single(i))
+        paths.append(single(i))
+    return paths
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation of two Gaussian latents (keeps their norm typical of the prior)."""
+    af, bf = a.flatten(), b.flatten()
+    omega = torch.arccos((af @ bf / (af.norm() * bf.norm())).clamp(-1, 1))
+    if omega.abs() < 1e-6:
+        return (1 - t) * a + t * b
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+class GeneratorPredictor:
+    """Rebuilds a generator from its bundle; ``generate`` and ``interpolate`` return uint8 images."""
+
+    def __init__(self, bundle: Bundle, device: str = "cpu") -> None:
+        if bundle.task != TASK:
+            raise BundleError(
+                f"{bundle.path}: is a '{bundle.task}' bundle, not a generator; make one with omnivis train generate"
+            )
+        cfg = bundle.config
+        self.bundle, self.config = bundle, cfg
+        self.method = cfg["method"]
+        self.spec = METHOD_SPECS[self.method]
+        self.net = cfg["net"]
+        self.classes: list[str] = list(cfg.get("classes") or [])
+        self.conditional = bool(cfg.get("conditional"))
+        self.img_size, self.channels = int(cfg["img_size"]), int(cfg["in_chans"])
+        self.model = self.spec.build(self.net)
+        try:
+            self.model.load_state_dict(bundle.state_dict)
+        except RuntimeError as err:
+            raise BundleError(f"{bundle.path}: weights do not match its config ({str(err).splitlines()[0]})") from None
+        self.model.eval().to(device)
+        self.device = device
+
+    @classmethod
+    def from_dir(cls, path: str | Path, device: str = "cpu") -> "GeneratorPredictor":
+        return cls(load_bundle(path), device=device)
+
+    def class_index(self, name: str | int | None) -> int | None:
+        """A class name (or index) -> its index; None for "cycle through the classes"."""
+        if name is None:
+            return None
+        if not self.conditional:
+            raise ConfigError(f"{self.bundle.path}: this {self.method} is unconditional; leave out --class")
+        if str(name) in self.classes:
+            return self.classes.index(str(name))
+        raise ConfigError(f"class '{name}' is not one of the bundle's classes ({', '.join(self.classes[:20])})")
+
+    def _labels(self, n: int, class_: str | int | None) -> torch.Tensor | None:
+        if not self.conditional:
+            return None
+        index = self.class_index(class_)
+        if index is None:
+            return torch.arange(n) % len(self.classes)
+        return torch.full((n,), index, dtype=torch.long)
+
+    def _options(self, steps: int | None, guidance: float | None, sampler: str | None, temperature: float,
+                 top_k: int | None) -> SampleOptions:
+        s = self.config.get("sampling", {})
+        steps = int(steps if steps is not None else s.get("steps", 50))
+        limit = min(MAX_STEPS, int(self.net.get("scheduler", {}).get("num_train_timesteps", MAX_STEPS)))
+        if not 1 <= steps <= limit:
+            raise ConfigError(f"--steps must be in 1..{limit}, got {steps}")
+        if temperature <= 0 or (top_k is not None and top_k < 1):
+            raise ConfigError("temperature must be > 0 and top_k >= 1")
+        return SampleOptions(steps=steps, guidance=float(guidance if guidance is not None else s.get("guidance", 1.0)),
+                             sampler=sampler or s.get("sampler", "ddim"), temperature=temperature, top_k=top_k)
+
+    def check_size(self, img_size: int | None) -> None:
+        if img_size is not None and img_size != self.img_size:
+            raise ConfigError(f"{self.bundle.path}: this {self.method} makes {self.img_size} px images, not {img_size} px")
+
+    @torch.no_grad()
+    def generate_tensor(self, n: int, class_: str | int | None = None, steps: int | None = None,
+                        guidance: float | None = None, seed: int = 0, sampler: str | None = None,
+                        temperature: float = 1.0, top_k: int | None = None, batch_size: int = 256) -> torch.Tensor:
+        """-> (n, C, H, W) float in [-1, 1]; labels cycle through the classes when ``class_`` is None."""
+        if self.spec.sample is None:
+            raise BundleError(f"{self.bundle.path}: {self.spec.no_sample_hint}")
+        if not 1 <= n <= MAX_SAMPLES:
+            raise ConfigError(f"--n must be in 1..{MAX_SAMPLES}, got {n}")
+        options = self._options(steps, guidance, sampler, temperature, top_k)
+        labels = self._labels(n, class_)
+        generator = torch.Generator().manual_seed(int(seed))
+        chunks = []
+        for start in range(0, n, batch_size):
+            part = None if labels is None else labels[start: start + batch_size]
+            chunks.append(self.spec.sample(self.model, self.net, min(batch_size, n - start), part, options, generator).cpu())
+        return torch.cat(chunks)
+
+    def generate(self, n: int, class_: str | int | None = None, steps: int | None = None,
+                 guidance: float | None = None, seed: int = 0, **kwargs) -> np.ndarray:
+        """``n`` images as (n, H, W, C) uint8; the same arguments and seed give the same images."""
+        return to_uint8(self.generate_tensor(n, class_, steps, guidance, seed, **kwargs))
+
+    @torch.no_grad()
+    def interpolate(self, frames: int = 8, images: Sequence | None = None, class_: str | int | None = None,
+                    seed: int = 0, steps: int | None = None, guidance: float | None = None) -> np.ndarray:
+        """``frames`` images walking the latent space from A to B -> (frames, H, W, C) uint8.
+
+        A and B are two images encoded by the model (ae, vae), or, without images, two latents
+        drawn from the prior with ``seed`` (vae, gan; diffusion interpolates the DDIM start noise).
+        """
+        if not 2 <= frames <= MAX_FRAMES:
+            raise ConfigError(f"--frames must be in 2..{MAX_FRAMES}, got {frames}")
+        options = self._options(steps, guidance, "ddim", 1.0, None)
+        if images:
+            if self.spec.encode is None:
+                raise ConfigError(f"{self.bundle.path}: a {self.method} cannot encode images; interpolate without images")
+            if len(images) != 2:
+                raise ConfigError(f"interpolate takes two images (A and B), got {len(images)}")
+            tf = generator_transform(self.img_size)
+            mode = "RGB" if self.channels == 3 else "L"
+            x = torch.stack([tf(im) for im in load_images(images, mode)]).to(self.device)
+            a, b = self.spec.encode(self.model, x).cpu()
+            walk = [(1 - t) * a + t * b for t in np.linspace(0, 1, frames)]
+        else:
+            if self.spec.random_latent is None:
+                raise ConfigError(f"{self.bundle.path}: a {self.method} has no prior latent; pass two images to interpolate")
+            a, b = self.spec.random_latent(self.model, self.net, 2, torch.Generator().manual_seed(int(seed)))
+            walk = [slerp(a, b, float(t)) for t in np.linspace(0, 1, frames)]
+        labels = self._labels(1, class_)
+        labels = None if labels is None else labels.expand(frames) if class_ is not None else torch.zeros(frames, dtype=torch.long)
+        out = self.spec.decode(self.model, self.net, torch.stack(walk), labels, options)
+        return to_uint8(out)
+
+    def predict(self, images: Sequence, top_k: int = 5, names: Sequence[str] | None = None) -> list[dict]:
+        raise BundleError(f"{self.bundle.path}: {generator_predict_hint(self.bundle.path)}")
+
+
+def generator_predict_hint(path: str | Path) -> str:
+    return (f"a generator makes images rather than predicting on them; use: omnivis generate {path} --n 16 "
+            f"--out samples.png (or omnivis eval {path} for FID/KID)")
+
+
+def predictor_for_predict(path: str | Path):
+    """What ``omnivis predict`` gets from the registry for a generator bundle: a clear error."""
+    raise BundleError(f"{path}: {generator_predict_hint(path)}")

@@ -1,0 +1,115 @@
+"""Generators: each method trains a few steps, saves a bundle and samples identically from a seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from omnivis.engine.bundle import save_bundle
+from omnivis.engine.trainer import TrainerConfig
+from omnivis.errors import BundleError, ConfigError, TrainingError
+from omnivis.tasks.generate import GenerateConfig, GeneratorPredictor, train_generator
+
+TINY = dict(img_size=8, width=16, batch_size=16, latent_dim=8, codebook_size=16, embed_dim=4, prior_width=32)
+
+
+def tiny(method: str, **overrides) -> GenerateConfig:
+    trainer = dict(epochs=1, max_steps=3, progress=False, seed=0)
+    trainer.update(overrides.pop("trainer", {}))
+    return GenerateConfig(method=method, **{**TINY, **overrides}, trainer=TrainerConfig(**trainer))
+
+
+@pytest.fixture(scope="module")
+def vq_bundle(tmp_path_factory):
+    return train_generator(tiny("vqvae"), tmp_path_factory.mktemp("gen") / "vq")
+
+
+@pytest.fixture(scope="module")
+def diffusion_bundle(tmp_path_factory):
+    return train_generator(tiny("diffusion", conditional=True), tmp_path_factory.mktemp("gen") / "diff")
+
+
+@pytest.mark.parametrize("method,conditional", [("vae", True), ("gan", True), ("gan", False), ("diffusion", False)])
+def test_method_trains_and_samples_reproducibly(tmp_path, method, conditional):
+    out = train_generator(tiny(method, conditional=conditional), tmp_path / method)
+    gen = GeneratorPredictor.from_dir(out)
+    a = gen.generate(6, steps=3, seed=7)
+    assert a.shape == (6, 8, 8, 1) and a.dtype == np.uint8
+    assert np.array_equal(a, GeneratorPredictor.from_dir(out).generate(6, steps=3, seed=7))  # reloaded: same images
+    assert not np.array_equal(a, gen.generate(6, steps=3, seed=8))
+    assert gen.interpolate(4, steps=2).shape == (4, 8, 8, 1)
+
+
+def test_conditional_diffusion_with_guidance_and_samplers(diffusion_bundle):
+    gen = GeneratorPredictor.from_dir(diffusion_bundle)
+    assert gen.config["net"]["num_classes"] == 10
+    for sampler in ("ddim", "dpm", "ddpm"):
+        a = gen.generate(3, class_="7", steps=4, guidance=2.0, seed=1, sampler=sampler)
+        assert np.array_equal(a, gen.generate(3, class_="7", steps=4, guidance=2.0, seed=1, sampler=sampler))
+    assert not np.array_equal(gen.generate(3, class_="7", steps=4, guidance=1.0, seed=1),
+                              gen.generate(3, class_="7", steps=4, guidance=4.0, seed=1))
+
+
+def test_ae_reconstructs_and_interpolates_images_but_does_not_sample(tmp_path):
+    out = train_generator(tiny("ae"), tmp_path / "ae")
+    gen = GeneratorPredictor.from_dir(out)
+    digits = np.random.default_rng(0).integers(0, 255, (2, 8, 8), dtype=np.uint8)
+    walk = gen.interpolate(5, images=[digits[0], digits[1]])
+    assert walk.shape == (5, 8, 8, 1)
+    with pytest.raises(BundleError, match="no prior"):
+        gen.generate(2)
+
+
+def test_vq_prior_samples_valid_codes(tmp_path, vq_bundle):
+    with pytest.raises(BundleError, match="vqvae-ar"):
+        GeneratorPredictor.from_dir(vq_bundle).generate(2)
+    out = train_generator(tiny("vqvae-ar", conditional=True, vq_bundle=str(vq_bundle)), tmp_path / "ar")
+    gen = GeneratorPredictor.from_dir(out)
+    prior = gen.model.prior
+    codes = prior.sample(5, torch.tensor([0, 1, 2, 3, 4]), temperature=1.0, top_k=4, generator=torch.Generator().manual_seed(0))
+    assert codes.shape == (5, 4) and codes.dtype == torch.long  # 8 px / 4 -> a 2 x 2 grid
+    assert int(codes.min()) >= 0 and int(codes.max()) < 16
+    a = gen.generate(4, class_="3", seed=2, top_k=5)
+    assert np.array_equal(a, GeneratorPredictor.from_dir(out).generate(4, class_="3", seed=2, top_k=5))
+
+
+def test_vq_prior_needs_matching_vqvae(tmp_path, vq_bundle):
+    with pytest.raises(ConfigError, match="--img-size 8"):
+        train_generator(tiny("vqvae-ar", img_size=16, vq_bundle=str(vq_bundle)), tmp_path / "ar")
+
+
+def test_bad_input_is_one_clear_error(tmp_path, diffusion_bundle):
+    gen = GeneratorPredictor.from_dir(diffusion_bundle)
+    with pytest.raises(ConfigError, match="class 'cat'"):
+        gen.generate(2, class_="cat")
+    with pytest.raises(ConfigError, match="--n must be in 1..1024"):
+        gen.generate(5000)
+    with pytest.raises(ConfigError, match="--steps must be in 1..1000"):
+        gen.generate(2, steps=5000)
+    with pytest.raises(ConfigError, match="makes 8 px images, not 32 px"):
+        gen.check_size(32)
+    with pytest.raises(ConfigError, match="img_size must be"):
+        tiny("diffusion", img_size=20)
+    other = save_bundle(tmp_path / "clf", {"w": torch.zeros(1)}, {"task": "classify"})
+    with pytest.raises(BundleError, match="not a generator"):
+        GeneratorPredictor.from_dir(other)
+    with pytest.raises(BundleError, match="omnivis generate"):
+        gen.predict(["x.png"])
+
+
+def test_gan_non_finite_loss_names_the_step(tmp_path, monkeypatch):
+    from omnivis.tasks.generate import gan
+
+    monkeypatch.setattr(gan, "hinge_d_loss", lambda real, fake: (real.mean() + fake.mean()) * float("nan"))
+    with pytest.raises(TrainingError, match="at step 0"):
+        train_generator(tiny("gan"), tmp_path / "nan")
+
+
+def test_gan_collapse_is_reported(tmp_path, monkeypatch):
+    from omnivis.tasks.generate import gan
+
+    monkeypatch.setattr(gan, "COLLAPSE_STEPS", 2)
+    monkeypatch.setattr(gan, "hinge_d_loss", lambda real, fake: (real.mean() + fake.mean()) * 0.0)
+    with pytest.raises(TrainingError, match="GAN collapsed"):
+        train_generator(tiny("gan", trainer=dict(max_steps=10)), tmp_path / "collapse")
