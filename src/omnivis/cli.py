@@ -309,6 +309,12 @@ def _train_and_report(train, config, out: Path, resume: bool, as_json: bool) -> 
     console.print(f"bundle: [bold]{bundle}[/]  (logs: {bundle / 'logs'}, checkpoints: {bundle / 'checkpoints'})")
 
 
+def _format_number(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "-" if value is None else str(value)
+
+
 def _metrics_table(title: str, metrics: dict) -> None:
     table = Table(title=title, show_header=False)
     for key, value in metrics.items():
@@ -324,9 +330,12 @@ def eval_command(
     split: str = typer.Option("auto", help="auto | val | all (auto: the held-out split of the training data)."),
     out: Optional[Path] = typer.Option(None, help="Folder for eval.json and the confusion matrix (default: the bundle)."),
     strict: bool = typer.Option(False, "--strict"),
+    reference: Optional[Path] = typer.Option(
+        None, help="Generators: the classifier bundle whose features score FID/KID (default: the one recorded at training)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ) -> None:
-    """Evaluate a bundle on labelled data: accuracy, top-5, per-class P/R/F1, confusion matrix."""
+    """Evaluate a bundle on labelled data with its task's metrics (accuracy, mAP, mIoU, FID ...)."""
     from omnivis.engine.bundle import load_bundle
     from omnivis.metrics.report import write_json
     from omnivis.tasks.registry import get_task
@@ -334,17 +343,26 @@ def eval_command(
     task = get_task(load_bundle(bundle).task)
     out_dir = out or bundle
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    metrics = task.evaluate(bundle, data=data, split=split, out_dir=out_dir, strict=strict, progress=not as_json)
+    extra = {}
+    if reference is not None:
+        import inspect
+
+        if "reference" not in inspect.signature(task.evaluate).parameters:
+            raise OmnivisError(f"--reference applies to generator bundles; {bundle} is a '{task.name}' bundle")
+        extra["reference"] = str(reference)
+    metrics = task.evaluate(bundle, data=data, split=split, out_dir=out_dir, strict=strict, progress=not as_json, **extra)
     write_json(metrics, Path(out_dir) / "eval.json")
     if as_json:
         _print_json(metrics)
         return
     _metrics_table(f"{task.name} on {metrics.get('data', data)}", metrics)
     per_class = metrics.get("per_class", {})
-    if per_class and all({"precision", "recall", "f1", "support"} <= set(row) for row in per_class.values()):
-        table = Table("class", "precision", "recall", "f1", "support", title="per class")
+    if per_class and all(isinstance(row, dict) for row in per_class.values()):
+        # whatever numbers the task reports per class (P/R/F1, AP, IoU/Dice, accuracy), one column each
+        columns = [k for k in next(iter(per_class.values())) if isinstance(next(iter(per_class.values()))[k], (int, float))]
+        table = Table("class", *columns, title="per class")
         for name, row in per_class.items():
-            table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+            table.add_row(str(name), *(_format_number(row.get(c)) for c in columns))
         console.print(table)
     pictures = [str(v) for k, v in metrics.items() if k.endswith("_png") and v]
     console.print(f"wrote {Path(out_dir) / 'eval.json'}" + (f" and {', '.join(pictures)}" if pictures else ""))
@@ -467,4 +485,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m omnivis.cli` runs this file as __main__, a second copy of the module; the family
+    # commands registered themselves on the importable omnivis.cli, so run that one
+    from omnivis.cli import main as _main
+
+    _main()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-FAMILIES: tuple[str, ...] = ()
+FAMILIES: tuple[str, ...] = ("detect", "segment", "multitask", "generate")
 
 
 def register_all() -> None:

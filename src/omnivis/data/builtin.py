@@ -302,7 +302,7 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     ),
     "shapes": BuiltinDataset(
         "shapes", "generated circles, squares and triangles with boxes and masks (600 64x64 scenes)",
-        ("classify", "pretrain"), load_shapes,
+        ("classify", "pretrain", "detect", "segment", "multitask"), load_shapes,
     ),
 }
 

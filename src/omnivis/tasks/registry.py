@@ -12,6 +12,10 @@ from typing import Callable
 
 from omnivis.errors import BundleError, ConfigError
 from omnivis.tasks import classify
+from omnivis.tasks import detect
+from omnivis.tasks import multitask, segment
+from omnivis.tasks import generate
+from omnivis.tasks.generate.sample import predictor_for_predict as _generator_predict_hint
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,38 @@ TASKS: dict[str, TaskSpec] = {
         train=classify.train_classifier,
         evaluate=classify.evaluate_classifier,
         predictor=classify.ClassifyPredictor.from_dir,
+    ),
+    "detect": TaskSpec(
+        name="detect",
+        description="object detection and instance segmentation (any backbone + FPN + FCOS / Faster R-CNN / RetinaNet / Mask R-CNN)",
+        config=detect.DetectConfig,
+        train=detect.train_detector,
+        evaluate=detect.evaluate_detector,
+        predictor=detect.DetectPredictor.from_dir,
+    ),
+    "segment": TaskSpec(
+        name="segment",
+        description="semantic segmentation (any backbone + smp U-Net / FPN / DeepLabV3+ decoder)",
+        config=segment.SegmentConfig,
+        train=segment.train_segmenter,
+        evaluate=segment.evaluate_segmenter,
+        predictor=segment.SegmentPredictor.from_dir,
+    ),
+    "multitask": TaskSpec(
+        name="multitask",
+        description="classification + semantic segmentation on one backbone (one bundle)",
+        config=multitask.MultitaskConfig,
+        train=multitask.train_multitask,
+        evaluate=multitask.evaluate_multitask,
+        predictor=multitask.MultitaskPredictor.from_dir,
+    ),
+    "generate": TaskSpec(
+        name="generate",
+        description="image generation (ae, vae, vqvae + GPT prior, gan, diffusion); FID/KID with a reference classifier",
+        config=generate.GenerateConfig,
+        train=generate.train_generator,
+        evaluate=generate.evaluate_generator,
+        predictor=_generator_predict_hint,  # a clear error: generators are used with omnivis generate
     ),
 }
 
