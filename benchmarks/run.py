@@ -1,10 +1,13 @@
 """omnivis benchmarks, each against a named reference measured in the same run.
 
-    python benchmarks/run.py            # everything (about 4 minutes on 2 CPU cores)
+    python benchmarks/run.py            # everything (about 30 minutes on 2 CPU cores)
     python benchmarks/run.py digits     # (a) digits accuracy and time vs scikit-learn's SVC
     python benchmarks/run.py engine     # (b) engine training throughput vs a plain PyTorch loop
     python benchmarks/run.py distill    # (c) distilled student vs its teacher (accuracy, size, latency)
     python benchmarks/run.py ssl        # (d) SSL-pretrained backbone vs random init vs raw pixels, 10-shot
+    python benchmarks/run.py detect     # (e) detection mAP on shapes vs the issue's target (benchmarks/detect.py)
+    python benchmarks/run.py segment    # (f) semantic mIoU on shapes vs all-background (benchmarks/segment.py)
+    python benchmarks/run.py generate   # (g) diffusion vs GAN vs VAE on digits: FID, class accuracy (benchmarks/generate.py)
 
 Results are printed with ratios and merged into benchmarks/results.json.
 """
@@ -16,6 +19,7 @@ import json
 import logging
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -206,19 +210,29 @@ def ssl_benchmark(method: str, epochs: int, shots: int = 10, draws: int = 5) -> 
             "raw_pixels": {k: pixels[k] for k in pick}}
 
 
+SCRIPTS = ("detect", "segment", "generate")
+ALL = ("digits", "engine", "distill", "ssl", *SCRIPTS)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="*", help="digits, engine, distill and/or ssl (default: all)")
+    parser.add_argument("which", nargs="*", help=f"{', '.join(ALL)} (default: all)")
     parser.add_argument("--digits-epochs", type=int, default=24)
     parser.add_argument("--engine-epochs", type=int, default=3)
     parser.add_argument("--distill-epochs", type=int, default=15, help="teacher and student epochs")
     parser.add_argument("--ssl-method", default="simclr")
     parser.add_argument("--ssl-epochs", type=int, default=20)
     args = parser.parse_args()
-    args.which = args.which or ["digits", "engine", "distill", "ssl"]
-    unknown = set(args.which) - {"digits", "engine", "distill", "ssl"}
+    args.which = args.which or list(ALL)
+    unknown = set(args.which) - set(ALL)
     if unknown:
-        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose from digits, engine, distill, ssl")
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose from {', '.join(ALL)}")
+    for name in SCRIPTS:  # each task family's benchmark is its own script with its own options and table
+        if name in args.which:
+            print(f"== benchmarks/{name}.py ==", flush=True)
+            subprocess.run([sys.executable, str(ROOT / f"{name}.py")], check=True)
+    if not set(args.which) - set(SCRIPTS):
+        return
     import warnings
 
     import lightning.pytorch  # noqa: F401
