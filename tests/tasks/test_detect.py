@@ -202,6 +202,7 @@ def test_maskrcnn_end_to_end_with_masks(tmp_path):
     out = train_detector(tiny_detect_config(arch="maskrcnn", trainer=dict(max_steps=4)), tmp_path / "mask")
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"map", "map50", "segm_map", "segm_map50"} <= set(metrics)
+    assert (out / "pr_curve.png").exists() and (out / "mask_pr_curve.png").exists()  # boxes and masks each
     predictor = DetectPredictor.from_dir(out)
     predictor.score_threshold = 0.0  # a six-step model: show whatever it finds
     images = [r.source for r in shapes_detection_data(2, 64, seed=1).records]

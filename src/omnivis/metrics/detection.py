@@ -40,7 +40,8 @@ def summarize_map(result: dict, classes: Sequence[str], masks: bool = False) -> 
     Returns:
         ``map`` (mAP@[.5:.95]), ``map50``, ``map75``, ``map_small/medium/large``, ``mar100``,
         ``per_class`` {name: {"ap", "ap50"}}, with ``segm_`` versions for masks, and
-        ``pr_curves`` {name: (101,) precision at COCO's recall points, IoU 0.5} (box).
+        ``pr_curves`` {name: (101,) precision at COCO's recall points, IoU 0.5} (box), and for
+        masks ``segm_pr_curves`` likewise.
     """
     out: dict = {}
     prefixes = (("bbox_", ""), ("segm_", "segm_")) if masks else (("", ""),)
@@ -57,6 +58,7 @@ def summarize_map(result: dict, classes: Sequence[str], masks: bool = False) -> 
     ids = [int(i) for i in torch.as_tensor(result["classes"]).reshape(-1).tolist()]
     per_class: dict = {}
     curves: dict = {}
+    segm_curves: dict = {}
     for k, cid in enumerate(ids):
         name = classes[cid - 1] if 1 <= cid <= len(classes) else str(cid)
         curve = precision[0, :, k, 0, -1]  # IoU 0.5, all areas, 100 detections
@@ -70,10 +72,13 @@ def summarize_map(result: dict, classes: Sequence[str], masks: bool = False) -> 
             segm = segm.numpy() if isinstance(segm, torch.Tensor) else np.asarray(segm)
             s = segm[:, :, k, 0, -1]
             row["segm_ap"] = float(s[s > -1].mean()) if (s > -1).any() else -1.0
+            segm_curves[name] = np.where(s[0] > -1, s[0], 0.0)
         per_class[name] = row
         curves[name] = np.where(curve > -1, curve, 0.0)
     out["per_class"] = per_class
     out["pr_curves"] = curves
+    if masks:
+        out["segm_pr_curves"] = segm_curves
     return out
 
 

@@ -475,11 +475,16 @@ def evaluate_detector(
         metric.update([p], [t])
     summary = summarize_map(metric.compute(), predictor.classes, masks=masks)
     curves = summary.pop("pr_curves")
+    mask_curves = summary.pop("segm_pr_curves", None)
     metrics = {**summary, "num_images": len(data.records), "num_objects": int(sum(len(r.labels) for r in data.records)),
                "data": data.source}
     if out_dir is not None:
         out_dir = Path(out_dir)
         metrics["pr_curve_png"] = str(plot_pr_curves(curves, out_dir / "pr_curve.png"))
+        if mask_curves is not None:
+            metrics["mask_pr_curve_png"] = str(
+                plot_pr_curves(mask_curves, out_dir / "mask_pr_curve.png", title="Mask precision-recall (IoU 0.5)")
+            )
         results = [
             {"image_id": r.image_id, "boxes": p["boxes"].numpy(), "scores": p["scores"].numpy(),
              "category_ids": [predictor.category_ids[int(c)] for c in p["labels"]],
