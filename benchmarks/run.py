@@ -4,7 +4,7 @@
     python benchmarks/run.py digits     # (a) digits accuracy and time vs scikit-learn's SVC
     python benchmarks/run.py engine     # (b) engine training throughput vs a plain PyTorch loop
     python benchmarks/run.py distill    # (c) distilled student vs its teacher (accuracy, size, latency)
-    python benchmarks/run.py ssl        # (d) SSL-pretrained backbone vs random init vs raw pixels, 10-shot
+    python benchmarks/run.py ssl        # (d) SSL (simclr, 80 epochs) vs random init vs raw pixels, 10-shot; fine-tune vs scratch
     python benchmarks/run.py detect     # (e) detection mAP on shapes vs the issue's target (benchmarks/detect.py)
     python benchmarks/run.py segment    # (f) semantic mIoU on shapes vs all-background (benchmarks/segment.py)
     python benchmarks/run.py generate   # (g) diffusion vs GAN vs VAE on digits: FID, class accuracy (benchmarks/generate.py)
@@ -201,17 +201,56 @@ def ssl_benchmark(method: str, epochs: int, shots: int = 10, draws: int = 5) -> 
     seconds = time.perf_counter() - start
     kw = dict(shots=shots, draws=draws, val_fraction=0.3, seed=0)
     pretrained = probe(str(bundle), "builtin:digits", **kw)
-    random_init = probe(config.model or "omnivis_resnet_tiny", "builtin:digits", channels=1, img_size=32, **kw)
+    backbone = json.loads((Path(bundle) / "config.json").read_text())["backbone"]  # the method's default net
+    random_init = probe(backbone, "builtin:digits", channels=1, img_size=32, **kw)
     pixels = raw_pixel_baseline("builtin:digits", **kw)
+    finetune = finetune_comparison(bundle, root, shots=shots, draws=3)
     shutil.rmtree(root, ignore_errors=True)
     pick = ("knn_accuracy", "linear_accuracy", "kshot_accuracy_mean", "kshot_accuracy_std")
     return {"method": method, "epochs": epochs, "pretrain_seconds": seconds, "shots": shots, "draws": draws,
             "pretrained": {k: pretrained[k] for k in pick}, "random_init": {k: random_init[k] for k in pick},
-            "raw_pixels": {k: pixels[k] for k in pick}}
+            "raw_pixels": {k: pixels[k] for k in pick}, "finetune": finetune}
 
 
 SCRIPTS = ("detect", "segment", "generate")
 ALL = ("digits", "engine", "distill", "ssl", *SCRIPTS)
+
+
+def finetune_comparison(bundle: Path, root: Path, shots: int = 10, draws: int = 3, epochs: int = 30) -> dict:
+    """Fine-tune a classifier from the pretrained ``bundle`` and from scratch on the same ``shots``
+    labelled digits per class (the probe's k-shot draws), scored on the 540 held-out images."""
+    from PIL import Image
+
+    from omnivis.data.builtin import load_builtin
+    from omnivis.data.readers import split_indices
+    from omnivis.data.transforms import AugmentConfig
+    from omnivis.engine.trainer import TrainerConfig
+    from omnivis.tasks.classify import ClassifyConfig, evaluate_classifier, train_classifier
+    from omnivis.tasks.probe import kshot_indices
+
+    backbone = json.loads((Path(bundle) / "config.json").read_text())["backbone"]  # the same net, both ways
+    digits = load_builtin("digits")
+    train_idx, test_idx = split_indices(digits.labels(), 0.3, seed=0)
+    test = digits.subset(test_idx)
+    scores: dict[str, list[float]] = {"pretrained": [], "scratch": []}
+    for draw in range(draws):
+        chosen = train_idx[kshot_indices(digits.labels()[train_idx], shots, draw, seed=0)]
+        folder = root / f"shots{draw}"
+        for i in chosen:
+            sample = digits.samples[int(i)]
+            (folder / digits.classes[sample.label]).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(sample.source).save(folder / digits.classes[sample.label] / f"{int(i):04d}.png")
+        for name, init in (("pretrained", str(bundle)), ("scratch", None)):
+            config = ClassifyConfig(
+                data=str(folder), val_fraction=0.0, model=backbone, channels=1, img_size=32, init_from=init, batch_size=32,
+                augment=AugmentConfig(preset="light", hflip=False, rotation=10.0),
+                trainer=TrainerConfig(epochs=epochs, seed=draw, progress=False),
+            )
+            out = train_classifier(config, root / f"ft-{name}-{draw}")
+            scores[name].append(evaluate_classifier(out, data=test, out_dir=None, progress=False)["accuracy"])
+    return {"shots": shots, "draws": draws, "epochs": epochs,
+            **{f"{k}_mean": float(np.mean(v)) for k, v in scores.items()},
+            **{f"{k}_std": float(np.std(v)) for k, v in scores.items()}, "runs": scores}
 
 
 def main() -> None:
@@ -221,7 +260,7 @@ def main() -> None:
     parser.add_argument("--engine-epochs", type=int, default=3)
     parser.add_argument("--distill-epochs", type=int, default=15, help="teacher and student epochs")
     parser.add_argument("--ssl-method", default="simclr")
-    parser.add_argument("--ssl-epochs", type=int, default=20)
+    parser.add_argument("--ssl-epochs", type=int, default=80)
     args = parser.parse_args()
     args.which = args.which or list(ALL)
     unknown = set(args.which) - set(ALL)
@@ -279,6 +318,10 @@ def main() -> None:
             v = r[name]
             print(f"    {name:12s} kNN {v['knn_accuracy']:.4f}  linear {v['linear_accuracy']:.4f}  "
                   f"{r['shots']}-shot {v['kshot_accuracy_mean']:.4f} +- {v['kshot_accuracy_std']:.4f}")
+        f = r["finetune"]
+        print(f"    fine-tuning on {f['shots']} labels per class ({f['draws']} draws, {f['epochs']} epochs): from the "
+              f"pretrained bundle {f['pretrained_mean']:.4f} +- {f['pretrained_std']:.4f}, from scratch "
+              f"{f['scratch_mean']:.4f} +- {f['scratch_std']:.4f}, ratio {f['pretrained_mean'] / f['scratch_mean']:.3f}")
     (ROOT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {ROOT / 'results.json'}")
 
