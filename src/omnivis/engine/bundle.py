@@ -119,6 +119,19 @@ def load_bundle(directory: str | Path, task: str | None = None) -> Bundle:
     return Bundle(path=directory, config=config, state_dict=state_dict, metrics=metrics)
 
 
+def load_bundle_weights(model: torch.nn.Module, bundle: Bundle) -> None:
+    """Load ``bundle``'s weights into the model rebuilt from its config.
+
+    A mismatch (an edited config, weights from another architecture) is one ``BundleError`` line
+    naming the bundle, not PyTorch's key dump.
+    """
+    try:
+        model.load_state_dict(bundle.state_dict)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise BundleError(f"{bundle.path}: weights do not match its config ({first})") from None
+
+
 def update_metrics(directory: str | Path, metrics: dict) -> None:
     """Merge new evaluation numbers into a bundle's ``metrics.json``."""
     directory = Path(directory)

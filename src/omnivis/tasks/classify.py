@@ -30,7 +30,7 @@ from omnivis.data.transforms import (
     build_train_transform,
     default_mean_std,
 )
-from omnivis.engine.bundle import Bundle, load_bundle, save_bundle
+from omnivis.engine.bundle import Bundle, load_bundle, load_bundle_weights, save_bundle
 from omnivis.engine.trainer import TrainerConfig, build_trainer, fit, seed_everything
 from omnivis.errors import BundleError, ConfigError, DataError
 from omnivis.metrics.classification import (
@@ -277,11 +277,7 @@ class ClassifyPredictor:
         self.mode = "RGB" if int(cfg["in_chans"]) == 3 else "L"
         backbone = create_backbone(cfg["backbone"], in_chans=int(cfg["in_chans"]), img_size=self.img_size)
         self.model = ImageClassifier(backbone, len(self.classes))
-        try:
-            self.model.load_state_dict(bundle.state_dict)
-        except RuntimeError as err:
-            first = str(err).splitlines()[0]
-            raise BundleError(f"{bundle.path}: weights do not match its config ({first})") from None
+        load_bundle_weights(self.model, bundle)
         self.model.eval().to(device)
         self.device = device
         self.transform = build_eval_transform(self.img_size, tuple(cfg["mean"]), tuple(cfg["std"]))

@@ -35,7 +35,7 @@ from omnivis.data.detection import (
     write_coco_results,
 )
 from omnivis.data.transforms import default_mean_std
-from omnivis.engine.bundle import Bundle, load_bundle, save_bundle
+from omnivis.engine.bundle import Bundle, load_bundle, load_bundle_weights, save_bundle
 from omnivis.engine.trainer import TrainerConfig, build_trainer, fit, seed_everything
 from omnivis.errors import BundleError, ConfigError, DataError
 from omnivis.metrics.classification import plot_training_curves
@@ -296,11 +296,7 @@ class DetectPredictor:
             cfg["arch"], backbone, len(self.classes), self.img_size, tuple(cfg["mean"]), tuple(cfg["std"]),
             int(cfg.get("fpn_channels", 64)),
         )
-        try:
-            self.model.load_state_dict(bundle.state_dict)
-        except RuntimeError as err:
-            first = str(err).splitlines()[0]
-            raise BundleError(f"{bundle.path}: weights do not match its config ({first})") from None
+        load_bundle_weights(self.model, bundle)
         self.model.eval().to(device)
         self.device = device
         self.transform = v2.Compose(

@@ -37,7 +37,7 @@ from omnivis.data.masks import (
 )
 from omnivis.data.images import array_to_image
 from omnivis.data.transforms import default_mean_std
-from omnivis.engine.bundle import Bundle, load_bundle, save_bundle
+from omnivis.engine.bundle import Bundle, load_bundle, load_bundle_weights, save_bundle
 from omnivis.engine.trainer import TrainerConfig, build_trainer, fit, seed_everything
 from omnivis.errors import BundleError, ConfigError, DataError
 from omnivis.metrics.classification import plot_training_curves
@@ -326,10 +326,7 @@ class MultitaskPredictor:
         backbone = create_backbone(cfg["backbone"], in_chans=int(cfg["in_chans"]), img_size=self.img_size)
         self.model = MultiTaskModel(backbone, len(self.classes), len(self.seg_classes), arch=cfg["arch"],
                                     decoder_width=int(cfg["decoder_width"]))
-        try:
-            self.model.load_state_dict(bundle.state_dict)
-        except RuntimeError as err:
-            raise BundleError(f"{bundle.path}: weights do not match its config ({str(err).splitlines()[0]})") from None
+        load_bundle_weights(self.model, bundle)
         self.model.eval().to(device)
         self.device = device
         self.transform = build_mask_transform(self.img_size, cfg["mean"], cfg["std"], None)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from omnivis.engine.bundle import Bundle, load_bundle
+from omnivis.engine.bundle import Bundle, load_bundle, load_bundle_weights
 from omnivis.errors import BundleError, ConfigError
 from omnivis.tasks.common import load_images
 from omnivis.tasks.generate.base import SampleOptions
@@ -90,10 +90,7 @@ class GeneratorPredictor:
         self.conditional = bool(cfg.get("conditional"))
         self.img_size, self.channels = int(cfg["img_size"]), int(cfg["in_chans"])
         self.model = self.spec.build(self.net)
-        try:
-            self.model.load_state_dict(bundle.state_dict)
-        except RuntimeError as err:
-            raise BundleError(f"{bundle.path}: weights do not match its config ({str(err).splitlines()[0]})") from None
+        load_bundle_weights(self.model, bundle)
         self.model.eval().to(device)
         self.device = device
 
