@@ -1,27 +1,37 @@
-"""Multi-task (classification + segmentation) through the Python API."""
+"""Multi-task (classification + segmentation + detection) through the Python API (and one CLI run)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from omnivis.data.masks import MaskAugment, build_mask_transform
 from omnivis.engine.bundle import load_bundle, save_bundle
 from omnivis.engine.trainer import TrainerConfig, seed_everything
 from omnivis.errors import ConfigError
-from omnivis.models.multitask import LossWeighting
+from omnivis.models.backbones import create_backbone
+from omnivis.models.multitask import LossWeighting, MultiTaskModel
 from omnivis.tasks.multitask import (
     MultitaskConfig,
     MultitaskDataset,
+    MultitaskModule,
     MultitaskPredictor,
     build_model,
+    bundle_config,
     drop_labels,
     evaluate_multitask,
     load_shapes_multitask,
+    model_targets,
+    multitask_collate,
     train_multitask,
 )
-from omnivis.data.masks import build_mask_transform
+
+ALL = "classify,segment,detect"
 
 
 def tiny_multitask_config(**overrides) -> MultitaskConfig:
@@ -34,70 +44,230 @@ def tiny_multitask_config(**overrides) -> MultitaskConfig:
 
 
 def test_uncertainty_weighting_follows_kendall_and_skips_missing_tasks():
-    weighting = LossWeighting(("classify", "segment"), "uncertainty")
+    weighting = LossWeighting(("classify", "segment", "detect"), "uncertainty")
+    assert weighting.log_vars.shape == (3,)  # one learned log-variance per head
     with torch.no_grad():
-        weighting.log_vars.copy_(torch.tensor([0.5, -1.0]))
-    losses = {"classify": torch.tensor(2.0), "segment": torch.tensor(3.0)}
-    expected = np.exp(-0.5) * 2.0 + 0.5 + np.exp(1.0) * 3.0 - 1.0
+        weighting.log_vars.copy_(torch.tensor([0.5, -1.0, 0.25]))
+    losses = {"classify": torch.tensor(2.0), "segment": torch.tensor(3.0), "detect": torch.tensor(4.0)}
+    expected = np.exp(-0.5) * 2.0 + 0.5 + np.exp(1.0) * 3.0 - 1.0 + np.exp(-0.25) * 4.0 + 0.25
     assert weighting(losses).item() == pytest.approx(expected, rel=1e-6)
-    assert weighting({"classify": torch.tensor(2.0), "segment": None}).item() == pytest.approx(np.exp(-0.5) * 2 + 0.5)
-    fixed = LossWeighting(("classify", "segment"), "fixed", {"classify": 0.5, "segment": 2.0})
-    assert fixed(losses).item() == pytest.approx(0.5 * 2 + 2.0 * 3)
-    assert fixed.log_vars is None and fixed.effective_weights() == {"classify": 0.5, "segment": 2.0}
+    no_boxes = {"classify": torch.tensor(2.0), "segment": None, "detect": None}
+    assert weighting(no_boxes).item() == pytest.approx(np.exp(-0.5) * 2 + 0.5)
+    fixed = LossWeighting(("classify", "segment", "detect"), "fixed", {"classify": 0.5, "segment": 2.0, "detect": 3.0})
+    assert fixed(losses).item() == pytest.approx(0.5 * 2 + 2.0 * 3 + 3.0 * 4)
+    assert fixed.log_vars is None and fixed.effective_weights() == {"classify": 0.5, "segment": 2.0, "detect": 3.0}
 
 
-def test_label_fractions_drop_masks_and_labels_reproducibly():
-    data = load_shapes_multitask(20, 32, seed=0)
-    assert all(0 <= y < 3 for y in data.labels)
-    part = drop_labels(data, seg_fraction=0.25, cls_fraction=0.5, seed=3)
-    assert sum(m is not None for m in part.masks) == 5 and sum(y >= 0 for y in part.labels) == 10
-    again = drop_labels(data, 0.25, 0.5, seed=3)
-    assert [m is None for m in again.masks] == [m is None for m in part.masks]
-    tf = build_mask_transform(32, (0.5,) * 3, (0.5,) * 3, None)
-    missing = next(i for i, m in enumerate(part.masks) if m is None)
-    _, mask, _ = MultitaskDataset(part, tf)[missing]
-    assert (mask == 255).all()  # no mask: every pixel ignored, so the segmentation loss skips it
+def test_tasks_option_parses_validates_and_suggests():
+    assert MultitaskConfig().tasks == ("classify", "segment")  # the default before detection joined
+    assert MultitaskConfig(tasks="detect, classify").tasks == ("classify", "detect")  # canonical order
+    assert MultitaskConfig(tasks=["segment", "detect"]).tasks == ("segment", "detect")  # a run_config.json list
+    with pytest.raises(ConfigError, match="unknown task 'detcet'; did you mean 'detect'"):
+        MultitaskConfig(tasks="classify,detcet")
+    with pytest.raises(ConfigError, match="at least one"):
+        MultitaskConfig(tasks=" , ")
+    with pytest.raises(ConfigError, match="RGB"):
+        MultitaskConfig(tasks=ALL, channels=1)
     with pytest.raises(ConfigError, match="builtin:shapes"):
         MultitaskConfig(data="builtin:digits")
-    with pytest.raises(ConfigError, match="cannot both be 0"):
+    with pytest.raises(ConfigError, match="cannot all be 0"):
         MultitaskConfig(seg_label_fraction=0, cls_label_fraction=0)
+    MultitaskConfig(tasks=ALL, seg_label_fraction=0, cls_label_fraction=0)  # boxes alone are enough
+
+
+def test_label_fractions_drop_masks_labels_and_boxes_reproducibly():
+    data = load_shapes_multitask(20, 32, seed=0)
+    assert all(0 <= y < 3 for y in data.labels) and all(len(b) == len(c) >= 1 for b, c in zip(data.boxes, data.box_labels))
+    part = drop_labels(data, seg_fraction=0.25, cls_fraction=0.5, seed=3, det_fraction=0.75)
+    assert sum(m is not None for m in part.masks) == 5 and sum(y >= 0 for y in part.labels) == 10
+    assert sum(b is not None for b in part.boxes) == 15
+    again = drop_labels(data, 0.25, 0.5, seed=3, det_fraction=0.75)
+    assert [b is None for b in again.boxes] == [b is None for b in part.boxes]
+    tf = build_mask_transform(32, (0.5,) * 3, (0.5,) * 3, None)
+    missing = next(i for i, m in enumerate(part.masks) if m is None)
+    assert (MultitaskDataset(part, tf)[missing][1] == 255).all()  # no mask: every pixel ignored
+    no_boxes = next(i for i, b in enumerate(part.boxes) if b is None)
+    assert MultitaskDataset(part, tf)[no_boxes][3] is None  # no boxes: the detection loss skips it
+    images, masks, labels, targets = multitask_collate([MultitaskDataset(part, tf)[i] for i in range(4)])
+    assert images.shape == (4, 3, 32, 32) and masks.shape == (4, 32, 32) and labels.shape == (4,) and len(targets) == 4
+
+
+def test_augmentation_moves_boxes_with_the_image_and_mask():
+    data = load_shapes_multitask(12, 64, seed=0)
+    augment = MaskAugment(hflip=True, scale_min=0.5, color_jitter=0.0)
+    dataset = MultitaskDataset(data, build_mask_transform(64, (0.5,) * 3, (0.5,) * 3, augment), seed=1)
+    moved = 0
+    for index in range(len(data)):
+        _, mask, _, target = dataset[(2, index)]
+        assert torch.equal(dataset[(2, index)][3]["boxes"], target["boxes"])  # seeded by (seed, epoch, index)
+        moved += not torch.equal(target["boxes"], torch.as_tensor(data.boxes[index]))
+        for box, label in zip(target["boxes"].round().long().tolist(), target["labels"].tolist()):
+            x1, y1, x2, y2 = box
+            region = mask[max(y1, 0) : y2, max(x1, 0) : x2]
+            assert (region == label + 1).any(), f"scene {index}: box {box} has no pixel of its class in the mask"
+    assert moved >= len(data) // 2  # the crops and flips really moved the boxes
+
+
+def test_detection_branch_matches_torchvision_fcos_on_shared_features():
+    """The shared-feature loss and decoding are torchvision FCOS's own: same numbers as FCOS.forward."""
+    seed_everything(0)
+    model = build_model(tiny_multitask_config(tasks=ALL, img_size=64))
+    fcos = model.detector.fcos  # a full torchvision FCOS over the same backbone, FPN and head
+    fcos.transform.image_mean, fcos.transform.image_std = [0.0] * 3, [1.0] * 3
+    data = load_shapes_multitask(3, 64, seed=4)
+    images = torch.stack([torch.from_numpy(a).permute(2, 0, 1).float() / 255 for a in data.images])
+    targets = model_targets([{"boxes": torch.as_tensor(b), "labels": torch.as_tensor(c)}
+                             for b, c in zip(data.boxes, data.box_labels)])
+    model.train()
+    fcos.train()
+    ours = model.detector.loss(model(images)["detect"], targets)
+    reference = fcos(list(images), targets)
+    assert set(ours) == set(reference) == {"classification", "bbox_regression", "bbox_ctrness"}
+    for name in ours:
+        assert ours[name].item() == pytest.approx(reference[name].item(), rel=1e-5)
+    model.eval()
+    fcos.eval()
+    with torch.no_grad():
+        ours = model.detector.detections(model(images)["detect"], (64, 64))
+        reference = fcos(list(images))
+    for a, b in zip(ours, reference):
+        assert torch.allclose(a["boxes"], b["boxes"], atol=1e-4) and torch.equal(a["labels"], b["labels"])
+
+
+def test_partial_label_batches_train(tmp_path):
+    config = tiny_multitask_config(tasks=ALL)
+    seed_everything(0)
+    module = MultitaskModule(config)
+    data = drop_labels(load_shapes_multitask(8, 32, seed=0), 1.0, 1.0, seed=0, det_fraction=0.0)
+    tf = build_mask_transform(32, (0.5,) * 3, (0.5,) * 3, None)
+    images, masks, labels, targets = multitask_collate([MultitaskDataset(data, tf)[i] for i in range(8)])
+    assert all(t is None for t in targets)
+    losses = module.task_losses(module.model(images), masks, labels, targets)
+    assert losses["detect"] is None and torch.isfinite(losses["classify"]) and torch.isfinite(losses["segment"])
+    module.weighting(losses).backward()
+    assert module.weighting.log_vars.grad[2] == 0  # the missing task's log-variance is left alone
+    assert all(p.grad is None for p in module.model.detector.parameters())
+    assert module.model.classifier[1].weight.grad.abs().sum() > 0
+    # a batch with no label of any kind gives a zero loss that still backpropagates
+    module.zero_grad()
+    loss = module.training_step((images, torch.full_like(masks, 255), torch.full_like(labels, -1), targets), 0)
+    loss.backward()
+    assert loss.item() == 0.0
+
+    out = train_multitask(tiny_multitask_config(tasks=ALL, batch_size=8, det_label_fraction=0.25,
+                                                trainer=dict(max_steps=3)), tmp_path / "partial")
+    metrics = load_bundle(out, task="multitask").metrics
+    assert metrics["labelled_boxes"] == 16 and {"accuracy", "miou", "map", "map50"} <= set(metrics)
 
 
 def test_fixed_weighting_trains_a_few_steps(tmp_path):
     out = train_multitask(tiny_multitask_config(weighting="fixed", cls_weight=2.0, trainer=dict(max_steps=2)), tmp_path / "f")
     bundle = load_bundle(out, task="multitask")
     assert bundle.metrics["loss_weight_classify"] == 2.0 and bundle.metrics["loss_weight_segment"] == 1.0
-    assert {"accuracy", "miou", "dice", "pixel_accuracy"} <= set(bundle.metrics)
+    assert {"accuracy", "miou", "dice", "pixel_accuracy"} <= set(bundle.metrics) and "map" not in bundle.metrics
+    assert bundle.config["tasks"] == ["classify", "segment"]
+
+
+def test_two_task_bundle_from_before_detection_still_loads(tmp_path):
+    config = tiny_multitask_config()
+    seed_everything(0)
+    model = build_model(config)
+    # the key layout of a classify + segment model is unchanged by the detection head's arrival
+    assert {k.split(".")[0] for k in model.state_dict()} == {"backbone", "decoder", "head", "classifier"}
+    old = bundle_config(config, 64)
+    del old["tasks"]  # written before detection joined
+    old["train_config"].pop("tasks")
+    save_bundle(tmp_path / "old", model.state_dict(), old)
+    predictor = MultitaskPredictor.from_dir(tmp_path / "old")
+    assert predictor.tasks == ("classify", "segment")
+    scenes = load_shapes_multitask(2, 32, seed=9)
+    results = predictor.predict(scenes.images)
+    assert all("label" in r and "class_fractions" in r and "detections" not in r for r in results)
+    metrics = evaluate_multitask(tmp_path / "old", progress=False)
+    assert {"accuracy", "miou"} <= set(metrics) and "map" not in metrics
+    detector_only = MultiTaskModel(create_backbone("omnivis_resnet_micro", 3), 3, 4, tasks=("detect",),
+                                   num_det_classes=3, img_size=32)
+    assert {k.split(".")[0] for k in detector_only.state_dict()} == {"backbone", "detector"}
+
+
+class _KeepModule(pl.Callback):
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.module = pl_module
 
 
 @pytest.mark.slow
-def test_trains_one_bundle_that_predicts_both_and_beats_untrained(tmp_path):
-    config = tiny_multitask_config(train_images=128, seg_label_fraction=0.5, trainer=dict(epochs=6))
-    out = train_multitask(config, tmp_path / "run")
+def test_three_heads_train_one_bundle_that_predicts_all_and_beats_untrained(tmp_path):
+    config = tiny_multitask_config(tasks=ALL, train_images=128, seg_label_fraction=0.5, trainer=dict(epochs=6))
+    keep = _KeepModule()
+    out = train_multitask(config, tmp_path / "run", callbacks=[keep])
     bundle = load_bundle(out, task="multitask")
+    assert bundle.config["tasks"] == ["classify", "segment", "detect"]
     assert bundle.metrics["labelled_masks"] == 64 and bundle.metrics["labelled_classes"] == 128
-    # the learned uncertainty weights moved away from their start (1, 1)
-    assert bundle.metrics["loss_weight_classify"] != 1.0 and bundle.metrics["loss_weight_segment"] != 1.0
+    # the learned uncertainty weights moved away from their start (1, 1, 1)
+    assert all(bundle.metrics[f"loss_weight_{t}"] != 1.0 for t in ("classify", "segment", "detect"))
 
     seed_everything(0)
     untrained = tmp_path / "untrained"
     save_bundle(untrained, build_model(config).state_dict(), bundle.config)
     before = evaluate_multitask(untrained, progress=False)
-    after = evaluate_multitask(out, progress=False)
+    after = evaluate_multitask(out, out_dir=tmp_path / "eval", progress=False)
     assert after["miou"] == pytest.approx(bundle.metrics["miou"], abs=1e-6)
+    assert after["map50"] == pytest.approx(bundle.metrics["map50"], abs=1e-6)
     assert after["miou"] > before["miou"] + 0.1
-    assert after["accuracy"] > before["accuracy"]  # both heads learned
+    assert after["accuracy"] > before["accuracy"]
+    assert after["map50"] > before["map50"] + 0.05  # all three heads learned
+    assert (tmp_path / "eval" / "pr_curve.png").exists() and set(after["det_per_class"]) == {"circle", "square", "triangle"}
 
     scenes = load_shapes_multitask(3, 32, seed=9)
     paths = [tmp_path / f"s{i}.png" for i in range(3)]
     for path, image in zip(paths, scenes.images):
         Image.fromarray(image).save(path)
     predictor = MultitaskPredictor.from_dir(out)
+    # the reloaded bundle gives exactly what the trained model in memory gives, for all three heads
+    live = MultitaskPredictor.from_dir(out)
+    live.model = keep.module.model.eval()
+    ours, theirs = predictor.predict_outputs(paths), live.predict_outputs(paths)
+    assert torch.equal(ours["classify"], theirs["classify"])
+    assert all(np.array_equal(a, b) for a, b in zip(ours["segment"], theirs["segment"]))
+    for a, b in zip(ours["detect"], theirs["detect"]):
+        assert all(torch.equal(a[k], b[k]) for k in ("boxes", "scores", "labels")) and len(a["boxes"]) > 0
+
+    predictor.score_threshold = 0.0  # report every box, so the pictures have some to draw
     results = predictor.predict(paths, top_k=2, names=[str(p) for p in paths])
     for r in results:
         assert r["label"] in ("circle", "square", "triangle") and len(r["classification"]["top_k"]) == 2
         assert sum(r["class_fractions"].values()) == pytest.approx(1.0, abs=1e-4) and "mask:" in r["summary"]
+        assert r["detections"] and all(d["label"] in ("circle", "square", "triangle") and len(d["box"]) == 4
+                                       for d in r["detections"])
+        assert "boxes:" in r["summary"]
     written = predictor.save_visualizations(paths, results, tmp_path / "viz")
-    assert sorted(p.name for p in written) == sorted(f"s{i}_{kind}.png" for i in range(3) for kind in ("mask", "overlay"))
+    kinds = ("mask", "overlay", "boxes")
+    assert sorted(p.name for p in written) == sorted(f"s{i}_{kind}.png" for i in range(3) for kind in kinds)
     mask = np.asarray(Image.open(tmp_path / "viz" / "s0_mask.png"))
     assert np.mean(mask == 0) == pytest.approx(results[0]["class_fractions"]["background"], abs=1e-4)
+    boxes_png = Image.open(tmp_path / "viz" / "s0_boxes.png")
+    assert boxes_png.size == (256, 256)  # 32 px enlarged so the labels can be read
+
+
+@pytest.mark.slow
+def test_cli_three_heads_train_eval_predict(tmp_path):
+    import json
+
+    from tests.test_cli import omnivis
+
+    out = tmp_path / "mt3"
+    args = ["--tasks", "classify,segment,detect", "--img-size", "32", "--train-images", "32", "--val-images", "8",
+            "--model", "omnivis_resnet_micro", "--decoder-width", "16", "--det-label-fraction", "0.5",
+            "--score-threshold", "0", "--max-steps", "2", "--accelerator", "cpu", "--no-progress"]
+    trained = json.loads(omnivis("train", "multitask", *args, "--out", str(out), "--json").stdout)
+    assert trained["labelled_boxes"] == 16 and {"accuracy", "miou", "map", "map50"} <= set(trained)
+    metrics = json.loads(omnivis("eval", str(out), "--json").stdout)
+    assert metrics["map50"] == pytest.approx(trained["map50"], abs=1e-6) and Path(metrics["pr_curve_png"]).exists()
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(load_shapes_multitask(1, 32, seed=7).images[0]).save(folder / "s0.png")
+    results = json.loads(omnivis("predict", str(out), str(folder), "--out", str(tmp_path / "viz"), "--json").stdout)
+    assert {"label", "class_fractions", "detections"} <= set(results[0]) and "boxes:" in results[0]["summary"]
+    assert (tmp_path / "viz" / "s0_boxes.png").exists()
+    bad = omnivis("train", "multitask", "--tasks", "classify,detcet", "--out", str(tmp_path / "x"), check=False)
+    assert bad.returncode == 2 and "did you mean 'detect'" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,4 +1,4 @@
-"""``omnivis train multitask``: one backbone, a classification head and a segmentation head."""
+"""``omnivis train multitask``: one backbone; classification, segmentation and detection heads."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ from omnivis.cli import _train_and_report, train_app
 @train_app.command("multitask")
 def train_multitask_command(
     out: Path = typer.Option(..., help="Run folder; becomes the bundle."),
-    data: str = typer.Option("builtin:shapes", help="builtin:shapes (class labels and masks)."),
-    weighting: str = typer.Option("uncertainty", help="fixed (--cls-weight, --seg-weight) | uncertainty (learned)."),
+    data: str = typer.Option("builtin:shapes", help="builtin:shapes (class labels, masks and boxes)."),
+    tasks: str = typer.Option("classify,segment", help="Heads, comma-separated: any of classify, segment, detect."),
+    weighting: str = typer.Option("uncertainty", help="fixed (--cls-weight, --seg-weight, --det-weight) | uncertainty (learned)."),
     cls_weight: float = typer.Option(1.0, help="Classification loss weight (fixed weighting)."),
     seg_weight: float = typer.Option(1.0, help="Segmentation loss weight (fixed weighting)."),
+    det_weight: float = typer.Option(1.0, help="Detection loss weight (fixed weighting)."),
     seg_label_fraction: float = typer.Option(1.0, help="Fraction of training images that keep their mask."),
     cls_label_fraction: float = typer.Option(1.0, help="Fraction of training images that keep their class label."),
+    det_label_fraction: float = typer.Option(1.0, help="Fraction of training images that keep their boxes."),
     arch: str = typer.Option("fpn", help="Segmentation decoder: fpn | unet | deeplabv3plus."),
     model: str = typer.Option("omnivis_resnet_tiny", help="Backbone: any timm model name or omnivis preset."),
     img_size: int = typer.Option(64, help="Square input size (a multiple of 32)."),
@@ -29,6 +32,8 @@ def train_multitask_command(
     lr: float = typer.Option(3e-3),
     weight_decay: float = typer.Option(1e-4),
     decoder_width: int = typer.Option(64),
+    fpn_channels: int = typer.Option(64, help="Width of the detection FPN and FCOS head (multiple of 32, >= 64)."),
+    score_threshold: float = typer.Option(0.5, help="Lowest box score predict reports."),
     train_images: int = typer.Option(600, help="Training scenes."),
     val_images: int = typer.Option(200, help="Validation scenes."),
     train_seed: int = typer.Option(0, help="Seed of the training scenes."),
@@ -46,7 +51,7 @@ def train_multitask_command(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
 ) -> None:
-    """Train classification + segmentation on one backbone; the --out folder becomes one bundle.
+    """Train classification, segmentation and/or detection heads on one backbone; --out becomes one bundle.
 
     With --resume, the run's own run_config.json is used and the other options are ignored.
     """
@@ -59,8 +64,10 @@ def train_multitask_command(
         config.trainer.progress = progress and not as_json
     else:
         config = MultitaskConfig(
-            data=data, weighting=weighting, cls_weight=cls_weight, seg_weight=seg_weight,
-            seg_label_fraction=seg_label_fraction, cls_label_fraction=cls_label_fraction, arch=arch, model=model,
+            data=data, tasks=tasks, weighting=weighting, cls_weight=cls_weight, seg_weight=seg_weight,
+            det_weight=det_weight, seg_label_fraction=seg_label_fraction, cls_label_fraction=cls_label_fraction,
+            det_label_fraction=det_label_fraction, arch=arch, model=model, fpn_channels=fpn_channels,
+            score_threshold=score_threshold,
             img_size=img_size, channels=channels, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
             decoder_width=decoder_width, train_images=train_images, val_images=val_images, train_seed=train_seed,
             val_seed=val_seed, init_from=str(init_from) if init_from else None,

@@ -50,7 +50,13 @@ def feature_pyramid(backbone: Backbone, x: torch.Tensor, strides: tuple[int, ...
     may repeat the one before (DeepLabV3+ wants its deepest map at stride 16, as a dilated encoder
     would give it).
     """
-    levels = backbone.forward_multiscale(x)
+    return pyramid_from_levels(backbone, backbone.forward_multiscale(x), x, strides)
+
+
+def pyramid_from_levels(backbone: Backbone, levels: list[torch.Tensor], x: torch.Tensor,
+                        strides: tuple[int, ...]) -> list[torch.Tensor]:
+    """:func:`feature_pyramid` from ``backbone.forward_multiscale(x)`` already computed (multi-task
+    models run the backbone once for all heads)."""
     height, width = x.shape[-2:]
     out = [x]
     for stride, source in zip(strides, pyramid_sources(backbone, strides)):

@@ -1,15 +1,18 @@
-"""Multi-task learning: one backbone, a classification head and a segmentation head, one bundle.
+"""Multi-task learning: one backbone; classification, segmentation and detection heads; one bundle.
 
-Data is ``builtin:shapes``: every scene has a class label (its most visible shape, as
-``builtin:shapes`` for classification) and a class mask (background + shapes). To model datasets
-where an image carries only some label types, ``seg_label_fraction`` / ``cls_label_fraction`` keep
-that kind of label for a seeded fraction of the training images only; a batch's loss for a task
-uses only the images that have its label. Task losses are combined with fixed weights or learned
-uncertainty weighting (Kendall et al. 2018: ``sum_i exp(-s_i) L_i + s_i``).
+Data is ``builtin:shapes``: every scene has a class label (its most visible shape), a class mask
+(background + shapes) and boxes (one per shape). ``tasks`` picks the heads (any non-empty subset of
+classify, segment, detect). To model datasets where an image carries only some label types,
+``cls_label_fraction`` / ``seg_label_fraction`` / ``det_label_fraction`` keep that kind of label for
+a seeded fraction of the training images only; a batch's loss for a task uses only the images that
+have its label. Task losses are combined with fixed weights or learned uncertainty weighting
+(Kendall et al. 2018: ``sum_i exp(-s_i) L_i + s_i``).
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -18,71 +21,98 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from rich.progress import track
 from segmentation_models_pytorch.losses import DiceLoss
-from torch.utils.data import Dataset
 from torchmetrics.classification import MulticlassAccuracy
 
 from omnivis.config import config_to_dict
-from omnivis.data.builtin import SHAPE_CLASSES, make_shapes
-from omnivis.data.datamodule import SeededDataModule, mix_seed
-from omnivis.data.masks import (
-    BACKGROUND,
-    IGNORE_INDEX,
-    MaskAugment,
-    build_mask_transform,
-    is_builtin_shapes,
-    shapes_class_map,
-    to_tv_tensors,
+from omnivis.data.builtin import SHAPE_CLASSES
+from omnivis.data.datamodule import SeededDataModule
+from omnivis.data.masks import BACKGROUND, IGNORE_INDEX, MaskAugment, build_mask_transform, is_builtin_shapes, to_tv_tensors
+from omnivis.data.multitask import (  # noqa: F401  (re-exported: the task's data API)
+    MultitaskData,
+    MultitaskDataset,
+    drop_labels,
+    load_shapes_multitask,
+    multitask_collate,
 )
-from omnivis.data.images import array_to_image
 from omnivis.data.transforms import default_mean_std
 from omnivis.engine.bundle import Bundle, load_bundle, load_bundle_weights, save_bundle
 from omnivis.engine.trainer import TrainerConfig, build_trainer, fit, seed_everything
 from omnivis.errors import BundleError, ConfigError, DataError
 from omnivis.metrics.classification import plot_training_curves
+from omnivis.metrics.detection import new_map_metric, plot_pr_curves, summarize_map
 from omnivis.metrics.segmentation import confusion_to_metrics, metrics_report, pixel_confusion, plot_per_class_iou
-from omnivis.models.backbones import create_backbone
-from omnivis.models.multitask import WEIGHTINGS, LossWeighting, MultiTaskModel
+from omnivis.models.backbones import Backbone, create_backbone
+from omnivis.models.multitask import DEFAULT_TASKS, TASK_NAMES, WEIGHTINGS, LossWeighting, MultiTaskModel
 from omnivis.models.segmentation import ARCHS, SIZE_MULTIPLE
 from omnivis.tasks.common import adamw_with_warmup_cosine, check_run_dir, keep_previous_logs, load_images, write_run_config
-from omnivis.tasks.segment import mask_summary, segmentation_loss, write_mask_pictures
+from omnivis.tasks.segment import mask_summary, palette_for, segmentation_loss, write_mask_pictures
 
 TASK = "multitask"
-TASKS = ("classify", "segment")
+TASKS = DEFAULT_TASKS  # what a bundle without a "tasks" key (made before detection joined) holds
+_MIN_DRAW_SIDE = 256  # box pictures of small images are enlarged so their labels can be read
+
+
+def parse_tasks(tasks: str | Sequence[str]) -> tuple[str, ...]:
+    """``"classify,segment"`` or a sequence -> the tasks in canonical order (classify, segment, detect).
+
+    Raises:
+        ConfigError: an unknown task (naming the close match) or no task at all.
+    """
+    names = [t.strip().lower() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
+    for name in names:
+        if name not in TASK_NAMES:
+            close = difflib.get_close_matches(name, TASK_NAMES, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; choose from {', '.join(TASK_NAMES)}"
+            raise ConfigError(f"unknown task '{name}'{hint}")
+    if not names:
+        raise ConfigError(f"tasks must name at least one of {', '.join(TASK_NAMES)}")
+    return tuple(t for t in TASK_NAMES if t in names)
 
 
 @dataclass(kw_only=True)
 class MultitaskConfig:
-    """Everything that defines a classification + segmentation run.
+    """Everything that defines a multi-task run.
 
     Attributes:
-        data: ``builtin:shapes`` (the one dataset with both label kinds built in).
+        data: ``builtin:shapes`` (the one dataset with every label kind built in).
+        tasks: the heads, any non-empty subset of classify, segment, detect (a comma-separated
+            string is accepted); stored in canonical order.
         train_images, val_images, train_seed, val_seed: scenes to train / validate on and their seeds.
-        seg_label_fraction, cls_label_fraction: fraction of training images that keep their mask /
-            class label (seeded by ``trainer.seed``); the others train only the other head.
-        weighting: ``fixed`` (``seg_weight`` and ``cls_weight``) or ``uncertainty`` (learned).
+        seg_label_fraction, cls_label_fraction, det_label_fraction: fraction of training images that
+            keep their mask / class label / boxes (seeded by ``trainer.seed``); the others train only
+            the other heads.
+        weighting: ``fixed`` (``cls_weight``, ``seg_weight``, ``det_weight``) or ``uncertainty`` (learned).
         model, img_size, channels, arch, decoder_width, init_from: as ``omnivis train segment``.
+        fpn_channels: width of the detection FPN and FCOS head (a multiple of 32, >= 64, as detect).
+        score_threshold: lowest box score ``predict`` reports (evaluation keeps everything >= 0.05).
         batch_size, lr, weight_decay, warmup_epochs, dice_weight, label_smoothing: the recipe.
-        augment: joint image/mask augmentation.
+        augment: joint image/mask/box augmentation.
         trainer: engine settings.
     """
 
     data: str = "builtin:shapes"
+    tasks: tuple[str, ...] = DEFAULT_TASKS
     train_images: int = 600
     val_images: int = 200
     train_seed: int = 0
     val_seed: int = 1
     seg_label_fraction: float = 1.0
     cls_label_fraction: float = 1.0
+    det_label_fraction: float = 1.0
     weighting: str = "uncertainty"
     cls_weight: float = 1.0
     seg_weight: float = 1.0
+    det_weight: float = 1.0
     model: str = "omnivis_resnet_tiny"
     img_size: int = 64
     channels: int = 3
     arch: str = "fpn"
     decoder_width: int = 64
+    fpn_channels: int = 64
+    score_threshold: float = 0.5
     init_from: str | None = None
     batch_size: int = 16
     lr: float = 3e-3
@@ -94,8 +124,9 @@ class MultitaskConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def __post_init__(self) -> None:
+        self.tasks = parse_tasks(self.tasks)
         if not is_builtin_shapes(self.data):
-            raise ConfigError(f"multitask data must be builtin:shapes (class labels + masks), got '{self.data}'")
+            raise ConfigError(f"multitask data must be builtin:shapes (class labels, masks and boxes), got '{self.data}'")
         if self.weighting not in WEIGHTINGS:
             raise ConfigError(f"unknown weighting '{self.weighting}'; choose one of {', '.join(WEIGHTINGS)}")
         if self.arch not in ARCHS:
@@ -104,15 +135,23 @@ class MultitaskConfig:
             raise ConfigError(f"img_size must be a multiple of {SIZE_MULTIPLE}, got {self.img_size}")
         if self.channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
-        for name in ("seg_label_fraction", "cls_label_fraction"):
+        if "detect" in self.tasks and self.channels != 3:
+            raise ConfigError(f"the detect head takes RGB images: channels must be 3, got {self.channels}")
+        fractions = {"classify": "cls_label_fraction", "segment": "seg_label_fraction", "detect": "det_label_fraction"}
+        for name in fractions.values():
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.seg_label_fraction == 0 and self.cls_label_fraction == 0:
-            raise ConfigError("seg_label_fraction and cls_label_fraction cannot both be 0: nothing to learn")
-        if self.cls_weight < 0 or self.seg_weight < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError("cls_weight and seg_weight must be >= 0, batch_size >= 1 and lr > 0")
+        used = [fractions[t] for t in self.tasks]
+        if all(getattr(self, name) == 0 for name in used):
+            raise ConfigError(f"{' and '.join(used)} cannot all be 0: nothing to learn")
+        if min(self.cls_weight, self.seg_weight, self.det_weight) < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError("cls_weight, seg_weight and det_weight must be >= 0, batch_size >= 1 and lr > 0")
         if self.train_images < 1 or self.val_images < 0:
             raise ConfigError("train_images must be >= 1 and val_images >= 0")
+        if self.fpn_channels < 64 or self.fpn_channels % 32:
+            raise ConfigError(f"fpn_channels must be a multiple of 32 and >= 64 (FCOS's head uses 32-group GroupNorm), got {self.fpn_channels}")
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise ConfigError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
 
     @property
     def mode(self) -> str:
@@ -120,121 +159,109 @@ class MultitaskConfig:
 
 
 # ----------------------------------------------------------------------------------------------
-# Data: images with a class label and/or a mask
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class MultitaskData:
-    """Parallel lists: images (H, W, 3) uint8, masks ((H, W) uint8 or None), labels (-1 = none)."""
-
-    images: list[np.ndarray]
-    masks: list[np.ndarray | None]
-    labels: list[int]
-    source: str
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-def load_shapes_multitask(n: int, img_size: int, seed: int) -> MultitaskData:
-    """Scenes with both labels: class = the most visible object's shape, mask = background + shapes."""
-    scenes = make_shapes(n, img_size, seed).scenes
-    labels = [int(s.labels[int(np.argmax(s.masks.sum(axis=(1, 2))))]) for s in scenes]
-    return MultitaskData([s.image for s in scenes], [shapes_class_map(s.masks, s.labels) for s in scenes], labels,
-                         f"builtin:shapes(seed={seed})")
-
-
-def drop_labels(data: MultitaskData, seg_fraction: float, cls_fraction: float, seed: int) -> MultitaskData:
-    """Keep masks for a seeded ``seg_fraction`` of the images and class labels for ``cls_fraction``."""
-    n = len(data)
-    keep_seg = set(np.random.default_rng(mix_seed(seed, 1)).permutation(n)[: round(seg_fraction * n)].tolist())
-    keep_cls = set(np.random.default_rng(mix_seed(seed, 2)).permutation(n)[: round(cls_fraction * n)].tolist())
-    return MultitaskData(
-        data.images,
-        [m if i in keep_seg else None for i, m in enumerate(data.masks)],
-        [y if i in keep_cls else -1 for i, y in enumerate(data.labels)],
-        data.source,
-    )
-
-
-class MultitaskDataset(Dataset):
-    """``(image (C, S, S), mask (S, S) int64 with 255 where unlabelled, label (-1: none))`` items,
-    addressed by ``(epoch, index)`` with augmentation seeded by ``(seed, epoch, index)``."""
-
-    def __init__(self, data: MultitaskData, transform, mode: str = "RGB", seed: int = 0) -> None:
-        self.data, self.transform, self.mode, self.seed = data, transform, mode, seed
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        epoch, index = key if isinstance(key, tuple) else (0, key)
-        array = self.data.images[index]
-        mask = self.data.masks[index]
-        mask = mask if mask is not None else np.full(array.shape[:2], IGNORE_INDEX, np.uint8)
-        image, mask_t = to_tv_tensors(array_to_image(array, self.mode), mask)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(mix_seed(self.seed, epoch, index))
-            image, mask_t = self.transform(image, mask_t)
-        return image.as_subclass(torch.Tensor), mask_t.as_subclass(torch.Tensor), self.data.labels[index]
-
-
-# ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
 
 
+def model_from_config(cfg: dict, backbone: Backbone) -> MultiTaskModel:
+    """The model a bundle config describes (one without ``tasks`` predates detection: classify + segment)."""
+    return MultiTaskModel(
+        backbone, len(cfg["classes"]), len(cfg["seg_classes"]), arch=cfg["arch"], decoder_width=int(cfg["decoder_width"]),
+        tasks=tuple(cfg.get("tasks", TASKS)), num_det_classes=len(cfg.get("det_classes", cfg["classes"])),
+        img_size=int(cfg["img_size"]), fpn_channels=int(cfg.get("fpn_channels", 64)),
+    )
+
+
 def build_model(config: MultitaskConfig, pretrained: str | None = None) -> MultiTaskModel:
     backbone = create_backbone(config.model, in_chans=config.channels, pretrained=pretrained, img_size=config.img_size)
-    return MultiTaskModel(backbone, len(SHAPE_CLASSES), len(SHAPE_CLASSES) + 1, arch=config.arch,
-                          decoder_width=config.decoder_width)
+    return model_from_config(bundle_config(config, 0), backbone)
+
+
+def model_targets(targets: Sequence[dict]) -> list[dict]:
+    """Dataset box targets (class indices) -> what torchvision's FCOS loss takes (labels + 1, 0 = background)."""
+    return [{"boxes": t["boxes"].float(), "labels": t["labels"] + 1} for t in targets]
 
 
 class MultitaskModule(pl.LightningModule):
-    """Both losses on the images that carry each label, combined by ``LossWeighting``."""
+    """Each head's loss on the images that carry its label, combined by ``LossWeighting``."""
 
     def __init__(self, config: MultitaskConfig) -> None:
         super().__init__()
         self.config = config
+        self.tasks = config.tasks
         self.model = build_model(config, pretrained=config.init_from)
-        self.weighting = LossWeighting(TASKS, config.weighting, {"classify": config.cls_weight, "segment": config.seg_weight})
+        weights = {"classify": config.cls_weight, "segment": config.seg_weight, "detect": config.det_weight}
+        self.weighting = LossWeighting(self.tasks, config.weighting, weights)
         self.dice = DiceLoss("multiclass", from_logits=True, ignore_index=IGNORE_INDEX)
         self.val_accuracy = MulticlassAccuracy(num_classes=len(SHAPE_CLASSES), average="micro")
         self.val_confusion = pixel_confusion(len(SHAPE_CLASSES) + 1)
+        self.val_map = new_map_metric() if "detect" in self.tasks else None
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        images, masks, labels = batch
-        out = self.model(images)
+    def task_losses(self, out: dict, masks: torch.Tensor, labels: torch.Tensor,
+                    targets: list[dict | None]) -> dict[str, torch.Tensor | None]:
+        """Per task: its loss over the batch images that have its label, or None when none has."""
+        losses: dict[str, torch.Tensor | None] = {t: None for t in self.tasks}
         has_label = labels >= 0
-        has_mask = (masks != IGNORE_INDEX).flatten(1).any(dim=1)
-        losses: dict[str, torch.Tensor | None] = {"classify": None, "segment": None}
-        if has_label.any():
+        if "classify" in self.tasks and has_label.any():
             losses["classify"] = F.cross_entropy(out["classify"][has_label], labels[has_label],
                                                  label_smoothing=self.config.label_smoothing)
-            self.log("train/loss_classify", losses["classify"])
-        if has_mask.any():
+        has_mask = (masks != IGNORE_INDEX).flatten(1).any(dim=1)
+        if "segment" in self.tasks and has_mask.any():
             losses["segment"] = segmentation_loss(out["segment"][has_mask], masks[has_mask], self.dice,
                                                   self.config.dice_weight)
-            self.log("train/loss_segment", losses["segment"])
-        loss = self.weighting(losses)
-        self.log("train/loss", loss, prog_bar=True)
+        keep = [i for i, t in enumerate(targets) if t is not None]
+        if "detect" in self.tasks and keep:
+            parts = self.model.detector.loss(out["detect"], model_targets([targets[i] for i in keep]), keep)
+            losses["detect"] = sum(parts.values())
+        return losses
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, masks, labels, targets = batch
+        out = self.model(images)
+        losses = self.task_losses(out, masks, labels, targets)
+        for task, value in losses.items():
+            if value is not None:
+                self.log(f"train/loss_{task}", value, batch_size=len(images))
+        if all(v is None for v in losses.values()):
+            # no label of any kind in this batch (possible with small label fractions): a zero loss that
+            # still touches every head keeps the step (and DDP's gradient sync) well-formed
+            loss = sum(_zero(v) for v in out.values())
+        else:
+            loss = self.weighting(losses)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
         for task, weight in self.weighting.effective_weights().items():
-            self.log(f"train/weight_{task}", weight)
+            self.log(f"train/weight_{task}", weight, batch_size=len(images))
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        images, masks, labels = batch
+        images, masks, labels, targets = batch
         out = self.model(images)
-        self.val_accuracy(out["classify"], labels)
-        self.val_confusion.update(out["segment"].argmax(dim=1).reshape(-1), masks.reshape(-1))
+        if "classify" in self.tasks:
+            self.val_accuracy(out["classify"], labels)
+        if "segment" in self.tasks:
+            self.val_confusion.update(out["segment"].argmax(dim=1).reshape(-1), masks.reshape(-1))
+        if self.val_map is not None:
+            preds = self.model.detector.detections(out["detect"], tuple(images.shape[-2:]))
+            pairs = [(p, t) for p, t in zip(preds, targets) if t is not None]
+            if pairs:
+                self.val_map.update([p for p, _ in pairs], model_targets([t for _, t in pairs]))
 
     def on_validation_epoch_end(self) -> None:
-        accuracy = self.val_accuracy.compute()
-        miou = confusion_to_metrics(self.val_confusion.compute())["miou"].nan_to_num(0.0)
-        self.log_dict({"val/accuracy": accuracy, "val/miou": miou, "val/score": (accuracy + miou) / 2}, prog_bar=True)
-        self.val_accuracy.reset()
-        self.val_confusion.reset()
+        values: dict[str, torch.Tensor] = {}
+        if "classify" in self.tasks:
+            values["val/accuracy"] = self.val_accuracy.compute()
+            self.val_accuracy.reset()
+        if "segment" in self.tasks:
+            values["val/miou"] = confusion_to_metrics(self.val_confusion.compute())["miou"].nan_to_num(0.0)
+            self.val_confusion.reset()
+        if self.val_map is not None:
+            result = self.val_map.compute()
+            values["val/map"] = result["map"].float().clamp(min=0)
+            values["val/map50"] = result["map_50"].float().clamp(min=0)  # -1 (nothing to score) counts as 0
+            self.val_map.reset()
+        headline = [values[k] for k in ("val/accuracy", "val/miou", "val/map50") if k in values]
+        values["val/score"] = torch.stack([v.float().to(self.device) for v in headline]).mean()
+        self.log_dict(values, prog_bar=True)
 
     def configure_optimizers(self) -> dict:
         total = int(self.trainer.estimated_stepping_batches)
@@ -244,10 +271,20 @@ class MultitaskModule(pl.LightningModule):
                                         int(self.config.warmup_epochs * per_epoch))
 
 
+def _zero(value) -> torch.Tensor:
+    """0 * the sum of every tensor in a (nested) model output: a zero that keeps the graph."""
+    if isinstance(value, torch.Tensor):
+        return value.sum() * 0.0 if value.is_floating_point() else torch.zeros(())
+    if isinstance(value, dict):
+        return sum((_zero(v) for v in value.values()), torch.zeros(()))
+    return torch.zeros(())
+
+
 def bundle_config(config: MultitaskConfig, train_size: int) -> dict:
     mean, std = default_mean_std(config.channels)
-    return {
+    cfg = {
         "task": TASK,
+        "tasks": list(config.tasks),
         "backbone": config.model,
         "arch": config.arch,
         "decoder_width": config.decoder_width,
@@ -263,16 +300,20 @@ def bundle_config(config: MultitaskConfig, train_size: int) -> dict:
         "init_from": config.init_from,
         "train_config": config_to_dict(config),
     }
+    if "detect" in config.tasks:
+        cfg.update({"det_classes": list(SHAPE_CLASSES), "fpn_channels": config.fpn_channels,
+                    "score_threshold": config.score_threshold})
+    return cfg
 
 
 def train_multitask(config: MultitaskConfig, out: str | Path, resume: bool = False,
                     callbacks: list[pl.Callback] | None = None) -> Path:
-    """Train both heads, evaluate on the validation scenes and write one bundle into ``out``."""
+    """Train every head of ``config.tasks``, evaluate on the validation scenes and write one bundle into ``out``."""
     out = Path(out)
     ckpt = check_run_dir(out, resume)
     seed = config.trainer.seed
     full = load_shapes_multitask(config.train_images, config.img_size, config.train_seed)
-    train = drop_labels(full, config.seg_label_fraction, config.cls_label_fraction, seed)
+    train = drop_labels(full, config.seg_label_fraction, config.cls_label_fraction, seed, config.det_label_fraction)
     val = load_shapes_multitask(config.val_images, config.img_size, config.val_seed) if config.val_images else None
     if resume:
         keep_previous_logs(out)
@@ -283,6 +324,7 @@ def train_multitask(config: MultitaskConfig, out: str | Path, resume: bool = Fal
         MultitaskDataset(train, build_mask_transform(config.img_size, mean, std, config.augment), config.mode, seed),
         MultitaskDataset(val, build_mask_transform(config.img_size, mean, std, None), config.mode, seed) if val else None,
         batch_size=min(config.batch_size, len(train)), num_workers=config.trainer.num_workers, seed=seed,
+        collate_fn=multitask_collate,
     )
     seed_everything(seed)
     module = MultitaskModule(config)
@@ -298,10 +340,12 @@ def train_multitask(config: MultitaskConfig, out: str | Path, resume: bool = Fal
         metrics = evaluate_multitask(out, data=val, out_dir=out, progress=config.trainer.progress)
     if (out / "logs" / "metrics.csv").exists():
         plot_training_curves(out / "logs" / "metrics.csv", out / "training_curves.png")
-    summary = {k: metrics[k] for k in ("accuracy", "miou", "dice", "pixel_accuracy", "num_images") if k in metrics}
+    headline = ("accuracy", "miou", "dice", "pixel_accuracy", "map", "map50", "map75", "mar100", "num_images")
+    summary = {k: metrics[k] for k in headline if k in metrics}
     summary.update({f"loss_weight_{t}": w for t, w in module.weighting.effective_weights().items()})
     summary["labelled_masks"] = sum(m is not None for m in train.masks)
     summary["labelled_classes"] = sum(y >= 0 for y in train.labels)
+    summary["labelled_boxes"] = sum(b is not None for b in train.boxes)
     save_bundle(out, module.model.state_dict(), bconfig, metrics=summary)
     return out
 
@@ -312,20 +356,23 @@ def train_multitask(config: MultitaskConfig, out: str | Path, resume: bool = Fal
 
 
 class MultitaskPredictor:
-    """Rebuilds the two-headed model from a bundle; predicts a class and a mask per image."""
+    """Rebuilds the multi-head model from a bundle; predicts a class, a mask and boxes per image
+    (whichever of them the bundle's ``tasks`` hold)."""
 
     def __init__(self, bundle: Bundle, device: str = "cpu") -> None:
         if bundle.task != TASK:
             raise BundleError(f"{bundle.path}: is a '{bundle.task}' bundle, not a multitask model")
         cfg = bundle.config
         self.bundle = bundle
+        self.tasks: tuple[str, ...] = tuple(cfg.get("tasks", TASKS))
         self.classes: list[str] = list(cfg["classes"])
         self.seg_classes: list[str] = list(cfg["seg_classes"])
+        self.det_classes: list[str] = list(cfg.get("det_classes", cfg["classes"]))
+        self.score_threshold = float(cfg.get("score_threshold", 0.5))
         self.img_size = int(cfg["img_size"])
         self.mode = "RGB" if int(cfg["in_chans"]) == 3 else "L"
         backbone = create_backbone(cfg["backbone"], in_chans=int(cfg["in_chans"]), img_size=self.img_size)
-        self.model = MultiTaskModel(backbone, len(self.classes), len(self.seg_classes), arch=cfg["arch"],
-                                    decoder_width=int(cfg["decoder_width"]))
+        self.model = model_from_config(cfg, backbone)
         load_bundle_weights(self.model, bundle)
         self.model.eval().to(device)
         self.device = device
@@ -337,10 +384,15 @@ class MultitaskPredictor:
         return cls(load_bundle(path, task=TASK), device=device)
 
     @torch.inference_mode()
-    def predict_outputs(self, images: Sequence, batch_size: int = 32,
-                        progress: bool = False) -> tuple[torch.Tensor, list[np.ndarray]]:
-        """Images -> ((N, K) class probabilities, one (H, W) uint8 mask per image at its own size)."""
-        probs, masks = [], []
+    def predict_outputs(self, images: Sequence, batch_size: int = 32, progress: bool = False) -> dict:
+        """Images -> the outputs of the bundle's tasks.
+
+        Returns:
+            ``{"classify": (N, K) class probabilities, "segment": one (H, W) uint8 mask per image at
+            its own size, "detect": one ``{"boxes" (M, 4) xyxy in original pixels, "scores" (M,),
+            "labels" (M,) class indices}`` per image, all scores >= 0.05}``, keys for ``tasks`` only.
+        """
+        probs, masks, boxes = [], [], []
         chunks = range(0, len(images), batch_size)
         if progress:
             chunks = track(chunks, description="predicting", total=len(chunks), transient=True)
@@ -350,39 +402,107 @@ class MultitaskPredictor:
                 self.transform(to_tv_tensors(im, np.zeros((1, 1), np.uint8))[0]).as_subclass(torch.Tensor) for im in pil
             ]).to(self.device)
             out = self.model(batch)
-            probs.append(out["classify"].float().softmax(dim=1).cpu())
-            for im, logit in zip(pil, out["segment"].float()):
-                if logit.shape[-2:] != (im.height, im.width):
-                    logit = F.interpolate(logit[None], size=(im.height, im.width), mode="bilinear", align_corners=False)[0]
-                masks.append(logit.argmax(dim=0).to(torch.uint8).cpu().numpy())
-        return (torch.cat(probs) if probs else torch.empty(0, len(self.classes))), masks
+            if "classify" in self.tasks:
+                probs.append(out["classify"].float().softmax(dim=1).cpu())
+            if "segment" in self.tasks:
+                for im, logit in zip(pil, out["segment"].float()):
+                    if logit.shape[-2:] != (im.height, im.width):
+                        logit = F.interpolate(logit[None], size=(im.height, im.width), mode="bilinear",
+                                              align_corners=False)[0]
+                    masks.append(logit.argmax(dim=0).to(torch.uint8).cpu().numpy())
+            if "detect" in self.tasks:
+                for im, det in zip(pil, self.model.detector.detections(out["detect"], tuple(batch.shape[-2:]))):
+                    sx, sy = im.width / batch.shape[-1], im.height / batch.shape[-2]
+                    real = det["labels"] > 0  # column 0 is FCOS's background class: never an object
+                    boxes.append({"boxes": det["boxes"][real].float().cpu() * torch.tensor([sx, sy, sx, sy]),
+                                  "scores": det["scores"][real].float().cpu(), "labels": det["labels"][real].cpu() - 1})
+        result: dict = {}
+        if "classify" in self.tasks:
+            result["classify"] = torch.cat(probs) if probs else torch.empty(0, len(self.classes))
+        if "segment" in self.tasks:
+            result["segment"] = masks
+        if "detect" in self.tasks:
+            result["detect"] = boxes
+        return result
 
     def predict(self, images: Sequence, top_k: int = 5, names: Sequence[str] | None = None) -> list[dict]:
-        """Per image: ``{"image", "summary", "label", "score", "classification": {"top_k": [...]},
-        "class_fractions"}`` (the mask's share of each segmentation class)."""
-        probs, masks = self.predict_outputs(images)
+        """Per image, JSON-ready: ``{"image", "summary"}`` plus, per task in the bundle, ``classify``:
+        ``"label", "score", "classification": {"top_k": [...]}``; ``segment``: ``"class_fractions"``
+        (the mask's share of each class); ``detect``: ``"detections": [{"label", "score", "box":
+        [x1, y1, x2, y2]}]`` (original pixels, scores >= the bundle's ``score_threshold``, best first)."""
+        outputs = self.predict_outputs(images)
         names = names or [str(im) if isinstance(im, (str, Path)) else f"image {i}" for i, im in enumerate(images)]
-        k = min(top_k, len(self.classes))
         results = []
         self._last = {}
-        for name, p, mask in zip(names, probs, masks):
-            scores, idx = p.topk(k)
-            top = [{"label": self.classes[i], "score": round(float(s), 6)} for s, i in zip(scores, idx.tolist())]
-            seg_summary, fractions = mask_summary(mask, self.seg_classes, top_k)
-            results.append({
-                "image": name, "summary": f"{top[0]['label']} ({top[0]['score']:.2f}); mask: {seg_summary}",
-                "label": top[0]["label"], "score": top[0]["score"], "classification": {"top_k": top},
-                "class_fractions": fractions,
-            })
-            self._last[name] = mask
+        for i, name in enumerate(names):
+            result: dict = {"image": name}
+            parts = []
+            if "classify" in self.tasks:
+                scores, idx = outputs["classify"][i].topk(min(top_k, len(self.classes)))
+                top = [{"label": self.classes[c], "score": round(float(s), 6)} for s, c in zip(scores, idx.tolist())]
+                result.update({"label": top[0]["label"], "score": top[0]["score"], "classification": {"top_k": top}})
+                parts.append(f"{top[0]['label']} ({top[0]['score']:.2f})")
+            if "segment" in self.tasks:
+                mask = outputs["segment"][i]
+                seg_summary, result["class_fractions"] = mask_summary(mask, self.seg_classes, top_k)
+                parts.append(f"mask: {seg_summary}")
+                self._last[name] = mask
+            if "detect" in self.tasks:
+                det = outputs["detect"][i]
+                keep = (det["scores"] >= self.score_threshold).nonzero().flatten().tolist()
+                result["detections"] = [
+                    {"label": self.det_classes[int(det["labels"][j])], "score": round(float(det["scores"][j]), 4),
+                     "box": [round(float(v), 2) for v in det["boxes"][j]]}
+                    for j in keep
+                ]
+                counts: dict[str, int] = {}
+                for d in result["detections"]:
+                    counts[d["label"]] = counts.get(d["label"], 0) + 1
+                parts.append("boxes: " + (", ".join(f"{n} {label}" for label, n in counts.items()) or "none"))
+            result["summary"] = "; ".join(parts)
+            results.append(result)
         return results
 
     def save_visualizations(self, paths: Sequence[str | Path], results: list[dict], out_dir: str | Path) -> list[Path]:
-        """The predicted masks as ``NAME_overlay.png`` and ``NAME_mask.png`` (as ``omnivis train segment``)."""
-        masks = [self._last.get(r["image"]) for r in results]
-        if any(m is None for m in masks):
-            masks = self.predict_outputs(list(paths))[1]
-        return write_mask_pictures(paths, masks, len(self.seg_classes), out_dir)
+        """``NAME_overlay.png`` and ``NAME_mask.png`` for the mask (as ``omnivis train segment``) and
+        ``NAME_boxes.png``: the detections drawn over the mask overlay (or the image), enlarged below
+        256 px so the labels can be read; box colours are the classes' mask colours."""
+        written: list[Path] = []
+        if "segment" in self.tasks:
+            masks = [self._last.get(r["image"]) for r in results]
+            if any(m is None for m in masks):
+                masks = self.predict_outputs(list(paths))["segment"]
+            written += write_mask_pictures(paths, masks, len(self.seg_classes), out_dir)
+        if "detect" in self.tasks:
+            written += self._draw_boxes(paths, results, Path(out_dir))
+        return written
+
+    def _draw_boxes(self, paths: Sequence[str | Path], results: list[dict], out_dir: Path) -> list[Path]:
+        from torchvision.utils import draw_bounding_boxes
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        colours = [tuple(int(v) for v in c) for c in palette_for(len(self.det_classes) + 1)]
+        written, used = [], set()
+        for i, (path, result) in enumerate(zip(paths, results)):
+            base = Path(path).stem if isinstance(path, (str, Path)) else f"image{i}"
+            base = base if base not in used else f"{base}_{i}"  # the names write_mask_pictures gives
+            used.add(base)
+            overlay = out_dir / f"{base}_overlay.png"
+            picture = Image.open(overlay).convert("RGB") if "segment" in self.tasks else load_images([path], "RGB")[0]
+            image = torch.from_numpy(np.array(picture)).permute(2, 0, 1).contiguous()
+            scale = max(1, math.ceil(_MIN_DRAW_SIDE / min(image.shape[1:])))
+            image = image.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+            dets = result.get("detections", [])
+            if dets:
+                boxes = torch.tensor([d["box"] for d in dets], dtype=torch.float32) * scale
+                image = draw_bounding_boxes(
+                    image, boxes, labels=[f"{d['label']} {d['score']:.2f}" for d in dets], width=2,
+                    colors=[colours[self.det_classes.index(d["label"]) + 1] for d in dets],
+                )
+            target = out_dir / f"{base}_boxes.png"
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(target)
+            written.append(target)
+        return written
 
 
 def evaluate_multitask(
@@ -393,12 +513,15 @@ def evaluate_multitask(
     strict: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Per-task metrics: classification accuracy, segmentation mIoU / Dice / pixel accuracy / per-class IoU.
+    """Per-task metrics of the bundle's heads: classification ``accuracy``; segmentation ``miou``,
+    ``dice``, ``pixel_accuracy``, ``per_class`` IoU/Dice; detection COCO ``map``, ``map50``, ``map75``,
+    ``map_small/medium/large``, ``mar100`` and ``det_per_class`` AP (torchmetrics, pycocotools backend).
 
     Args:
         data: ``builtin:shapes`` (or None, the same), or loaded ``MultitaskData``.
         split: ``val``/``auto``: the validation scenes (the bundle's validation seed); ``all``: its
             training and validation scenes.
+        out_dir: where ``per_class_iou.png`` and ``pr_curve.png`` go (None: no pictures).
         strict: accepted for the common signature (built-in data has nothing to skip).
     """
     predictor = MultitaskPredictor.from_dir(bundle_dir)
@@ -407,28 +530,53 @@ def evaluate_multitask(
         raise ConfigError(f"split must be auto, val or all, got '{split}'")
     if not isinstance(data, MultitaskData):
         if data is not None and not is_builtin_shapes(data):
-            raise DataError(f"{data}: a multitask model is evaluated on builtin:shapes (labels and masks)")
+            raise DataError(f"{data}: a multitask model is evaluated on builtin:shapes (labels, masks and boxes)")
         s = cfg["split"]
         loaded = load_shapes_multitask(s.get("val_images") or 200, predictor.img_size, s["val_seed"])
         if split == "all":
-            train = load_shapes_multitask(s["train_size"], predictor.img_size, s["train_seed"])
-            loaded = MultitaskData(train.images + loaded.images, train.masks + loaded.masks,
-                                   train.labels + loaded.labels, "builtin:shapes(train+val)")
+            loaded = load_shapes_multitask(s["train_size"], predictor.img_size, s["train_seed"]) + loaded
         data = loaded
-    probs, masks = predictor.predict_outputs(data.images, progress=progress)
-    labels = torch.tensor(data.labels)
-    labelled = labels >= 0
+    outputs = predictor.predict_outputs(data.images, progress=progress)
     metrics: dict = {}
-    if labelled.any():
-        metrics["accuracy"] = round(float((probs.argmax(dim=1)[labelled] == labels[labelled]).float().mean()), 6)
-    confusion = pixel_confusion(len(predictor.seg_classes))
-    for pred, target in zip(masks, data.masks):
-        if target is not None:
-            confusion.update(torch.from_numpy(pred).long().reshape(-1), torch.from_numpy(target).long().reshape(-1))
-    seg = metrics_report(confusion_to_metrics(confusion.compute()), predictor.seg_classes)
-    metrics.update(seg)
+    if "classify" in predictor.tasks:
+        labels = torch.tensor(data.labels)
+        labelled = labels >= 0
+        if labelled.any():
+            metrics["accuracy"] = round(float((outputs["classify"].argmax(dim=1)[labelled] == labels[labelled]).float().mean()), 6)
+    if "segment" in predictor.tasks:
+        confusion = pixel_confusion(len(predictor.seg_classes))
+        for pred, target in zip(outputs["segment"], data.masks):
+            if target is not None:
+                confusion.update(torch.from_numpy(pred).long().reshape(-1), torch.from_numpy(target).long().reshape(-1))
+        seg = metrics_report(confusion_to_metrics(confusion.compute()), predictor.seg_classes)
+        metrics.update(seg)
+        if out_dir is not None:
+            metrics["per_class_iou_png"] = str(plot_per_class_iou(seg["per_class"], Path(out_dir) / "per_class_iou.png"))
+    if "detect" in predictor.tasks:
+        metrics.update(_detection_metrics(outputs["detect"], data, predictor.det_classes, out_dir))
     metrics["num_images"] = len(data)
     metrics["data"] = data.source
-    if out_dir is not None:
-        metrics["per_class_iou_png"] = str(plot_per_class_iou(seg["per_class"], Path(out_dir) / "per_class_iou.png"))
     return metrics
+
+
+def _detection_metrics(preds: list[dict], data: MultitaskData, classes: list[str], out_dir: str | Path | None) -> dict:
+    """COCO box mAP over the images that have box labels (metrics/detection.py's metric and names)."""
+    metric = new_map_metric()
+    scored = 0
+    for i, pred in enumerate(preds):
+        target = data.box_target(i)
+        if target is None:
+            continue
+        metric.update([{"boxes": pred["boxes"], "scores": pred["scores"], "labels": pred["labels"] + 1}],
+                      [{"boxes": torch.as_tensor(target[0]).reshape(-1, 4), "labels": torch.as_tensor(target[1]) + 1}])
+        scored += 1
+    if not scored:
+        return {}
+    summary = summarize_map(metric.compute(), classes)
+    curves = summary.pop("pr_curves")
+    out = {k: round(v, 6) for k, v in summary.items() if isinstance(v, float)}
+    out["det_per_class"] = summary["per_class"]
+    out["num_box_images"] = scored
+    if out_dir is not None:
+        out["pr_curve_png"] = str(plot_pr_curves(curves, Path(out_dir) / "pr_curve.png"))
+    return out

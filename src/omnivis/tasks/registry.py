@@ -55,7 +55,7 @@ TASKS: dict[str, TaskSpec] = {
     ),
     "multitask": TaskSpec(
         name="multitask",
-        description="classification + semantic segmentation on one backbone (one bundle)",
+        description="classification + semantic segmentation + detection on one backbone (one bundle)",
         config=multitask.MultitaskConfig,
         train=multitask.train_multitask,
         evaluate=multitask.evaluate_multitask,
