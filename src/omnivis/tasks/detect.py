@@ -319,6 +319,8 @@ class DetectPredictor:
             pil = load_images(images[start : start + batch_size], "RGB")
             batch = [self.transform(im).to(self.device) for im in pil]
             for im, pred in zip(pil, self.model(batch)):
+                # FCOS and RetinaNet score the background slot 0 like any class (sigmoid); it is never an object
+                pred = {k: v[pred["labels"] > 0] for k, v in pred.items()}
                 sx, sy = im.width / self.img_size, im.height / self.img_size
                 boxes = pred["boxes"].float().cpu() * torch.tensor([sx, sy, sx, sy])
                 item = {"boxes": boxes, "scores": pred["scores"].float().cpu(), "labels": pred["labels"].cpu() - 1}
