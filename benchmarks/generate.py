@@ -2,8 +2,10 @@
 
 Trains a reference classifier (the FID/KID feature space and the class-accuracy judge), then a
 class-conditional diffusion model, a conditional GAN and a conditional VAE; reports each one's FID,
-KID and training time, the reference's accuracy on diffusion samples of each requested class, and
-the seconds to sample 64 images with DDIM at 50 and at 10 steps (with the FID of each).
+KID and training time, the reference's accuracy on diffusion samples of each requested class, the
+seconds to sample 64 images with DDIM at 50 and at 10 steps and DPM-Solver++ at 20 (with the FID of
+each), and the guidance trade-off: FID and class accuracy of the diffusion model at guidance 1 to 2
+(``guidance.png``).
 
 Targets (the issue): diffusion class accuracy >= 0.95; FID diffusion < GAN < VAE.
 
@@ -42,6 +44,43 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def guidance_sweep(gen, features, scales, n_fid: int, per_class: int, png: Path, steps: int) -> list[dict]:
+    """FID (``n_fid`` samples vs the held-out images) and class accuracy at each guidance scale.
+
+    Classifier-free guidance trades diversity (FID) for class fidelity (accuracy); this picks the default.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from omnivis.metrics.generation import fid_kid
+    from omnivis.tasks.generate.evaluate import _real_images
+
+    real, _ = _real_images(gen, None, "auto", False, n_fid)
+    rows = []
+    for g in scales:
+        fake = (gen.generate_tensor(len(real), guidance=g, steps=steps, seed=0) + 1) / 2
+        hits = 0
+        for k, name in enumerate(gen.classes):
+            x = (gen.generate_tensor(per_class, class_=name, guidance=g, steps=steps, seed=1 + k) + 1) / 2
+            hits += int((features.logits(x).argmax(1) == k).sum())
+        rows.append({"guidance": g, "fid": fid_kid(real, fake, features)["fid"],
+                     "class_accuracy": hits / (per_class * len(gen.classes))})
+        print(f"[generate bench] guidance {rows[-1]}", file=sys.stderr, flush=True)
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.plot([r["class_accuracy"] for r in rows], [r["fid"] for r in rows], "o-")
+    for r in rows:
+        ax.annotate(f"g={r['guidance']}", (r["class_accuracy"], r["fid"]), textcoords="offset points", xytext=(4, 4))
+    ax.set_xlabel("class accuracy of the reference")
+    ax.set_ylabel("FID (reference features)")
+    ax.set_title("classifier-free guidance trade-off")
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return rows
+
+
 def run(quick: bool = False, workdir: str | None = None, threads: int = 2) -> dict:
     """Train everything and measure; returns the figures as a dict.
 
@@ -64,7 +103,7 @@ def run(quick: bool = False, workdir: str | None = None, threads: int = 2) -> di
     results: dict = {"workdir": str(out), "reference": str(ref), "methods": {}, "threads": threads,
                      "load_start": _load()}
     plans = {
-        "diffusion": dict(epochs=epochs if quick else 60, width=32, sample_steps=5 if quick else 50, guidance=1.5),
+        "diffusion": dict(epochs=epochs if quick else 60, width=32, sample_steps=5 if quick else 50, guidance=1.25),
         "gan": dict(epochs=epochs if quick else 60, width=32),
         "vae": dict(epochs=epochs if quick else 60, width=32, latent_dim=16),
     }
@@ -85,12 +124,14 @@ def run(quick: bool = False, workdir: str | None = None, threads: int = 2) -> di
     real, _ = _real_images(gen, None, "auto", False, 64)
     speed = {}
     gen.generate_tensor(8, steps=2, sampler="ddim", seed=0)  # warm-up: first-call allocations are not sampling time
-    for s in (50, 10):
+    for sampler, s in (("ddim", 50), ("ddim", 10), ("dpm", 20)):
         start = time.perf_counter()
-        x = gen.generate_tensor(64, steps=s, sampler="ddim", seed=0)
+        x = gen.generate_tensor(64, steps=s, sampler=sampler, seed=0)
         seconds = time.perf_counter() - start
-        speed[f"ddim{s}"] = {"seconds_64": round(seconds, 2), "fid_64": fid_kid(real, (x + 1) / 2, features)["fid"]}
+        speed[f"{sampler}{s}"] = {"seconds_64": round(seconds, 2), "fid_64": fid_kid(real, (x + 1) / 2, features)["fid"]}
     results["sampling"] = speed
+    results["guidance"] = guidance_sweep(gen, features, (1.0, 1.25, 1.5, 2.0), n_eval, per_class if quick else 20,
+                                         out / "guidance.png", steps=5 if quick else 50)
     results["load_end"] = _load()
     fids = {k: v["fid"] for k, v in results["methods"].items()}
     results["targets"] = {
@@ -117,6 +158,9 @@ def main() -> None:
         print(f"{name}: 64 images in {s['seconds_64']:.2f} s, FID {s['fid_64']:.3f}")
     ratio = r["sampling"]["ddim50"]["seconds_64"] / max(r["sampling"]["ddim10"]["seconds_64"], 1e-9)
     print(f"DDIM 50 / 10 steps time ratio: {ratio:.2f}")
+    print(f"guidance trade-off ({r['workdir']}/guidance.png):")
+    for row in r["guidance"]:
+        print(f"  guidance {row['guidance']:<5} FID {row['fid']:.3f}  class accuracy {row['class_accuracy']:.3f}")
     acc = r["methods"]["diffusion"]["class_accuracy"]
     print(f"diffusion class accuracy {acc:.3f} vs target {TARGET_CLASS_ACCURACY} (ratio {acc / TARGET_CLASS_ACCURACY:.3f})")
     for target, ok in r["targets"].items():

@@ -35,3 +35,28 @@ def tiny_classify_config(**overrides) -> ClassifyConfig:
 @pytest.fixture
 def tiny_config():
     return tiny_classify_config
+
+
+@pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory):
+    """A .safetensors file with the FID Inception-v3's keys and shapes and random (He-scaled) weights.
+
+    The real file cannot be downloaded here; the loading path, the architecture and the metric plumbing
+    are what the tests check, not the published numbers.
+    """
+    from unittest import mock
+
+    import safetensors.torch
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    # build the architecture without its weight loading (which would download them)
+    with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None), \
+            mock.patch("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", lambda *a, **k: {}):
+        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    torch.manual_seed(0)
+    for module in net.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    path = tmp_path_factory.mktemp("inception") / "inception.safetensors"
+    safetensors.torch.save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path

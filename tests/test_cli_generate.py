@@ -36,7 +36,7 @@ def reference(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_train_generate_eval_and_errors(tmp_path, reference):
+def test_train_generate_eval_and_errors(tmp_path, reference, inception_weights):
     bundle = tmp_path / "diff"
     metrics = json.loads(omnivis("train", "generate", "--method", "diffusion", "--conditional", *GEN, "--max-steps", "4",
                                  "--sample-steps", "3", "--reference", str(reference), "--out", str(bundle),
@@ -56,6 +56,14 @@ def test_train_generate_eval_and_errors(tmp_path, reference):
                                 "--json").stdout)
     assert report["reference"] == str(reference) and "kid_mean" in report and 0 <= report["class_accuracy"] <= 1
     assert Path(report["samples_png"]).exists() and Path(report["report_html"]).exists()
+    # the standard Inception FID next to ours, from a weights file the user passes (few images: CPU)
+    from omnivis.tasks.generate import evaluate_generator
+
+    scores = evaluate_generator(bundle, reference=reference, num_samples=6, per_class=1, progress=False,
+                                inception_weights=inception_weights)
+    assert scores["inception_fid"] > 0 and "inception_kid_mean" in scores and scores["num_real"] == 6
+    result = omnivis("eval", str(reference), "--inception-weights", str(inception_weights), check=False)
+    assert result.returncode == 2 and "--inception-weights applies to generator bundles" in result.stderr
     # a library error is one line and exit code 2 (the other bad inputs: tests/tasks/test_generate.py)
     result = omnivis("predict", str(bundle), str(one["grid"]), check=False)
     assert result.returncode == 2 and "omnivis generate" in result.stderr and "Traceback" not in result.stderr

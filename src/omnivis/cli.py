@@ -333,6 +333,9 @@ def eval_command(
     reference: Optional[Path] = typer.Option(
         None, help="Generators: the classifier bundle whose features score FID/KID (default: the one recorded at training)."
     ),
+    inception_weights: Optional[Path] = typer.Option(
+        None, help="Generators: also the standard Inception-v3 FID/KID, from this .safetensors weights file."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ) -> None:
     """Evaluate a bundle on labelled data with its task's metrics (accuracy, mAP, mIoU, FID ...)."""
@@ -344,12 +347,15 @@ def eval_command(
     out_dir = out or bundle
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     extra = {}
-    if reference is not None:
-        import inspect
+    import inspect
 
-        if "reference" not in inspect.signature(task.evaluate).parameters:
-            raise OmnivisError(f"--reference applies to generator bundles; {bundle} is a '{task.name}' bundle")
-        extra["reference"] = str(reference)
+    for option, value in (("reference", reference), ("inception_weights", inception_weights)):
+        if value is None:
+            continue
+        if option not in inspect.signature(task.evaluate).parameters:
+            flag = "--" + option.replace("_", "-")
+            raise OmnivisError(f"{flag} applies to generator bundles; {bundle} is a '{task.name}' bundle")
+        extra[option] = str(value)
     metrics = task.evaluate(bundle, data=data, split=split, out_dir=out_dir, strict=strict, progress=not as_json, **extra)
     write_json(metrics, Path(out_dir) / "eval.json")
     if as_json:

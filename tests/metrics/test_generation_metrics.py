@@ -1,11 +1,14 @@
-"""FID/KID in a classifier's feature space: a set against itself ~0, against noise large."""
+"""FID/KID in a classifier's and in Inception-v3's feature space: a set against itself ~0, against noise large."""
 
 from __future__ import annotations
 
+import pytest
+import safetensors.torch
 import torch
 
 from omnivis.data.builtin import load_digits_data
-from omnivis.metrics.generation import ClassifierFeatures, fid_kid
+from omnivis.errors import ConfigError
+from omnivis.metrics.generation import ClassifierFeatures, InceptionFeatures, fid_kid
 from omnivis.models.backbones import create_backbone
 from omnivis.models.heads import ImageClassifier
 
@@ -39,3 +42,31 @@ def test_features_adapt_channels_and_size():
     rgb = torch.rand(3, 3, 32, 32)
     assert feature(rgb).shape == (3, feature.num_features)
     assert feature.logits(rgb).shape == (3, 10)
+
+
+@pytest.mark.slow
+def test_inception_fid_from_a_safetensors_file(inception_weights):
+    feature = InceptionFeatures(inception_weights)
+    real = _digits(24)[:, :, :8, :8]  # the net resizes everything to 299 px; small inputs keep it cheap
+    a, b = real[:12], real[12:]
+    assert feature(a[:2]).shape == (2, 2048)
+    same = fid_kid(a, a.clone(), feature)
+    noise = fid_kid(a, torch.rand_like(a), feature)
+    assert abs(same["fid"]) < 1e-3
+    assert noise["fid"] > 2 * fid_kid(a, b, feature)["fid"] > 0
+
+
+def test_inception_weights_must_be_safetensors_of_that_net(tmp_path):
+    pickle = tmp_path / "pt_inception.pth"
+    torch.save({"x": torch.zeros(1)}, pickle)
+    with pytest.raises(ConfigError, match=r"pt_inception\.pth: Inception weights must be a \.safetensors file"):
+        InceptionFeatures(pickle)
+    other = tmp_path / "resnet.safetensors"
+    safetensors.torch.save_file({"fc.weight": torch.zeros(2, 2)}, str(other))
+    with pytest.raises(ConfigError, match=r"resnet\.safetensors: not Inception-v3 FID weights"):
+        InceptionFeatures(other)
+    with pytest.raises(ConfigError, match="not found"):
+        InceptionFeatures(tmp_path / "missing.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes(b"\x10\x00")
+    with pytest.raises(ConfigError, match=r"cut\.safetensors: not a readable safetensors file"):
+        InceptionFeatures(tmp_path / "cut.safetensors")

@@ -27,7 +27,7 @@ def train_generate(
     ema_decay: float = typer.Option(0.999, help="EMA of the saved weights (diffusion, gan; 0: off)."),
     sampler: str = typer.Option("ddim", help="diffusion default sampler: ddim | dpm | ddpm."),
     sample_steps: int = typer.Option(50, help="diffusion default sampling steps."),
-    guidance: float = typer.Option(1.5, help="diffusion default guidance scale (conditional; 1: off)."),
+    guidance: float = typer.Option(1.25, help="diffusion default guidance scale (conditional; 1: off)."),
     reference: Optional[Path] = typer.Option(None, help="Classifier bundle for FID/KID (evaluated after training)."),
     val_fraction: float = typer.Option(0.2, help="Held-out images evaluation compares with."),
     epochs: int = typer.Option(10),

@@ -60,7 +60,7 @@ class GenerateConfig:
     ema_decay: float = 0.999
     sampler: str = "ddim"
     sample_steps: int = 50
-    guidance: float = 1.5
+    guidance: float = 1.25
     reference: str | None = None
     hflip: bool = False
     batch_size: int = 64
