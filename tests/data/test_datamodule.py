@@ -63,3 +63,13 @@ def test_augmentation_depends_on_seed_epoch_and_index_only():
     assert torch.equal(first, dataset[(1, 2)][0])
     assert not torch.equal(first, dataset[(2, 2)][0])
     assert mix_seed(0, 1, 2) != mix_seed(0, 2, 1)
+
+
+def test_reseed_torch_draws_what_manual_seed_draws():
+    from omnivis.data.datamodule import reseed_torch
+
+    torch.manual_seed(123)
+    expected = torch.rand(5)
+    torch.manual_seed(7)
+    reseed_torch(123)
+    assert torch.equal(torch.rand(5), expected)

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from omnivis.data.datamodule import mix_seed
+from omnivis.data.datamodule import mix_seed, reseed_torch
 from omnivis.data.images import array_to_image, load_image
 from omnivis.errors import DataError
 from omnivis.fileio import atomic_write_bytes
@@ -215,7 +215,7 @@ class DetectionDataset(Dataset):
             raise DataError(f"{record.name}: masks are {record.masks.shape[1:]} but the image is {image.height}x{image.width}")
         target = record_target(record if self.masks else replace(record, masks=None), image.height, image.width)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(mix_seed(self.seed, epoch, index))
+            reseed_torch(mix_seed(self.seed, epoch, index))
             tensor, target = self.transform(image, target)
         target["index"] = index
         return tensor, target

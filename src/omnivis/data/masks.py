@@ -29,7 +29,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from omnivis.data.builtin import SHAPE_CLASSES, make_shapes
-from omnivis.data.datamodule import mix_seed
+from omnivis.data.datamodule import mix_seed, reseed_torch
 from omnivis.data.images import IMAGE_EXTENSIONS, array_to_image, check_image, load_image
 from omnivis.errors import ConfigError, DataError
 
@@ -254,6 +254,6 @@ class SegmentationDataset(Dataset):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         image, mask = to_tv_tensors(*load_pair(self.data.samples[index], self.mode))
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(mix_seed(self.seed, epoch, index))
+            reseed_torch(mix_seed(self.seed, epoch, index))
             image, mask = self.transform(image, mask)
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)

@@ -19,7 +19,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from omnivis.data.builtin import make_shapes
-from omnivis.data.datamodule import mix_seed
+from omnivis.data.datamodule import mix_seed, reseed_torch
 from omnivis.data.images import array_to_image
 from omnivis.data.masks import IGNORE_INDEX, shapes_class_map, to_tv_tensors
 
@@ -124,7 +124,7 @@ class MultitaskDataset(Dataset):
         box_target = self.data.box_target(index)
         target = None
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(mix_seed(self.seed, epoch, index))
+            reseed_torch(mix_seed(self.seed, epoch, index))
             if box_target is None:
                 image, mask_t = self.transform(image, mask_t)
             else:

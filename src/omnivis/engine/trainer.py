@@ -108,10 +108,10 @@ class StepSeed(Callback):
         self.seed = seed
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
-        from omnivis.data.datamodule import mix_seed
+        from omnivis.data.datamodule import mix_seed, reseed_torch
 
         step_seed = mix_seed(self.seed, trainer.global_step, trainer.global_rank)
-        torch.manual_seed(step_seed)
+        reseed_torch(step_seed)
         random.seed(step_seed)
 
 
