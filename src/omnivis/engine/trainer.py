@@ -10,6 +10,7 @@ at is the datamodule's own checkpoint state: ``SeededDataModule.state_dict``.)
 from __future__ import annotations
 
 import random
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,11 @@ class TrainerConfig:
         deterministic: use only deterministic kernels (slower on GPU).
         checkpoint_every_n_steps: also write ``last.ckpt`` every N steps (0: at epoch ends only;
             a crash or Ctrl-C writes it too).
+        checkpoint_min_interval_s: skip an epoch-end ``last.ckpt`` written less than this many
+            seconds after the previous one (0: every epoch). The final epoch, every
+            ``checkpoint_every_n_steps`` step and a crash still write it; a killed run loses at most
+            this long or one epoch, whichever is longer. Epochs of a second (digits) otherwise
+            spend 3-5% of their time writing checkpoints.
         early_stopping_patience: stop after this many validations without improvement (0: off).
         log_every_n_steps: how often training metrics are logged.
         progress: show a progress bar.
@@ -63,6 +69,7 @@ class TrainerConfig:
     seed: int = 0
     deterministic: bool = False
     checkpoint_every_n_steps: int = 0
+    checkpoint_min_interval_s: float = 30.0
     early_stopping_patience: int = 0
     log_every_n_steps: int = 10
     progress: bool = True
@@ -73,6 +80,8 @@ class TrainerConfig:
             raise ConfigError("set epochs >= 1 or max_steps >= 1")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}")
+        if self.checkpoint_min_interval_s < 0:
+            raise ConfigError(f"checkpoint_min_interval_s must be >= 0, got {self.checkpoint_min_interval_s}")
         if self.num_workers < 0 or self.num_nodes < 1:
             raise ConfigError("num_workers must be >= 0 and num_nodes >= 1")
         devices = str(self.devices)
@@ -125,6 +134,31 @@ class StopOnNonFiniteLoss(Callback):
                 f"(epoch {trainer.current_epoch}); lower the learning rate or check the data. "
                 f"weights were not updated with it; resume from {trainer.default_root_dir}/checkpoints/last.ckpt with --resume"
             )
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``, replaced at epoch ends (at most every ``min_interval_s``; always after the
+    final epoch) and every ``every_n_train_steps`` steps."""
+
+    def __init__(self, dirpath: Path, every_n_train_steps: int | None, min_interval_s: float) -> None:
+        super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1,
+                         every_n_train_steps=every_n_train_steps, save_on_train_epoch_end=True,
+                         enable_version_counter=False)
+        self.min_interval_s = min_interval_s
+        self._saved_at = time.monotonic()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._saved_at = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        final = (trainer.should_stop or 0 <= trainer.max_epochs <= trainer.current_epoch + 1
+                 or 0 <= trainer.max_steps <= trainer.global_step)
+        if final or time.monotonic() - self._saved_at >= self.min_interval_s:
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        self._saved_at = time.monotonic()
 
 
 class CheckpointOnException(Callback):
@@ -190,17 +224,7 @@ def build_trainer(
     seed_everything(config.seed)
     ckpt_dir = checkpoint_dir(run_dir)
     callbacks: list[Callback] = [StepSeed(config.seed), StopOnNonFiniteLoss()]
-    callbacks.append(
-        ModelCheckpoint(  # last.ckpt at every epoch end (and every N steps), replaced each time
-            dirpath=ckpt_dir,
-            filename="last",
-            monitor=None,
-            save_top_k=1,
-            every_n_train_steps=config.checkpoint_every_n_steps or None,
-            save_on_train_epoch_end=True,
-            enable_version_counter=False,
-        )
-    )
+    callbacks.append(LastCheckpoint(ckpt_dir, config.checkpoint_every_n_steps or None, config.checkpoint_min_interval_s))
     # a crash or Ctrl-C also writes last.ckpt, so --resume continues from the very step it stopped at
     callbacks.append(CheckpointOnException(ckpt_dir / "last.ckpt"))
     if monitor:

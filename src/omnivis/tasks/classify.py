@@ -45,6 +45,7 @@ from omnivis.tasks.common import (
     check_run_dir,
     keep_previous_logs,
     load_images,
+    log_training,
     write_run_config,
 )
 
@@ -149,7 +150,7 @@ class ClassifyModule(pl.LightningModule):
         if self.batch_mix is not None:
             images, labels = self.batch_mix(images, labels)
         loss = F.cross_entropy(self.model(images), labels, label_smoothing=self.config.label_smoothing)
-        self.log("train/loss", loss, prog_bar=True)
+        log_training(self, {"train/loss": loss})
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:

@@ -125,3 +125,23 @@ def load_images(inputs: Iterable[str | Path | Image.Image | np.ndarray], mode: s
         else:
             images.append(load_image(item, mode))
     return images
+
+
+def log_training(module, values: dict, *, prog_bar: Iterable[str] = ("train/loss",), batch_size: int | None = None) -> None:
+    """``module.log`` each training value, but only on the steps whose values a logger writes.
+
+    Lightning's ``self.log`` costs ~0.5 ms a call (it moves its record to the value's device each
+    time), which was ~4% of a 20 ms CPU step, while loggers only write every ``log_every_n_steps``
+    steps: the values logged in between were never read. Logged metrics are unchanged; the progress
+    bar's loss refreshes on those steps. (Falls back to every step if Lightning renames the check.)
+    """
+    try:
+        trainer = module.trainer
+    except RuntimeError:  # a step called outside a Trainer (tests, notebooks): nothing records it
+        return
+    connector = getattr(trainer, "_logger_connector", None)
+    if not getattr(connector, "should_update_logs", True):
+        return
+    shown = set(prog_bar)
+    for name, value in values.items():
+        module.log(name, value, prog_bar=name in shown, batch_size=batch_size)

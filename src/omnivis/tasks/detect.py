@@ -42,7 +42,7 @@ from omnivis.metrics.classification import plot_training_curves
 from omnivis.metrics.detection import new_map_metric, plot_pr_curves, summarize_map
 from omnivis.models.backbones import create_backbone
 from omnivis.models.detection import ARCHS, build_detector
-from omnivis.tasks.common import adamw_with_warmup_cosine, check_run_dir, keep_previous_logs, load_images, write_run_config
+from omnivis.tasks.common import adamw_with_warmup_cosine, check_run_dir, keep_previous_logs, load_images, log_training, write_run_config
 
 TASK = "detect"
 _MIN_DRAW_SIDE = 256  # small images are drawn enlarged (nearest) so box labels can be read
@@ -151,9 +151,8 @@ class DetectModule(pl.LightningModule):
         images, targets = batch
         losses = self.model(images, model_targets(targets, self.config.masks))
         loss = sum(losses.values())
-        for name, value in losses.items():
-            self.log(f"train/{name}", value, batch_size=len(images))
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
+        log_training(self, {**{f"train/{name}": value for name, value in losses.items()}, "train/loss": loss},
+                     batch_size=len(images))
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:

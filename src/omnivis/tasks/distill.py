@@ -32,6 +32,7 @@ from omnivis.tasks.classify import (
     evaluate_classifier,
     train_classifier,
 )
+from omnivis.tasks.common import log_training
 
 __all__ = ["DistillConfig", "DistillModule", "distill", "kd_loss", "cpu_latency_ms"]
 
@@ -104,7 +105,7 @@ class DistillModule(ClassifyModule):
         loss = cfg.alpha * kd + (1 - cfg.alpha) * ce
         if self.projection is not None:
             loss = loss + cfg.feature_weight * F.mse_loss(self.projection(features), teacher_features)
-        self.log_dict({"train/loss": loss, "train/kd": kd, "train/ce": ce}, prog_bar=True)
+        log_training(self, {"train/loss": loss, "train/kd": kd, "train/ce": ce}, prog_bar=("train/loss", "train/kd", "train/ce"))
         return loss
 
     def configure_optimizers(self) -> dict:

@@ -47,7 +47,7 @@ from omnivis.metrics.segmentation import confusion_to_metrics, metrics_report, p
 from omnivis.models.backbones import Backbone, create_backbone
 from omnivis.models.multitask import DEFAULT_TASKS, TASK_NAMES, WEIGHTINGS, LossWeighting, MultiTaskModel
 from omnivis.models.segmentation import ARCHS, SIZE_MULTIPLE
-from omnivis.tasks.common import adamw_with_warmup_cosine, check_run_dir, keep_previous_logs, load_images, write_run_config
+from omnivis.tasks.common import adamw_with_warmup_cosine, check_run_dir, keep_previous_logs, load_images, log_training, write_run_config
 from omnivis.tasks.segment import mask_summary, palette_for, segmentation_loss, write_mask_pictures
 
 TASK = "multitask"
@@ -219,18 +219,16 @@ class MultitaskModule(pl.LightningModule):
         images, masks, labels, targets = batch
         out = self.model(images)
         losses = self.task_losses(out, masks, labels, targets)
-        for task, value in losses.items():
-            if value is not None:
-                self.log(f"train/loss_{task}", value, batch_size=len(images))
         if all(v is None for v in losses.values()):
             # no label of any kind in this batch (possible with small label fractions): a zero loss that
             # still touches every head keeps the step (and DDP's gradient sync) well-formed
             loss = sum(_zero(v) for v in out.values())
         else:
             loss = self.weighting(losses)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
-        for task, weight in self.weighting.effective_weights().items():
-            self.log(f"train/weight_{task}", weight, batch_size=len(images))
+        values = {f"train/loss_{task}": value for task, value in losses.items() if value is not None}
+        values["train/loss"] = loss
+        values.update({f"train/weight_{task}": w for task, w in self.weighting.effective_weights().items()})
+        log_training(self, values, batch_size=len(images))
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:

@@ -44,7 +44,7 @@ from omnivis.metrics.classification import plot_training_curves
 from omnivis.metrics.segmentation import confusion_to_metrics, metrics_report, pixel_confusion, plot_per_class_iou
 from omnivis.models.backbones import create_backbone
 from omnivis.models.segmentation import ARCHS, SIZE_MULTIPLE, SegmentationModel
-from omnivis.tasks.common import adamw_with_warmup_cosine, check_run_dir, keep_previous_logs, load_images, write_run_config
+from omnivis.tasks.common import adamw_with_warmup_cosine, check_run_dir, keep_previous_logs, load_images, log_training, write_run_config
 
 TASK = "segment"
 
@@ -142,7 +142,7 @@ class SegmentModule(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, masks = batch
         loss = segmentation_loss(self.model(images), masks, self.dice, self.config.dice_weight)
-        self.log("train/loss", loss, prog_bar=True)
+        log_training(self, {"train/loss": loss})
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from omnivis.models.generative.autoencoder import AutoEncoder
 from omnivis.models.generative.vae import VAE
+from omnivis.tasks.common import log_training
 from omnivis.tasks.generate.base import GeneratorModule, MethodSpec, SampleOptions
 from omnivis.tasks.generate.config import GenerateConfig
 
@@ -31,7 +32,7 @@ class AEModule(GeneratorModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = self.split_batch(batch)
         loss = F.mse_loss(self.model(images, labels), images)
-        self.log("train/loss", loss, prog_bar=True)
+        log_training(self, {"train/loss": loss})
         return loss
 
 
@@ -42,9 +43,7 @@ class VAEModule(GeneratorModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = self.split_batch(batch)
         parts = self.model.loss(images, labels, self.config.kl_weight)
-        self.log("train/loss", parts["loss"], prog_bar=True)
-        self.log("train/recon", parts["recon"])
-        self.log("train/kl", parts["kl"])
+        log_training(self, {"train/loss": parts["loss"], "train/recon": parts["recon"], "train/kl": parts["kl"]})
         return parts["loss"]
 
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from omnivis.models.generative import ema_update
 from omnivis.models.generative.unet import build_sampler, build_train_scheduler, build_unet, diffusion_sample
+from omnivis.tasks.common import log_training
 from omnivis.tasks.generate.base import GeneratorModule, MethodSpec, SampleOptions
 from omnivis.tasks.generate.config import GenerateConfig
 
@@ -38,7 +39,7 @@ class DiffusionModule(GeneratorModule):
             drop = torch.rand(len(labels), device=labels.device) < self.config.cfg_dropout
             labels = labels.masked_fill(drop, self.net["num_classes"])
         loss = F.mse_loss(self.model(noisy, t, class_labels=labels).sample, noise)
-        self.log("train/loss", loss, prog_bar=True)
+        log_training(self, {"train/loss": loss})
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:

@@ -15,6 +15,7 @@ import torch
 from omnivis.errors import TrainingError
 from omnivis.models.generative import ema_update
 from omnivis.models.generative.gan import Discriminator, Generator, hinge_d_loss, hinge_g_loss
+from omnivis.tasks.common import log_training
 from omnivis.tasks.generate.base import GeneratorModule, MethodSpec, SampleOptions
 from omnivis.tasks.generate.config import GenerateConfig
 
@@ -58,8 +59,7 @@ class GANModule(GeneratorModule):
         self.batches += 1
         if self.ema is not None:
             ema_update(self.ema, self.model, self.config.ema_decay, self.batches)
-        self.log("train/d_loss", d_loss, prog_bar=True)
-        self.log("train/g_loss", g_loss, prog_bar=True)
+        log_training(self, {"train/d_loss": d_loss, "train/g_loss": g_loss}, prog_bar=("train/d_loss", "train/g_loss"))
         self.d_won_for = self.d_won_for + 1 if d_loss.item() < 1e-3 else 0
         if self.d_won_for >= COLLAPSE_STEPS:
             raise TrainingError(

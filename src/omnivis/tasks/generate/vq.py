@@ -9,6 +9,7 @@ from omnivis.engine.bundle import load_bundle
 from omnivis.errors import BundleError, ConfigError
 from omnivis.models.generative.prior import CodePrior
 from omnivis.models.generative.vq import DOWNSAMPLE, build_vqvae, decode_indices, encode_indices, vq_loss
+from omnivis.tasks.common import log_training
 from omnivis.tasks.generate.base import GeneratorModule, MethodSpec, SampleOptions
 from omnivis.tasks.generate.config import GenerateConfig
 
@@ -31,8 +32,7 @@ class VQModule(GeneratorModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, _ = batch
         parts = vq_loss(self.model, images)
-        self.log("train/loss", parts["loss"], prog_bar=True)
-        self.log("train/recon", parts["recon"])
+        log_training(self, {"train/loss": parts["loss"], "train/recon": parts["recon"]})
         return parts["loss"]
 
 
@@ -88,7 +88,7 @@ class PriorModule(GeneratorModule):
         images, labels = self.split_batch(batch)
         codes = encode_indices(self.model.vq, images)
         loss = self.model.prior.loss(codes, labels)
-        self.log("train/loss", loss, prog_bar=True)
+        log_training(self, {"train/loss": loss})
         return loss
 
 

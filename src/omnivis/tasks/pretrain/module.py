@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 import torch
 
 from omnivis.models.backbones import create_backbone
-from omnivis.tasks.common import adamw_with_warmup_cosine
+from omnivis.tasks.common import adamw_with_warmup_cosine, log_training
 from omnivis.tasks.pretrain.base import PretrainMethod
 from omnivis.tasks.pretrain.config import PretrainConfig
 from omnivis.tasks.pretrain.dino import DINO
@@ -72,9 +72,7 @@ class PretrainModule(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         views, _labels = batch
         loss, extra = self.method.training_loss(views)
-        self.log("train/loss", loss, prog_bar=True)
-        for name, value in extra.items():
-            self.log(name, value)
+        log_training(self, {"train/loss": loss, **extra})
         self.last_loss = float(loss.detach())
         return loss
 
