@@ -477,7 +477,8 @@ register_all()
 def main() -> None:
     """Entry point: run the app, turning user errors into one clear line."""
     debug = "--debug" in sys.argv
-    _quiet_libraries()
+    if len(sys.argv) > 1 and not {"--help", "-h"} & set(sys.argv[1:]):
+        _quiet_libraries()  # imports Lightning (seconds); help pages do not need it
     try:
         app(standalone_mode=True)
     except OmnivisError as err:
