@@ -271,3 +271,124 @@ def test_cli_three_heads_train_eval_predict(tmp_path):
     assert (tmp_path / "viz" / "s0_boxes.png").exists()
     bad = omnivis("train", "multitask", "--tasks", "classify,detcet", "--out", str(tmp_path / "x"), check=False)
     assert bad.returncode == 2 and "did you mean 'detect'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# COCO file + labels CSV
+# ----------------------------------------------------------------------------------------------
+
+
+def coco_files(root: Path, n: int = 24, no_segmentation: str = "000001.png") -> tuple[Path, Path, Path]:
+    """Shapes scenes as a user's files: COCO categories renamed (ball, box, wedge), one image's
+    annotations stripped of their segmentation, and a CSV of image classes (one / many objects)
+    unrelated to the shape names, so the bundle must take each head's classes from its own source."""
+    import json
+
+    from omnivis.data.multitask import write_shapes_coco
+
+    ann = write_shapes_coco(root / "data", n=n, img_size=32, seed=0)
+    coco = json.loads(ann.read_text())
+    for category, name in zip(coco["categories"], ("ball", "box", "wedge")):
+        category["name"] = name
+    stripped = next(im["id"] for im in coco["images"] if im["file_name"] == no_segmentation)
+    for a in coco["annotations"]:
+        if a["image_id"] == stripped:
+            del a["segmentation"]
+    ann.write_text(json.dumps(coco))
+    counts = {im["file_name"]: sum(a["image_id"] == im["id"] for a in coco["annotations"]) for im in coco["images"]}
+    labels = root / "labels.csv"
+    labels.write_text("path,label\n" + "".join(f"{name},{'one' if k == 1 else 'many'}\n" for name, k in counts.items()))
+    return ann, root / "data", labels
+
+
+def test_coco_files_train_three_heads_that_reload_and_name_their_classes(tmp_path):
+    ann, images, labels = coco_files(tmp_path)
+    with pytest.raises(ConfigError, match="pass --labels CSV"):
+        tiny_multitask_config(data=str(ann), tasks=ALL)
+    with pytest.raises(ConfigError, match="COCO --data file"):
+        tiny_multitask_config(labels=str(labels))
+    with pytest.raises(ConfigError, match="COCO JSON file"):
+        tiny_multitask_config(data=str(images))
+    no_classify = bundle_config(tiny_multitask_config(data=str(ann), tasks="segment,detect"), 0, [], ["ball"])
+    assert no_classify["classes"] == [] and no_classify["seg_classes"] == ["background", "ball"]  # no shapes names
+    config = tiny_multitask_config(data=str(ann), images=str(images), labels=str(labels), tasks=ALL, batch_size=8,
+                                   val_fraction=0.25, score_threshold=0.0, trainer=dict(max_steps=3))
+    out = train_multitask(config, tmp_path / "run")
+    bundle = load_bundle(out, task="multitask")
+    assert bundle.config["classes"] == ["many", "one"]  # from the CSV
+    assert bundle.config["det_classes"] == ["ball", "box", "wedge"]  # from the COCO categories
+    assert bundle.config["seg_classes"] == ["background", "ball", "box", "wedge"]
+    split = bundle.config["split"]
+    assert split["kind"] == "fraction" and split["train_size"] == 18 and bundle.metrics["num_images"] == 6
+    assert bundle.metrics["labelled_boxes"] == 18 and bundle.metrics["labelled_masks"] in (17, 18)
+    assert bundle.metrics["skipped_records"] == 0
+    # `omnivis eval BUNDLE`: the same held-out images, found through the bundle's absolute paths
+    again = evaluate_multitask(out, progress=False)
+    for key in ("accuracy", "miou", "map50"):
+        assert again[key] == pytest.approx(bundle.metrics[key], abs=1e-6)
+    assert again["num_images"] == 6 and set(again["det_per_class"]) == {"ball", "box", "wedge"}
+    everything = evaluate_multitask(out, data=str(ann), split="all", images=images, labels=labels, progress=False)
+    assert everything["num_images"] == 24 and everything["num_box_images"] == 24
+
+    predictor = MultitaskPredictor.from_dir(out)
+    results = predictor.predict([images / "000000.png", images / "000001.png"])
+    for r in results:
+        assert r["label"] in ("many", "one") and set(r["class_fractions"]) <= {"background", "ball", "box", "wedge"}
+        assert r["detections"] and {d["label"] for d in r["detections"]} <= {"ball", "box", "wedge"}
+    outputs = predictor.predict_outputs([images / "000000.png"])
+    assert outputs["classify"].shape == (1, 2) and outputs["segment"][0].shape == (32, 32)
+
+
+def test_an_image_without_segmentation_skips_only_the_segment_loss(tmp_path):
+    from omnivis.data.multitask import load_coco_multitask
+
+    ann, images, labels = coco_files(tmp_path, n=4)
+    data = load_coco_multitask(ann, images, labels)
+    assert data.masks[1] is None and all(data.masks[i] is not None for i in (0, 2, 3))
+    config = tiny_multitask_config(data=str(ann), images=str(images), labels=str(labels), tasks=ALL)
+    seed_everything(0)
+    module = MultitaskModule(config, data.classes, data.det_classes).eval()  # eval: BatchNorm ignores the batch
+    tf = build_mask_transform(32, (0.5,) * 3, (0.5,) * 3, None)
+    dataset = MultitaskDataset(data, tf)
+
+    def losses(indices: list[int]) -> dict:
+        images_t, masks, labels_t, targets = multitask_collate([dataset[i] for i in indices])
+        with torch.no_grad():
+            return module.task_losses(module.model(images_t), masks, labels_t, targets)
+
+    alone = losses([1])
+    assert alone["segment"] is None and torch.isfinite(alone["classify"]) and torch.isfinite(alone["detect"])
+    # next to a masked image, the unmasked one adds nothing to the segmentation loss
+    assert losses([1, 2])["segment"].item() == pytest.approx(losses([2])["segment"].item(), rel=1e-5)
+    assert losses([1, 2])["classify"].item() != pytest.approx(losses([2])["classify"].item(), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_cli_coco_files_train_eval_predict(tmp_path):
+    import json
+
+    from tests.test_cli import omnivis
+
+    ann, images, labels = coco_files(tmp_path)
+    out = tmp_path / "mt-coco"
+    args = ["--data", str(ann), "--images", str(images), "--labels", str(labels), "--tasks", "classify,segment,detect",
+            "--img-size", "32", "--model", "omnivis_resnet_micro", "--decoder-width", "16", "--batch-size", "8",
+            "--score-threshold", "0", "--epochs", "1", "--max-steps", "3", "--accelerator", "cpu", "--no-progress"]
+    trained = json.loads(omnivis("train", "multitask", *args, "--out", str(out), "--json").stdout)
+    assert {"accuracy", "miou", "map", "map50"} <= set(trained) and trained["labelled_boxes"] == 19
+    metrics = json.loads(omnivis("eval", str(out), "--json").stdout)  # the held-out 20%
+    assert metrics["num_images"] == 5 and metrics["map50"] == pytest.approx(trained["map50"], abs=1e-6)
+    results = json.loads(omnivis("predict", str(out), str(images / "000003.png"), "--out", str(tmp_path / "viz"),
+                                 "--json").stdout)
+    assert results[0]["label"] in ("many", "one") and "boxes:" in results[0]["summary"]
+    assert {d["label"] for d in results[0]["detections"]} <= {"ball", "box", "wedge"}
+    assert (tmp_path / "viz" / "000003_boxes.png").exists()
+    for bad, message in (
+        (["--images", str(tmp_path / "nowhere")], "nowhere: images folder not found"),
+        (["--labels", str(tmp_path / "none.csv")], "none.csv: labels CSV not found"),
+    ):
+        run = omnivis("train", "multitask", "--data", str(ann), "--images", str(images), "--labels", str(labels),
+                      *bad, "--out", str(tmp_path / "bad"), check=False)
+        assert run.returncode != 0 and message in run.stderr and "Traceback" not in run.stderr
+    run = omnivis("train", "multitask", "--data", str(ann), "--out", str(tmp_path / "bad2"), check=False)
+    assert run.returncode == 2 and "pass --labels CSV" in run.stderr and "Traceback" not in run.stderr

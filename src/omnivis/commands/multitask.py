@@ -13,7 +13,13 @@ from omnivis.cli import _train_and_report, train_app
 @train_app.command("multitask")
 def train_multitask_command(
     out: Path = typer.Option(..., help="Run folder; becomes the bundle."),
-    data: str = typer.Option("builtin:shapes", help="builtin:shapes (class labels, masks and boxes)."),
+    data: str = typer.Option("builtin:shapes", help="builtin:shapes, or a COCO JSON file (boxes, instance masks)."),
+    images: Optional[Path] = typer.Option(None, help="COCO images folder (default: the JSON's folder)."),
+    labels: Optional[Path] = typer.Option(
+        None, help="CSV 'path,label' of image-level classes (paths relative to --images); needed for classify."
+    ),
+    val_fraction: float = typer.Option(0.2, help="Held-out fraction of a COCO file (seeded by --seed)."),
+    strict: bool = typer.Option(False, "--strict", help="A bad COCO record, image or CSV row is an error, not skipped."),
     tasks: str = typer.Option("classify,segment", help="Heads, comma-separated: any of classify, segment, detect."),
     weighting: str = typer.Option("uncertainty", help="fixed (--cls-weight, --seg-weight, --det-weight) | uncertainty (learned)."),
     cls_weight: float = typer.Option(1.0, help="Classification loss weight (fixed weighting)."),
@@ -34,8 +40,8 @@ def train_multitask_command(
     decoder_width: int = typer.Option(64),
     fpn_channels: int = typer.Option(64, help="Width of the detection FPN and FCOS head (multiple of 32, >= 64)."),
     score_threshold: float = typer.Option(0.5, help="Lowest box score predict reports."),
-    train_images: int = typer.Option(600, help="Training scenes."),
-    val_images: int = typer.Option(200, help="Validation scenes."),
+    train_images: int = typer.Option(600, help="Training scenes (builtin:shapes)."),
+    val_images: int = typer.Option(200, help="Validation scenes (builtin:shapes)."),
     train_seed: int = typer.Option(0, help="Seed of the training scenes."),
     val_seed: int = typer.Option(1, help="Seed of the validation scenes."),
     init_from: Optional[Path] = typer.Option(None, help="Bundle or safetensors file to start the backbone from."),
@@ -64,7 +70,8 @@ def train_multitask_command(
         config.trainer.progress = progress and not as_json
     else:
         config = MultitaskConfig(
-            data=data, tasks=tasks, weighting=weighting, cls_weight=cls_weight, seg_weight=seg_weight,
+            data=data, images=str(images) if images else None, labels=str(labels) if labels else None,
+            val_fraction=val_fraction, strict=strict, tasks=tasks, weighting=weighting, cls_weight=cls_weight, seg_weight=seg_weight,
             det_weight=det_weight, seg_label_fraction=seg_label_fraction, cls_label_fraction=cls_label_fraction,
             det_label_fraction=det_label_fraction, arch=arch, model=model, fpn_channels=fpn_channels,
             score_threshold=score_threshold,

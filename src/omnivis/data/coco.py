@@ -80,20 +80,25 @@ def _check_box(bbox, height: int, width: int) -> tuple[list[float] | None, str |
     return [x1, y1, x2, y2], None
 
 
-def read_coco(json_path: str | Path, images_dir: str | Path | None = None, strict: bool = False) -> DetectionData:
+def read_coco(json_path: str | Path, images_dir: str | Path | None = None, strict: bool = False,
+              per_image_masks: bool = False) -> DetectionData:
     """Read a COCO detection / instance-segmentation file (see :func:`_read_coco`)."""
     with warnings.catch_warnings():  # pycocotools' numpy-2 DeprecationWarning on every decode
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="pycocotools")
-        return _read_coco(json_path, images_dir, strict)
+        return _read_coco(json_path, images_dir, strict, per_image_masks)
 
 
-def _read_coco(json_path: str | Path, images_dir: str | Path | None, strict: bool) -> DetectionData:
+def _read_coco(json_path: str | Path, images_dir: str | Path | None, strict: bool,
+               per_image_masks: bool = False) -> DetectionData:
     """Read a COCO detection / instance-segmentation file.
 
     Args:
         json_path: the annotations JSON (``images``, ``annotations``, ``categories``).
         images_dir: where ``file_name``s are found (default: the JSON's folder).
         strict: raise ``DataError`` on the first bad record instead of skipping it.
+        per_image_masks: decide masks per image instead (multi-task training): an image gets its
+            (N, H, W) masks when each of its kept annotations has a segmentation (none: (0, H, W))
+            and the file has at least one segmentation; else its ``masks`` is None.
 
     Returns:
         Records in the file's image order; class indices follow the categories sorted by id, and
@@ -130,7 +135,7 @@ def _read_coco(json_path: str | Path, images_dir: str | Path | None, strict: boo
         images[int(entry["id"])] = entry
 
     per_image: dict[int, list[tuple[list[float], int, np.ndarray | None]]] = {i: [] for i in images}
-    all_have_masks = True
+    all_have_masks, any_masks = True, False
     known_ids = {int(e.get("id", -1)) for e in data["images"]}
     for ann in data.get("annotations", []):
         aid = ann.get("id", "?")
@@ -165,6 +170,7 @@ def _read_coco(json_path: str | Path, images_dir: str | Path | None, strict: boo
         if problem:
             bad(f"{where}: {problem}")
             continue
+        any_masks = any_masks or mask is not None
         per_image[image_id].append((box, cat_index[int(category)], mask))
 
     if problems:
@@ -175,7 +181,8 @@ def _read_coco(json_path: str | Path, images_dir: str | Path | None, strict: boo
         anns = per_image[image_id]
         height, width = int(entry["height"]), int(entry["width"])
         masks = None
-        if all_have_masks:
+        own = all(m is not None for _, _, m in anns)
+        if all_have_masks or (per_image_masks and any_masks and own):
             masks = np.stack([m for _, _, m in anns]) if anns else np.zeros((0, height, width), dtype=bool)
         records.append(
             DetectionRecord(

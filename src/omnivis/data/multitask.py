@@ -6,22 +6,36 @@ the boxes are the objects' boxes (as for detection). :func:`drop_labels` keeps e
 for a seeded fraction of the images only, to model datasets where an image carries only some label
 types. :class:`MultitaskDataset` serves items addressed by ``(epoch, index)``; its augmentation moves
 the image, the mask and the boxes together (torchvision v2 with ``tv_tensors``).
+
+A COCO file (:func:`load_coco_multitask`) gives boxes and, from the instance masks, a semantic mask;
+an optional ``path,label`` CSV gives image-level class labels. File images stay paths and are read
+by ``load_image`` in ``__getitem__``, so a large dataset is never held in memory as pixels.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import csv
+import os
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from omnivis.data.builtin import make_shapes
+from omnivis.data.builtin import SHAPE_CLASSES, make_shapes
 from omnivis.data.datamodule import mix_seed, reseed_torch
-from omnivis.data.images import array_to_image
+from omnivis.data.images import array_to_image, check_image, load_image
 from omnivis.data.masks import IGNORE_INDEX, shapes_class_map, to_tv_tensors
+from omnivis.data.readers import MANIFEST_HEADER
+from omnivis.errors import DataError
+
+_SHOWN = 3  # bad records named in a warning
 
 
 @dataclass
@@ -29,24 +43,41 @@ class MultitaskData:
     """Parallel lists, one entry per image.
 
     Attributes:
-        images: (H, W, 3) uint8 arrays.
-        masks: (H, W) uint8 class masks, or None where the image has no mask.
-        labels: class indices, -1 where the image has no class label.
+        images: (H, W, 3) uint8 arrays (built-in data) or image paths (file data, read when used).
+        masks: (H, W) uint8 class masks (0 background, k + 1 for ``det_classes[k]``), or None where
+            the image has no mask.
+        labels: indices into ``classes``, -1 where the image has no class label.
         source: how reports name the data.
         boxes: (N, 4) float32 xyxy pixel boxes, or None where the image has no box labels (an
             empty list: no image has any).
-        box_labels: (N,) int64 class indices of those boxes (None alongside ``boxes``).
+        box_labels: (N,) int64 indices into ``det_classes`` (None alongside ``boxes``).
+        classes: the classification head's classes.
+        det_classes: the detection head's classes; the segmentation classes are background + these.
+        names: how errors name each image (empty: ``source`` and the index).
+        skipped: bad records left out while reading.
     """
 
-    images: list[np.ndarray]
+    images: list[np.ndarray | Path]
     masks: list[np.ndarray | None]
     labels: list[int]
     source: str
     boxes: list[np.ndarray | None] = field(default_factory=list)
     box_labels: list[np.ndarray | None] = field(default_factory=list)
+    classes: list[str] = field(default_factory=lambda: list(SHAPE_CLASSES))
+    det_classes: list[str] = field(default_factory=lambda: list(SHAPE_CLASSES))
+    names: list[str] = field(default_factory=list)
+    skipped: int = 0
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def name(self, index: int) -> str:
+        return self.names[index] if self.names else f"{self.source}[{index}]"
+
+    def image(self, index: int, mode: str = "RGB") -> Image.Image:
+        """Image ``index`` through the one loader (arrays: ``array_to_image``; files: ``load_image``)."""
+        source = self.images[index]
+        return array_to_image(source, mode) if isinstance(source, np.ndarray) else load_image(source, mode)
 
     def box_target(self, index: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(boxes (N, 4), labels (N,)) of image ``index``, or None when it has no box labels."""
@@ -54,13 +85,25 @@ class MultitaskData:
             return None
         return self.boxes[index], self.box_labels[index]
 
+    def subset(self, indices: Sequence[int]) -> "MultitaskData":
+        """The images at ``indices`` (in that order), with their labels."""
+        def pick(values: list) -> list:
+            return [values[int(i)] for i in indices] if values else []
+
+        return replace(self, images=pick(self.images), masks=pick(self.masks), labels=pick(self.labels),
+                       boxes=pick(self.boxes), box_labels=pick(self.box_labels), names=pick(self.names))
+
     def __add__(self, other: "MultitaskData") -> "MultitaskData":
         def boxes(d: MultitaskData, attr: str) -> list:
             return list(getattr(d, attr)) or [None] * len(d)
 
+        def names(d: MultitaskData) -> list[str]:
+            return [d.name(i) for i in range(len(d))]
+
         return MultitaskData(self.images + other.images, self.masks + other.masks, self.labels + other.labels,
                              f"{self.source} + {other.source}", boxes(self, "boxes") + boxes(other, "boxes"),
-                             boxes(self, "box_labels") + boxes(other, "box_labels"))
+                             boxes(self, "box_labels") + boxes(other, "box_labels"), list(self.classes),
+                             list(self.det_classes), names(self) + names(other), self.skipped + other.skipped)
 
 
 def load_shapes_multitask(n: int, img_size: int, seed: int) -> MultitaskData:
@@ -72,6 +115,144 @@ def load_shapes_multitask(n: int, img_size: int, seed: int) -> MultitaskData:
         [s.image for s in scenes], [shapes_class_map(s.masks, s.labels) for s in scenes], labels,
         f"builtin:shapes(seed={seed})",
         [s.boxes.astype(np.float32).reshape(-1, 4) for s in scenes], [s.labels.astype(np.int64) for s in scenes],
+    )
+
+
+def load_coco_multitask(json_path: str | Path, images_dir: str | Path | None = None,
+                        labels_csv: str | Path | None = None, strict: bool = False) -> MultitaskData:
+    """A COCO file (+ an optional ``path,label`` CSV) as multi-task data; images stay paths.
+
+    Boxes come from the annotations (an image without any has empty boxes: "nothing here" is a
+    label). The semantic mask paints each instance mask with its class + 1 over background 0, in
+    the file's annotation order, so where instances overlap the later one wins (as
+    ``builtin:shapes``). An image gets no mask (its segmentation loss is skipped) when one of its
+    annotations has no segmentation, or when the file has no segmentation at all. Class labels come
+    from ``labels_csv`` (classes: its sorted label names); images it does not list have none.
+
+    Bad records are skipped and counted (one warning per file), or raise ``DataError`` with
+    ``strict``: whatever ``read_coco`` rejects, image files that are not readable images, and CSV
+    rows naming an image that is not in the COCO file (or listing it twice).
+
+    Args:
+        json_path: the COCO annotations JSON.
+        images_dir: where its ``file_name``s are (default: the JSON's folder); relative CSV paths
+            are resolved against it too.
+        labels_csv: ``path,label`` rows, paths relative to ``images_dir`` or absolute.
+        strict: the first bad record is an error.
+    """
+    from omnivis.data.coco import read_coco
+
+    coco = read_coco(json_path, images_dir, strict=strict, per_image_masks=True)
+    records, unreadable = [], []
+    for record in coco.records:
+        reason = check_image(record.source)
+        if reason is None:
+            records.append(record)
+        elif strict:
+            raise DataError(f"{record.source}: {reason}")
+        else:
+            unreadable.append(f"{record.name} ({reason})")
+    _warn(unreadable, "unreadable image", Path(json_path))
+    if not records:
+        raise DataError(f"{json_path}: none of its images could be read")
+    labels, classes, bad_rows = [-1] * len(records), [], 0
+    if labels_csv is not None:
+        root = Path(images_dir) if images_dir is not None else Path(json_path).parent
+        labels, classes, bad_rows = read_image_labels(labels_csv, root, [Path(r.source) for r in records], strict)
+    return MultitaskData(
+        images=[Path(r.source) for r in records],
+        masks=[shapes_class_map(r.masks, r.labels) if r.masks is not None else None for r in records],
+        labels=labels,
+        source=str(json_path),
+        boxes=[r.boxes.astype(np.float32).reshape(-1, 4) for r in records],
+        box_labels=[r.labels.astype(np.int64) for r in records],
+        classes=classes,
+        det_classes=list(coco.classes),
+        names=[r.name for r in records],
+        skipped=coco.skipped + len(unreadable) + bad_rows,
+    )
+
+
+def read_image_labels(labels_csv: str | Path, root: Path, images: Sequence[Path],
+                      strict: bool = False) -> tuple[list[int], list[str], int]:
+    """A ``path,label`` CSV -> (a label index per image in ``images``, -1 if unlisted; the classes,
+    sorted; how many rows were skipped).
+
+    A row whose image is not among ``images`` (or that lists an image a second time) is skipped
+    and counted, or raises ``DataError`` naming ``file:line`` with ``strict``. The classes are the
+    labels of the rows kept, so every label is one of them.
+    """
+    path = Path(labels_csv)
+    expected = ",".join(MANIFEST_HEADER)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
+    except FileNotFoundError:
+        raise DataError(f"{path}: labels CSV not found") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read labels CSV ({exc})") from None
+    header = tuple(cell.strip().lower() for cell in rows[0][:2]) if rows else ()
+    if header != MANIFEST_HEADER:
+        raise DataError(f"{path}: expected the header '{expected}', found '{','.join(rows[0]) if rows else 'an empty file'}'")
+    where = {os.path.normpath(p.resolve()): i for i, p in enumerate(images)}
+    chosen: dict[int, str] = {}
+    problems: list[str] = []
+    for line, row in enumerate(rows[1:], start=2):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) < 2 or not row[0].strip() or not row[1].strip():
+            raise DataError(f"{path}:{line}: expected '{expected}', found '{','.join(row)}'")
+        written, label = row[0].strip(), row[1].strip()
+        file = Path(written).expanduser()
+        index = where.get(os.path.normpath((file if file.is_absolute() else root / file).resolve()))
+        problem = (f"line {line}: '{written}' is not an image of the COCO file" if index is None
+                   else f"line {line}: '{written}' is listed twice" if index in chosen else None)
+        if problem is None:
+            chosen[index] = label
+        elif strict:
+            raise DataError(f"{path}:{problem.removeprefix('line ')}")
+        else:
+            problems.append(problem)
+    _warn(problems, "bad row", path)
+    classes = sorted(set(chosen.values()))
+    if not classes:
+        raise DataError(f"{path}: no row names an image of the COCO file")
+    labels = [classes.index(chosen[i]) if i in chosen else -1 for i in range(len(images))]
+    return labels, classes, len(problems)
+
+
+def _warn(problems: list[str], what: str, where: Path) -> None:
+    """One warning naming the first few bad records."""
+    if problems:
+        shown = "; ".join(problems[:_SHOWN]) + (f"; and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else "")
+        warnings.warn(f"{where}: skipped {len(problems)} {what}(s): {shown}", UserWarning, stacklevel=3)
+
+
+def align_classes(data: MultitaskData, classes: Sequence[str], det_classes: Sequence[str]) -> MultitaskData:
+    """Relabel ``data`` into a model's class order (by name), so another file can be evaluated.
+
+    Raises:
+        DataError: ``data`` has a class the model does not know.
+    """
+    def remap(have: Sequence[str], want: Sequence[str], kind: str) -> np.ndarray:
+        unknown = [c for c in have if c not in want]
+        if unknown:
+            raise DataError(f"{data.source}: {kind} class '{unknown[0]}' is not one of the model's ({', '.join(want)})")
+        return np.array([list(want).index(c) for c in have], dtype=np.int64)
+
+    if list(data.classes) == list(classes) and list(data.det_classes) == list(det_classes):
+        return data
+    labels = list(data.labels)
+    if data.classes:
+        cls_map = remap(data.classes, classes, "image")
+        labels = [int(cls_map[y]) if y >= 0 else -1 for y in data.labels]
+    det_map = remap(data.det_classes, det_classes, "object")
+    lut = np.arange(256, dtype=np.uint8)  # mask values: 0 background, k + 1 class k, 255 ignored
+    lut[1 : len(det_map) + 1] = det_map + 1
+    return replace(
+        data, labels=labels, classes=list(classes), det_classes=list(det_classes),
+        masks=[lut[m] if m is not None else None for m in data.masks],
+        box_labels=[det_map[b] if b is not None else None for b in data.box_labels],
     )
 
 
@@ -87,13 +268,12 @@ def drop_labels(data: MultitaskData, seg_fraction: float, cls_fraction: float, s
     keep_seg, keep_cls, keep_det = keep(seg_fraction, 1), keep(cls_fraction, 2), keep(det_fraction, 3)
     boxes = list(data.boxes) or [None] * n
     box_labels = list(data.box_labels) or [None] * n
-    return MultitaskData(
-        data.images,
-        [m if i in keep_seg else None for i, m in enumerate(data.masks)],
-        [y if i in keep_cls else -1 for i, y in enumerate(data.labels)],
-        data.source,
-        [b if i in keep_det else None for i, b in enumerate(boxes)],
-        [b if i in keep_det else None for i, b in enumerate(box_labels)],
+    return replace(
+        data,
+        masks=[m if i in keep_seg else None for i, m in enumerate(data.masks)],
+        labels=[y if i in keep_cls else -1 for i, y in enumerate(data.labels)],
+        boxes=[b if i in keep_det else None for i, b in enumerate(boxes)],
+        box_labels=[b if i in keep_det else None for i, b in enumerate(box_labels)],
     )
 
 
@@ -117,10 +297,14 @@ class MultitaskDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int, dict | None]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
-        array = self.data.images[index]
+        picture = self.data.image(index, self.mode)
+        size = (picture.height, picture.width)
         mask = self.data.masks[index]
-        mask = mask if mask is not None else np.full(array.shape[:2], IGNORE_INDEX, np.uint8)
-        image, mask_t = to_tv_tensors(array_to_image(array, self.mode), mask)
+        if mask is not None and mask.shape != size:
+            raise DataError(f"{self.data.name(index)}: the mask is {mask.shape[0]}x{mask.shape[1]} but the image "
+                            f"is {size[0]}x{size[1]}")
+        mask = mask if mask is not None else np.full(size, IGNORE_INDEX, np.uint8)
+        image, mask_t = to_tv_tensors(picture, mask)
         box_target = self.data.box_target(index)
         target = None
         with torch.random.fork_rng(devices=[]):
@@ -129,7 +313,7 @@ class MultitaskDataset(Dataset):
                 image, mask_t = self.transform(image, mask_t)
             else:
                 boxes = tv_tensors.BoundingBoxes(torch.as_tensor(box_target[0], dtype=torch.float32).reshape(-1, 4),
-                                                 format="XYXY", canvas_size=tuple(array.shape[:2]))
+                                                 format="XYXY", canvas_size=size)
                 # the boxes ride along: the random draws are the same as for image + mask alone
                 image, mask_t, boxes = self.transform(image, mask_t, boxes)
                 target = _SANITIZE({"boxes": boxes, "labels": torch.as_tensor(box_target[1], dtype=torch.int64)})
@@ -142,3 +326,22 @@ def multitask_collate(batch: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, t
     image has its own number of objects, or None)."""
     images, masks, labels, targets = zip(*batch)
     return torch.stack(images), torch.stack(masks), torch.tensor(labels, dtype=torch.int64), list(targets)
+
+
+def write_shapes_coco(folder: str | Path, n: int = 300, img_size: int = 64, seed: int = 0) -> Path:
+    """``builtin:shapes`` scenes as files a user would have: ``annotations.json`` (COCO: boxes, RLE
+    masks), PNG images and ``labels.csv`` (``path,label``: each scene's most visible shape, as
+    :func:`load_shapes_multitask`); returns the JSON path. For trying the file path of every task."""
+    from omnivis.data.coco import write_coco
+    from omnivis.data.detection import shapes_detection_data
+    from omnivis.fileio import atomic_write_bytes
+
+    folder = Path(folder)
+    data = shapes_detection_data(n, img_size, seed)
+    json_path = write_coco(data, folder / "annotations.json")
+    rows = ["path,label"] + [  # write_coco names the images 000000.png, 000001.png ...
+        f"{i:06d}.png,{data.classes[int(r.labels[int(np.argmax(r.masks.sum(axis=(1, 2))))])]}"
+        for i, r in enumerate(data.records)
+    ]
+    atomic_write_bytes(folder / "labels.csv", ("\n".join(rows) + "\n").encode("utf-8"))
+    return json_path

@@ -1,7 +1,9 @@
 """Multi-task learning: one backbone; classification, segmentation and detection heads; one bundle.
 
-Data is ``builtin:shapes``: every scene has a class label (its most visible shape), a class mask
-(background + shapes) and boxes (one per shape). ``tasks`` picks the heads (any non-empty subset of
+Data is ``builtin:shapes`` (every scene has a class label, its most visible shape; a class mask,
+background + shapes; and boxes, one per shape) or a COCO file (boxes, instance masks painted into a
+class mask) with an optional ``path,label`` CSV of image-level classes; a seeded ``val_fraction`` of
+a file is held out. ``tasks`` picks the heads (any non-empty subset of
 classify, segment, detect). To model datasets where an image carries only some label types,
 ``cls_label_fraction`` / ``seg_label_fraction`` / ``det_label_fraction`` keep that kind of label for
 a seeded fraction of the training images only; a batch's loss for a task uses only the images that
@@ -30,10 +32,13 @@ from omnivis.config import config_to_dict
 from omnivis.data.builtin import SHAPE_CLASSES
 from omnivis.data.datamodule import SeededDataModule
 from omnivis.data.masks import BACKGROUND, IGNORE_INDEX, MaskAugment, build_mask_transform, is_builtin_shapes, to_tv_tensors
+from omnivis.data.detection import split_records
 from omnivis.data.multitask import (  # noqa: F401  (re-exported: the task's data API)
     MultitaskData,
     MultitaskDataset,
+    align_classes,
     drop_labels,
+    load_coco_multitask,
     load_shapes_multitask,
     multitask_collate,
 )
@@ -77,10 +82,16 @@ class MultitaskConfig:
     """Everything that defines a multi-task run.
 
     Attributes:
-        data: ``builtin:shapes`` (the one dataset with every label kind built in).
+        data: ``builtin:shapes`` (the one dataset with every label kind built in) or a COCO JSON file.
+        images: the COCO images folder (default: the JSON's folder).
+        labels: a ``path,label`` CSV of image-level classes for a COCO file (paths relative to
+            ``images`` or absolute); required when ``tasks`` has classify.
+        val_fraction: held-out fraction of a COCO file (seeded by ``trainer.seed``).
+        strict: a bad COCO record, image file or CSV row is an error instead of being skipped.
         tasks: the heads, any non-empty subset of classify, segment, detect (a comma-separated
             string is accepted); stored in canonical order.
-        train_images, val_images, train_seed, val_seed: scenes to train / validate on and their seeds.
+        train_images, val_images, train_seed, val_seed: builtin:shapes scenes to train / validate on
+            and their seeds.
         seg_label_fraction, cls_label_fraction, det_label_fraction: fraction of training images that
             keep their mask / class label / boxes (seeded by ``trainer.seed``); the others train only
             the other heads.
@@ -94,6 +105,10 @@ class MultitaskConfig:
     """
 
     data: str = "builtin:shapes"
+    images: str | None = None
+    labels: str | None = None
+    val_fraction: float = 0.2
+    strict: bool = False
     tasks: tuple[str, ...] = DEFAULT_TASKS
     train_images: int = 600
     val_images: int = 200
@@ -125,8 +140,17 @@ class MultitaskConfig:
 
     def __post_init__(self) -> None:
         self.tasks = parse_tasks(self.tasks)
-        if not is_builtin_shapes(self.data):
-            raise ConfigError(f"multitask data must be builtin:shapes (class labels, masks and boxes), got '{self.data}'")
+        if is_builtin_shapes(self.data):
+            if self.images is not None or self.labels is not None:
+                raise ConfigError("images and labels apply to a COCO --data file, not builtin:shapes")
+        elif not self.data.lower().endswith(".json"):
+            raise ConfigError(f"multitask data must be builtin:shapes or a COCO JSON file (--data ann.json "
+                              f"--images DIR), got '{self.data}'")
+        elif "classify" in self.tasks and self.labels is None:
+            raise ConfigError("tasks has classify but a COCO file has no image-level classes: pass --labels CSV "
+                              "(path,label) or drop classify from --tasks")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.weighting not in WEIGHTINGS:
             raise ConfigError(f"unknown weighting '{self.weighting}'; choose one of {', '.join(WEIGHTINGS)}")
         if self.arch not in ARCHS:
@@ -172,9 +196,11 @@ def model_from_config(cfg: dict, backbone: Backbone) -> MultiTaskModel:
     )
 
 
-def build_model(config: MultitaskConfig, pretrained: str | None = None) -> MultiTaskModel:
+def build_model(config: MultitaskConfig, pretrained: str | None = None, classes: Sequence[str] | None = None,
+                det_classes: Sequence[str] | None = None) -> MultiTaskModel:
+    """The model for ``config`` with these head classes (None: the shapes classes)."""
     backbone = create_backbone(config.model, in_chans=config.channels, pretrained=pretrained, img_size=config.img_size)
-    return model_from_config(bundle_config(config, 0), backbone)
+    return model_from_config(bundle_config(config, 0, classes, det_classes), backbone)
 
 
 def model_targets(targets: Sequence[dict]) -> list[dict]:
@@ -185,16 +211,18 @@ def model_targets(targets: Sequence[dict]) -> list[dict]:
 class MultitaskModule(pl.LightningModule):
     """Each head's loss on the images that carry its label, combined by ``LossWeighting``."""
 
-    def __init__(self, config: MultitaskConfig) -> None:
+    def __init__(self, config: MultitaskConfig, classes: Sequence[str] | None = None,
+                 det_classes: Sequence[str] | None = None) -> None:
         super().__init__()
         self.config = config
         self.tasks = config.tasks
-        self.model = build_model(config, pretrained=config.init_from)
+        classes, det_classes = _or_shapes(classes), _or_shapes(det_classes)
+        self.model = build_model(config, config.init_from, classes, det_classes)
         weights = {"classify": config.cls_weight, "segment": config.seg_weight, "detect": config.det_weight}
         self.weighting = LossWeighting(self.tasks, config.weighting, weights)
         self.dice = DiceLoss("multiclass", from_logits=True, ignore_index=IGNORE_INDEX)
-        self.val_accuracy = MulticlassAccuracy(num_classes=len(SHAPE_CLASSES), average="micro")
-        self.val_confusion = pixel_confusion(len(SHAPE_CLASSES) + 1)
+        self.val_accuracy = MulticlassAccuracy(num_classes=max(2, len(classes)), average="micro", ignore_index=-1)
+        self.val_confusion = pixel_confusion(len(det_classes) + 1)
         self.val_map = new_map_metric() if "detect" in self.tasks else None
 
     def task_losses(self, out: dict, masks: torch.Tensor, labels: torch.Tensor,
@@ -247,7 +275,7 @@ class MultitaskModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         values: dict[str, torch.Tensor] = {}
         if "classify" in self.tasks:
-            values["val/accuracy"] = self.val_accuracy.compute()
+            values["val/accuracy"] = self.val_accuracy.compute().nan_to_num(0.0)
             self.val_accuracy.reset()
         if "segment" in self.tasks:
             values["val/miou"] = confusion_to_metrics(self.val_confusion.compute())["miou"].nan_to_num(0.0)
@@ -278,30 +306,65 @@ def _zero(value) -> torch.Tensor:
     return torch.zeros(())
 
 
-def bundle_config(config: MultitaskConfig, train_size: int) -> dict:
+def _or_shapes(classes: Sequence[str] | None) -> list[str]:
+    """``classes``, or the shapes classes for None (an empty list stays empty: no such head)."""
+    return list(SHAPE_CLASSES if classes is None else classes)
+
+
+def bundle_config(config: MultitaskConfig, train_size: int, classes: Sequence[str] | None = None,
+                  det_classes: Sequence[str] | None = None, split: dict | None = None) -> dict:
+    """The bundle's config.json: head classes (None: the shapes classes), preprocessing, the data and split."""
     mean, std = default_mean_std(config.channels)
+    classes, det_classes = _or_shapes(classes), _or_shapes(det_classes)
     cfg = {
         "task": TASK,
         "tasks": list(config.tasks),
         "backbone": config.model,
         "arch": config.arch,
         "decoder_width": config.decoder_width,
-        "classes": list(SHAPE_CLASSES),
-        "seg_classes": [BACKGROUND, *SHAPE_CLASSES],
+        "classes": classes,
+        "seg_classes": [BACKGROUND, *det_classes],
         "img_size": config.img_size,
         "in_chans": config.channels,
         "mean": list(mean),
         "std": list(std),
-        "data": config.data,
-        "split": {"train_seed": config.train_seed, "val_seed": config.val_seed, "train_size": train_size,
-                  "val_images": config.val_images},
+        "data": config.data if is_builtin_shapes(config.data) else _absolute(config.data),
+        "images": _absolute(config.images),
+        "labels": _absolute(config.labels),
+        "split": split or {"train_seed": config.train_seed, "val_seed": config.val_seed, "train_size": train_size,
+                           "val_images": config.val_images},
         "init_from": config.init_from,
         "train_config": config_to_dict(config),
     }
     if "detect" in config.tasks:
-        cfg.update({"det_classes": list(SHAPE_CLASSES), "fpn_channels": config.fpn_channels,
+        cfg.update({"det_classes": det_classes, "fpn_channels": config.fpn_channels,
                     "score_threshold": config.score_threshold})
     return cfg
+
+
+def _absolute(path: str | None) -> str | None:
+    """A user path as an absolute one, so ``omnivis eval BUNDLE`` finds the data from any folder."""
+    return str(Path(path).expanduser().resolve()) if path is not None else None
+
+
+def load_splits(config: MultitaskConfig) -> tuple[MultitaskData, MultitaskData | None, dict | None]:
+    """(training data, held-out data or None, the split for the bundle: None means the shapes seeds)."""
+    if is_builtin_shapes(config.data):
+        train = load_shapes_multitask(config.train_images, config.img_size, config.train_seed)
+        val = load_shapes_multitask(config.val_images, config.img_size, config.val_seed) if config.val_images else None
+        return train, val, None
+    data = load_coco_multitask(config.data, config.images, config.labels, strict=config.strict)
+    if len(data.det_classes) > 254:
+        raise DataError(f"{config.data}: {len(data.det_classes)} categories; class masks hold at most 254")
+    if "segment" in config.tasks and all(m is None for m in data.masks):
+        raise DataError(f"{config.data}: no image has instance masks (segmentation) for every annotation; "
+                        "drop segment from --tasks")
+    if "classify" in config.tasks and len(data.classes) < 2:
+        raise DataError(f"{config.labels}: classify needs at least 2 classes, found {len(data.classes)}")
+    train_idx, val_idx = split_records(len(data), config.val_fraction, config.trainer.seed)
+    split = {"kind": "fraction", "val_fraction": config.val_fraction, "seed": config.trainer.seed,
+             "train_size": len(train_idx)}
+    return data.subset(train_idx), (data.subset(val_idx) if len(val_idx) else None), split
 
 
 def train_multitask(config: MultitaskConfig, out: str | Path, resume: bool = False,
@@ -310,9 +373,8 @@ def train_multitask(config: MultitaskConfig, out: str | Path, resume: bool = Fal
     out = Path(out)
     ckpt = check_run_dir(out, resume)
     seed = config.trainer.seed
-    full = load_shapes_multitask(config.train_images, config.img_size, config.train_seed)
+    full, val, split = load_splits(config)
     train = drop_labels(full, config.seg_label_fraction, config.cls_label_fraction, seed, config.det_label_fraction)
-    val = load_shapes_multitask(config.val_images, config.img_size, config.val_seed) if config.val_images else None
     if resume:
         keep_previous_logs(out)
     else:
@@ -325,13 +387,13 @@ def train_multitask(config: MultitaskConfig, out: str | Path, resume: bool = Fal
         collate_fn=multitask_collate,
     )
     seed_everything(seed)
-    module = MultitaskModule(config)
+    module = MultitaskModule(config, full.classes, full.det_classes)
     trainer = build_trainer(config.trainer, out, monitor="val/score" if val else None, monitor_mode="max",
                             extra_callbacks=callbacks)
     fit(trainer, module, datamodule, ckpt, f"omnivis train multitask --out {out} --resume")
     if not trainer.is_global_zero:
         return out
-    bconfig = bundle_config(config, len(train))
+    bconfig = bundle_config(config, len(train), full.classes, full.det_classes, split)
     save_bundle(out, module.model.state_dict(), bconfig, metrics={})
     metrics: dict = {}
     if val:
@@ -344,6 +406,7 @@ def train_multitask(config: MultitaskConfig, out: str | Path, resume: bool = Fal
     summary["labelled_masks"] = sum(m is not None for m in train.masks)
     summary["labelled_classes"] = sum(y >= 0 for y in train.labels)
     summary["labelled_boxes"] = sum(b is not None for b in train.boxes)
+    summary["skipped_records"] = full.skipped
     save_bundle(out, module.model.state_dict(), bconfig, metrics=summary)
     return out
 
@@ -510,30 +573,31 @@ def evaluate_multitask(
     out_dir: str | Path | None = None,
     strict: bool = False,
     progress: bool = True,
+    images: str | Path | None = None,
+    labels: str | Path | None = None,
 ) -> dict:
     """Per-task metrics of the bundle's heads: classification ``accuracy``; segmentation ``miou``,
     ``dice``, ``pixel_accuracy``, ``per_class`` IoU/Dice; detection COCO ``map``, ``map50``, ``map75``,
     ``map_small/medium/large``, ``mar100`` and ``det_per_class`` AP (torchmetrics, pycocotools backend).
 
     Args:
-        data: ``builtin:shapes`` (or None, the same), or loaded ``MultitaskData``.
-        split: ``val``/``auto``: the validation scenes (the bundle's validation seed); ``all``: its
-            training and validation scenes.
+        data: None (the bundle's own data), ``builtin:shapes``, a COCO JSON file, or loaded
+            ``MultitaskData``.
+        split: ``auto``: the held-out part of the bundle's own data (builtin:shapes: its validation
+            scenes), or all of another file; ``val``: the held-out part; ``all``: everything
+            (builtin:shapes: training and validation scenes).
         out_dir: where ``per_class_iou.png`` and ``pr_curve.png`` go (None: no pictures).
-        strict: accepted for the common signature (built-in data has nothing to skip).
+        strict: a bad record of a COCO file is an error instead of being skipped.
+        images, labels: the images folder and ``path,label`` CSV of another COCO file (default: for
+            the training file, the ones it was trained with; else the JSON's folder and no labels).
     """
     predictor = MultitaskPredictor.from_dir(bundle_dir)
     cfg = predictor.bundle.config
     if split not in ("auto", "val", "all"):
         raise ConfigError(f"split must be auto, val or all, got '{split}'")
     if not isinstance(data, MultitaskData):
-        if data is not None and not is_builtin_shapes(data):
-            raise DataError(f"{data}: a multitask model is evaluated on builtin:shapes (labels, masks and boxes)")
-        s = cfg["split"]
-        loaded = load_shapes_multitask(s.get("val_images") or 200, predictor.img_size, s["val_seed"])
-        if split == "all":
-            loaded = load_shapes_multitask(s["train_size"], predictor.img_size, s["train_seed"]) + loaded
-        data = loaded
+        data = _eval_data(cfg, data, split, strict, predictor.img_size, images, labels)
+    data = align_classes(data, predictor.classes if data.classes else [], predictor.det_classes)
     outputs = predictor.predict_outputs(data.images, progress=progress)
     metrics: dict = {}
     if "classify" in predictor.tasks:
@@ -543,8 +607,11 @@ def evaluate_multitask(
             metrics["accuracy"] = round(float((outputs["classify"].argmax(dim=1)[labelled] == labels[labelled]).float().mean()), 6)
     if "segment" in predictor.tasks:
         confusion = pixel_confusion(len(predictor.seg_classes))
-        for pred, target in zip(outputs["segment"], data.masks):
+        for i, (pred, target) in enumerate(zip(outputs["segment"], data.masks)):
             if target is not None:
+                if pred.shape != target.shape:
+                    raise DataError(f"{data.name(i)}: the mask is {target.shape[0]}x{target.shape[1]} but the image "
+                                    f"is {pred.shape[0]}x{pred.shape[1]}")
                 confusion.update(torch.from_numpy(pred).long().reshape(-1), torch.from_numpy(target).long().reshape(-1))
         seg = metrics_report(confusion_to_metrics(confusion.compute()), predictor.seg_classes)
         metrics.update(seg)
@@ -555,6 +622,36 @@ def evaluate_multitask(
     metrics["num_images"] = len(data)
     metrics["data"] = data.source
     return metrics
+
+
+def _eval_data(cfg: dict, data: str | None, split: str, strict: bool, img_size: int,
+               images: str | Path | None, labels: str | Path | None) -> MultitaskData:
+    """What ``data`` + ``split`` name, loaded: the shapes scenes or (part of) a COCO file."""
+    spec = data if data is not None else cfg.get("data", "builtin:shapes")
+    if is_builtin_shapes(spec):
+        s = cfg["split"]
+        if "val_seed" not in s:
+            raise DataError(f"{spec}: this bundle was trained on {cfg['data']}, whose classes the shapes do not have")
+        loaded = load_shapes_multitask(s.get("val_images") or 200, img_size, s["val_seed"])
+        if split == "all":
+            loaded = load_shapes_multitask(s["train_size"], img_size, s["train_seed"]) + loaded
+        return loaded
+    if not str(spec).lower().endswith(".json"):
+        raise DataError(f"{spec}: a multitask model is evaluated on builtin:shapes or a COCO JSON file")
+    same = not is_builtin_shapes(cfg.get("data", "")) and _absolute(str(spec)) == cfg.get("data")
+    if same:
+        images = images if images is not None else cfg.get("images")
+        labels = labels if labels is not None else cfg.get("labels")
+    loaded = load_coco_multitask(spec, images, labels, strict=strict)
+    if split == "val" or (split == "auto" and same):
+        s = cfg["split"]
+        if "val_fraction" not in s:
+            raise DataError(f"{spec}: the bundle was trained on {cfg.get('data')}; use --split all for this file")
+        _, val_idx = split_records(len(loaded), s["val_fraction"], s["seed"])
+        if not len(val_idx):
+            raise DataError(f"{spec}: the bundle was trained without a held-out split; use --split all")
+        loaded = loaded.subset(val_idx)
+    return loaded
 
 
 def _detection_metrics(preds: list[dict], data: MultitaskData, classes: list[str], out_dir: str | Path | None) -> dict:
