@@ -336,6 +336,8 @@ def eval_command(
     inception_weights: Optional[Path] = typer.Option(
         None, help="Generators: also the standard Inception-v3 FID/KID, from this .safetensors weights file."
     ),
+    images: Optional[Path] = typer.Option(None, help="Multitask: the image folder of a COCO --data file."),
+    labels: Optional[Path] = typer.Option(None, help="Multitask: a path,label CSV of image-level classes for --data."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ) -> None:
     """Evaluate a bundle on labelled data with its task's metrics (accuracy, mAP, mIoU, FID ...)."""
@@ -349,12 +351,14 @@ def eval_command(
     extra = {}
     import inspect
 
-    for option, value in (("reference", reference), ("inception_weights", inception_weights)):
+    options = (("reference", reference, "generator"), ("inception_weights", inception_weights, "generator"),
+               ("images", images, "multitask"), ("labels", labels, "multitask"))
+    for option, value, kind in options:
         if value is None:
             continue
         if option not in inspect.signature(task.evaluate).parameters:
             flag = "--" + option.replace("_", "-")
-            raise OmnivisError(f"{flag} applies to generator bundles; {bundle} is a '{task.name}' bundle")
+            raise OmnivisError(f"{flag} applies to {kind} bundles; {bundle} is a '{task.name}' bundle")
         extra[option] = str(value)
     metrics = task.evaluate(bundle, data=data, split=split, out_dir=out_dir, strict=strict, progress=not as_json, **extra)
     write_json(metrics, Path(out_dir) / "eval.json")

@@ -378,6 +378,9 @@ def test_cli_coco_files_train_eval_predict(tmp_path):
     assert {"accuracy", "miou", "map", "map50"} <= set(trained) and trained["labelled_boxes"] == 19
     metrics = json.loads(omnivis("eval", str(out), "--json").stdout)  # the held-out 20%
     assert metrics["num_images"] == 5 and metrics["map50"] == pytest.approx(trained["map50"], abs=1e-6)
+    every = json.loads(omnivis("eval", str(out), "--data", str(ann), "--images", str(images), "--labels", str(labels),
+                               "--split", "all", "--json").stdout)  # another file (here: all of this one)
+    assert every["num_images"] == 24 and {"accuracy", "miou", "map50"} <= set(every)
     results = json.loads(omnivis("predict", str(out), str(images / "000003.png"), "--out", str(tmp_path / "viz"),
                                  "--json").stdout)
     assert results[0]["label"] in ("many", "one") and "boxes:" in results[0]["summary"]
