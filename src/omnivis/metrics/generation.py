@@ -138,20 +138,27 @@ class _Given(nn.Module):
 
 
 @torch.no_grad()
-def _features(images: torch.Tensor, feature: nn.Module) -> torch.Tensor:
-    return torch.cat([feature(batch) for batch in _batches(images)]).double()
+def _features(images: torch.Tensor, feature: nn.Module, progress: str | None = None) -> torch.Tensor:
+    batches = list(_batches(images, 64 if progress else 256))
+    if progress:
+        from rich.progress import track
+
+        batches = track(batches, description=progress, transient=True)
+    return torch.cat([feature(batch) for batch in batches]).double()
 
 
-def fid_kid(real: torch.Tensor, fake: torch.Tensor, feature: nn.Module, kid_subset: int = 100) -> dict:
+def fid_kid(real: torch.Tensor, fake: torch.Tensor, feature: nn.Module, kid_subset: int = 100,
+            progress: str | None = None) -> dict:
     """FID and KID between two image sets (N, C, H, W) float in [0, 1], in ``feature``'s space.
 
     Each image goes through ``feature`` once (FID and KID share the features: Inception on a CPU is
     the slow part). KID uses subsets of ``min(kid_subset, N_real, N_fake)`` images (its mean and std
-    over subsets).
+    over subsets). ``progress``: a label for a progress bar over the feature batches (None: no bar).
     """
     if len(real) < 2 or len(fake) < 2:
         raise ValueError("FID needs at least 2 real and 2 generated images")
-    real_f, fake_f = _features(real, feature), _features(fake, feature)
+    real_f = _features(real, feature, progress and f"{progress} (real)")
+    fake_f = _features(fake, feature, progress and f"{progress} (generated)")
     given = _Given(real_f.shape[1])
     fid = FrechetInceptionDistance(feature=given, normalize=True)
     subset = min(kid_subset, len(real), len(fake))

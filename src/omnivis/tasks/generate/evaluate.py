@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
 from PIL import Image
+from rich.console import Console
+from rich.progress import track
 
 from omnivis.data.builtin import resolve_classification_data
 from omnivis.data.datamodule import ImageClassificationDataset
@@ -18,6 +21,11 @@ from omnivis.tasks.generate.sample import GeneratorPredictor, image_grid, to_pil
 from omnivis.tasks.generate.train import generator_transform, split_data
 
 MAX_EVAL_SAMPLES = 1000
+
+
+def console_status(message: str, show: bool):
+    """A spinner while a step without its own progress runs (a no-op context when ``show`` is False)."""
+    return Console(stderr=True).status(message) if show else contextlib.nullcontext()
 
 
 def load_reference(path: str | Path) -> tuple[ClassifierFeatures, list[str]]:
@@ -81,18 +89,22 @@ def evaluate_generator(
     inception = InceptionFeatures(inception_weights) if inception_weights else None  # fail before sampling
     real, source = _real_images(gen, data, split, strict, min(num_samples, MAX_EVAL_SAMPLES))
     n = len(real)
-    fake = (gen.generate_tensor(n, seed=seed) + 1) / 2
+    with console_status(f"sampling {n} images", progress):
+        fake = (gen.generate_tensor(n, seed=seed) + 1) / 2
     metrics: dict = {"method": gen.method, "data": source, "reference": str(reference), "num_real": n,
                      "num_generated": n, **fid_kid(real, fake, features)}
     if inception is not None:
-        scores = fid_kid(real, fake, inception)
+        scores = fid_kid(real, fake, inception, progress="Inception features" if progress else None)
         metrics.update({f"inception_{k}": v for k, v in scores.items()}, inception_weights=str(inception_weights))
     metrics["sampler"] = gen.config.get("sampling", {})
     if gen.conditional:
         if ref_classes != gen.classes:
             raise ConfigError(f"{reference}: its classes differ from the generator's; use a classifier of the same data")
         correct, per = 0, {}
-        for k, name in enumerate(gen.classes):
+        classes = list(enumerate(gen.classes))
+        if progress:
+            classes = track(classes, description=f"class accuracy ({per_class} samples per class)", transient=True)
+        for k, name in classes:
             x = (gen.generate_tensor(per_class, class_=name, seed=seed + 1 + k) + 1) / 2
             hits = int((features.logits(x).argmax(1) == k).sum())
             per[name] = hits / per_class
