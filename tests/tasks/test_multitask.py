@@ -148,10 +148,6 @@ def test_partial_label_batches_train(tmp_path):
     assert module.weighting.log_vars.grad[2] == 0  # the missing task's log-variance is left alone
     assert all(p.grad is None for p in module.model.detector.parameters())
     assert module.model.classifier[1].weight.grad.abs().sum() > 0
-    # the training step keeps the unlabelled head in the graph (zero gradients), as DDP needs
-    module.zero_grad()
-    module.training_step((images, masks, labels, targets), 0).backward()
-    assert all(p.grad is not None and not p.grad.any() for p in module.model.detector.parameters())
     # a batch with no label of any kind gives a zero loss that still backpropagates
     module.zero_grad()
     loss = module.training_step((images, torch.full_like(masks, 255), torch.full_like(labels, -1), targets), 0)

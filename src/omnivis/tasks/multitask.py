@@ -247,13 +247,12 @@ class MultitaskModule(pl.LightningModule):
         images, masks, labels, targets = batch
         out = self.model(images)
         losses = self.task_losses(out, masks, labels, targets)
-        missing = [task for task, value in losses.items() if value is None]
-        # a head without labels in this batch (small label fractions) still joins the graph with a zero,
-        # so every parameter gets a gradient: DDP's sync then needs no find_unused_parameters, and a
-        # batch with no label of any kind is a well-formed zero-loss step
-        loss = sum((_zero(out[task]) for task in missing), torch.zeros((), device=images.device))
-        if len(missing) < len(losses):
-            loss = loss + self.weighting(losses)
+        if all(v is None for v in losses.values()):
+            # no label of any kind in this batch (possible with small label fractions): a zero loss that
+            # still touches every head keeps the step (and DDP's gradient sync) well-formed
+            loss = sum(_zero(v) for v in out.values())
+        else:
+            loss = self.weighting(losses)
         values = {f"train/loss_{task}": value for task, value in losses.items() if value is not None}
         values["train/loss"] = loss
         values.update({f"train/weight_{task}": w for task, w in self.weighting.effective_weights().items()})
