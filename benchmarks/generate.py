@@ -55,18 +55,15 @@ def guidance_sweep(gen, features, scales, n_fid: int, per_class: int, png: Path,
     import matplotlib.pyplot as plt
 
     from omnivis.metrics.generation import fid_kid
-    from omnivis.tasks.generate.evaluate import _real_images
+    from omnivis.tasks.generate.evaluate import _real_images, class_accuracy
 
     real, _ = _real_images(gen, None, "auto", False, n_fid)
     rows = []
     for g in scales:
         fake = (gen.generate_tensor(len(real), guidance=g, steps=steps, seed=0) + 1) / 2
-        hits = 0
-        for k, name in enumerate(gen.classes):
-            x = (gen.generate_tensor(per_class, class_=name, guidance=g, steps=steps, seed=1 + k) + 1) / 2
-            hits += int((features.logits(x).argmax(1) == k).sum())
+        per = class_accuracy(gen, features, per_class, seed=0, guidance=g, steps=steps)
         rows.append({"guidance": g, "fid": fid_kid(real, fake, features)["fid"],
-                     "class_accuracy": hits / (per_class * len(gen.classes))})
+                     "class_accuracy": sum(per.values()) / len(per)})
         print(f"[generate bench] guidance {rows[-1]}", file=sys.stderr, flush=True)
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     ax.plot([r["class_accuracy"] for r in rows], [r["fid"] for r in rows], "o-")

@@ -35,6 +35,19 @@ def load_reference(path: str | Path) -> tuple[ClassifierFeatures, list[str]]:
     return ClassifierFeatures(clf.model, int(cfg["img_size"]), int(cfg["in_chans"]), cfg["mean"], cfg["std"]), clf.classes
 
 
+def class_accuracy(gen: GeneratorPredictor, features: ClassifierFeatures, per_class: int, seed: int = 0,
+                   guidance: float | None = None, steps: int | None = None, progress: bool = False) -> dict[str, float]:
+    """The reference's accuracy on ``per_class`` samples of each requested class (class k: seed + 1 + k)."""
+    classes = list(enumerate(gen.classes))
+    if progress:
+        classes = track(classes, description=f"class accuracy ({per_class} samples per class)", transient=True)
+    per = {}
+    for k, name in classes:
+        x = (gen.generate_tensor(per_class, class_=name, guidance=guidance, steps=steps, seed=seed + 1 + k) + 1) / 2
+        per[name] = int((features.logits(x).argmax(1) == k).sum()) / per_class
+    return per
+
+
 def _real_images(gen: GeneratorPredictor, data, split: str, strict: bool, limit: int) -> tuple[torch.Tensor, str]:
     cfg = gen.config
     if split not in ("auto", "val", "all"):
@@ -100,16 +113,8 @@ def evaluate_generator(
     if gen.conditional:
         if ref_classes != gen.classes:
             raise ConfigError(f"{reference}: its classes differ from the generator's; use a classifier of the same data")
-        correct, per = 0, {}
-        classes = list(enumerate(gen.classes))
-        if progress:
-            classes = track(classes, description=f"class accuracy ({per_class} samples per class)", transient=True)
-        for k, name in classes:
-            x = (gen.generate_tensor(per_class, class_=name, seed=seed + 1 + k) + 1) / 2
-            hits = int((features.logits(x).argmax(1) == k).sum())
-            per[name] = hits / per_class
-            correct += hits
-        metrics["class_accuracy"] = correct / (per_class * len(gen.classes))
+        per = class_accuracy(gen, features, per_class, seed, progress=progress)
+        metrics["class_accuracy"] = sum(per.values()) / len(per)
         metrics["per_class_accuracy"] = per
     if out_dir is not None:
         out_dir = Path(out_dir)
