@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import torch
 
@@ -63,6 +65,17 @@ def test_augmentation_depends_on_seed_epoch_and_index_only():
     assert torch.equal(first, dataset[(1, 2)][0])
     assert not torch.equal(first, dataset[(2, 2)][0])
     assert mix_seed(0, 1, 2) != mix_seed(0, 2, 1)
+
+
+def test_mix_seed_is_numpys_seed_sequence_hash():
+    """The plain-Python hash must give numpy's SeedSequence values, or every seeded run changes."""
+    rng = random.Random(0)
+    for n_parts in range(1, 7):
+        for _ in range(500):
+            parts = [rng.choice([0, 1, -1, rng.randrange(100), rng.randrange(2**32), rng.randrange(2**64)])
+                     for _ in range(n_parts)]
+            expected = np.random.SeedSequence([p & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1
+            assert mix_seed(*parts) == int(expected), parts
 
 
 def test_reseed_torch_draws_what_manual_seed_draws():
