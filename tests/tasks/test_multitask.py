@@ -395,3 +395,19 @@ def test_cli_coco_files_train_eval_predict(tmp_path):
         assert run.returncode != 0 and message in run.stderr and "Traceback" not in run.stderr
     run = omnivis("train", "multitask", "--data", str(ann), "--out", str(tmp_path / "bad2"), check=False)
     assert run.returncode == 2 and "pass --labels CSV" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.slow
+def test_two_process_ddp_with_a_head_that_gets_no_labels(tmp_path):
+    """No boxes at all: the detection head gets no gradient, which plain DDP rejects at the next step."""
+    import json
+
+    from tests.test_cli import omnivis
+
+    out = tmp_path / "ddp"
+    args = ["--tasks", "classify,segment,detect", "--img-size", "32", "--train-images", "32", "--val-images", "8",
+            "--model", "omnivis_resnet_micro", "--decoder-width", "16", "--det-label-fraction", "0",
+            "--batch-size", "8", "--max-steps", "3", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
+            "--no-progress"]
+    trained = json.loads(omnivis("train", "multitask", *args, "--out", str(out), "--json").stdout)
+    assert trained["labelled_boxes"] == 0 and (out / "model.safetensors").exists()

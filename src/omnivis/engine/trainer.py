@@ -201,6 +201,17 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.Lightnin
                 f"interrupted at step {trainer.global_step}; continue with: {resume_command}"
             ) from None
         raise
+    leave_process_group()
+
+
+def leave_process_group() -> None:
+    """End this process's part in a DDP run once training is done.
+
+    Only rank 0 goes on, to evaluate and save; torchmetrics metrics sync whenever a process group
+    exists, so rank 0's evaluation would wait at a barrier for ranks that have already exited.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -213,6 +224,22 @@ def last_checkpoint(run_dir: str | Path) -> Path | None:
     return path if path.exists() else None
 
 
+DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+
+
+def ddp_strategy_for_partial_graphs(config: TrainerConfig) -> str:
+    """``config.strategy``, with DDP's search for unused parameters switched on (it costs a graph
+    walk per step, so only tasks that need it ask). ``auto`` becomes DDP where Lightning would pick
+    it: more than one device or node."""
+    strategy = config.strategy
+    if strategy == "auto":
+        devices = str(config.devices)
+        many = int(devices) > 1 if devices.lstrip("-").isdigit() else (
+            config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.device_count() > 1)
+        strategy = "ddp" if many or config.num_nodes > 1 else "auto"
+    return f"{strategy}_find_unused_parameters_true" if strategy in DDP_STRATEGIES else strategy
+
+
 def build_trainer(
     config: TrainerConfig,
     run_dir: str | Path,
@@ -220,6 +247,7 @@ def build_trainer(
     monitor: str | None = None,
     monitor_mode: str = "min",
     extra_callbacks: list[Callback] | None = None,
+    partial_graph: bool = False,
 ) -> pl.Trainer:
     """A Lightning Trainer for ``config`` writing logs and checkpoints under ``run_dir``.
 
@@ -227,6 +255,8 @@ def build_trainer(
         monitor: the validation metric that picks ``best.ckpt`` and drives early stopping
             (None when the task has no validation data).
         monitor_mode: ``min`` or ``max``.
+        partial_graph: some parameters may get no gradient in a step (a multi-task head whose
+            labels a batch lacks); DDP then has to look for unused parameters, or it stops the run.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -261,7 +291,7 @@ def build_trainer(
             max_steps=config.max_steps,
             accelerator=config.accelerator,
             devices=devices,
-            strategy=config.strategy,
+            strategy=ddp_strategy_for_partial_graphs(config) if partial_graph else config.strategy,
             num_nodes=config.num_nodes,
             precision=resolve_precision(config.precision, config.accelerator),
             deterministic=config.deterministic,

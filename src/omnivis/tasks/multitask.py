@@ -388,8 +388,9 @@ def train_multitask(config: MultitaskConfig, out: str | Path, resume: bool = Fal
     )
     seed_everything(seed)
     module = MultitaskModule(config, full.classes, full.det_classes)
+    # a batch may lack one kind of label (label fractions, images without boxes): that head then gets no gradient
     trainer = build_trainer(config.trainer, out, monitor="val/score" if val else None, monitor_mode="max",
-                            extra_callbacks=callbacks)
+                            extra_callbacks=callbacks, partial_graph=len(config.tasks) > 1)
     fit(trainer, module, datamodule, ckpt, f"omnivis train multitask --out {out} --resume")
     if not trainer.is_global_zero:
         return out
