@@ -16,3 +16,13 @@ def test_partial_graph_tasks_get_ddp_that_looks_for_unused_parameters():
     assert strategy(strategy="auto", devices="1") == "auto"
     assert strategy(strategy="auto") == "auto"  # devices auto on a CPU: one process
     assert strategy(strategy="fsdp", devices="2") == "fsdp"
+
+
+def test_the_trainer_profiles_nothing_at_no_cost(tmp_path):
+    from omnivis.engine.trainer import NoProfiler, build_trainer
+
+    trainer = build_trainer(TrainerConfig(accelerator="cpu", progress=False), tmp_path)
+    assert isinstance(trainer.profiler, NoProfiler)
+    with trainer.profiler.profile("[Callback]x.on_train_batch_start") as entered:
+        assert entered is None
+    assert trainer.profiler.profile("a") is trainer.profiler.profile("b")  # one shared no-op, nothing built per call

@@ -9,6 +9,7 @@ at is the datamodule's own checkpoint state: ``SeededDataModule.state_dict``.)
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -27,6 +28,7 @@ from lightning.pytorch.callbacks import (
     RichProgressBar,
 )
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.profilers import PassThroughProfiler
 
 from omnivis.errors import ConfigError, TrainingError
 
@@ -170,6 +172,20 @@ class LastCheckpoint(ModelCheckpoint):
         self._saved_at = time.monotonic()
 
 
+class NoProfiler(PassThroughProfiler):
+    """Lightning's "no profiler", without its per-call cost.
+
+    Lightning wraps every hook of every callback in ``profiler.profile(name)``, ~50 calls a step; the
+    default ``PassThroughProfiler`` builds a generator-based context manager for each (~0.7 us hot,
+    ~55 us a step between CPU steps, where caches are cold). This hands back one shared no-op.
+    """
+
+    _NOTHING = contextlib.nullcontext()
+
+    def profile(self, action_name: str) -> contextlib.AbstractContextManager:
+        return self._NOTHING
+
+
 class CheckpointOnException(Callback):
     """Write ``last.ckpt`` when training dies (Ctrl-C, a crash) so no finished step is lost.
 
@@ -302,5 +318,6 @@ def build_trainer(
             enable_model_summary=False,
             use_distributed_sampler=False,  # EpochSampler shards by rank itself
             num_sanity_val_steps=0,
+            profiler=NoProfiler(),
         )
     return trainer
