@@ -336,7 +336,7 @@ def eval_command(
     inception_weights: Optional[Path] = typer.Option(
         None, help="Generators: also the standard Inception-v3 FID/KID, from this .safetensors weights file."
     ),
-    images: Optional[Path] = typer.Option(None, help="Multitask: the image folder of a COCO --data file."),
+    images: Optional[Path] = typer.Option(None, help="Detection, multitask: the image folder of a COCO --data file."),
     labels: Optional[Path] = typer.Option(None, help="Multitask: a path,label CSV of image-level classes for --data."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ) -> None:
@@ -352,7 +352,7 @@ def eval_command(
     import inspect
 
     options = (("reference", reference, "generator"), ("inception_weights", inception_weights, "generator"),
-               ("images", images, "multitask"), ("labels", labels, "multitask"))
+               ("images", images, "detection and multitask"), ("labels", labels, "multitask"))
     for option, value, kind in options:
         if value is None:
             continue

@@ -239,3 +239,21 @@ def test_saved_bundle_predicts_exactly_what_the_model_did(tmp_path):
         assert len(g["boxes"]) > 0 and (g["labels"] >= 0).all()
         assert torch.allclose(e["boxes"], g["boxes"], atol=1e-4) and torch.allclose(e["scores"], g["scores"], atol=1e-5)
         assert torch.equal(e["labels"] - 1, g["labels"])
+
+
+def test_eval_on_another_coco_file_with_its_images_elsewhere(detect_bundle, tmp_path):
+    """The JSON and its images in different folders: ``--images`` says where the images are."""
+    from omnivis.data.coco import write_coco
+    from tests.test_cli import omnivis
+
+    json_path = write_coco(shapes_detection_data(6, 64, seed=5), tmp_path / "images" / "annotations.json")
+    (tmp_path / "json").mkdir()
+    moved = json_path.rename(tmp_path / "json" / "annotations.json")
+    missing = omnivis("eval", str(detect_bundle), "--data", str(moved), "--json", check=False)
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    metrics = json.loads(omnivis("eval", str(detect_bundle), "--data", str(moved), "--images", str(tmp_path / "images"),
+                                 "--out", str(tmp_path / "eval"), "--json").stdout)
+    direct = evaluate_detector(detect_bundle, data=str(moved), images=tmp_path / "images", progress=False)
+    assert metrics["num_images"] == direct["num_images"] == 6 and metrics["map"] == pytest.approx(direct["map"])
+    labels_csv = omnivis("eval", str(detect_bundle), "--labels", str(moved), check=False)
+    assert labels_csv.returncode == 2 and "--labels applies to multitask bundles" in labels_csv.stderr

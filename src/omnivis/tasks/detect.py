@@ -420,7 +420,8 @@ def _align(data: DetectionData, classes: list[str]) -> DetectionData:
     return replace(data, records=records, classes=list(classes))
 
 
-def _eval_data(cfg: dict, data: str | DetectionData | None, split: str, strict: bool) -> DetectionData:
+def _eval_data(cfg: dict, data: str | DetectionData | None, split: str, strict: bool,
+               images: str | Path | None = None) -> DetectionData:
     if isinstance(data, DetectionData):
         return data
     spec = data or cfg["data"]
@@ -429,7 +430,7 @@ def _eval_data(cfg: dict, data: str | DetectionData | None, split: str, strict: 
         return resolve_detection_data(spec, split="test", num_test=int(train_cfg.get("num_test", 200)),
                                       img_size=int(cfg["img_size"]))
     same = spec == cfg.get("data")
-    loaded = resolve_detection_data(spec, cfg.get("images") if same else None, strict=strict)
+    loaded = resolve_detection_data(spec, images or (cfg.get("images") if same else None), strict=strict)
     if split == "val" or (split == "auto" and same):
         s = cfg["split"]
         _, val_idx = split_records(len(loaded.records), s["val_fraction"], s["seed"])
@@ -446,6 +447,7 @@ def evaluate_detector(
     out_dir: str | Path | None = None,
     strict: bool = False,
     progress: bool = True,
+    images: str | Path | None = None,
 ) -> dict:
     """COCO mAP of a detector bundle (box, and mask for Mask R-CNN), plus a PR-curve PNG in ``out_dir``.
 
@@ -453,11 +455,13 @@ def evaluate_detector(
         data: a data spec, loaded data, or None for the bundle's own held-out data
             (builtin:shapes: its test scenes, seed 1).
         split: ``val``, ``all`` or ``auto`` (``val`` when ``data`` is the training COCO file).
+        images: the image folder of a COCO ``data`` file (default: the JSON's folder, or the
+            training run's ``--images`` when ``data`` is the training file).
     """
     if split not in ("auto", "val", "all"):
         raise ConfigError(f"split must be auto, val or all, got '{split}'")
     predictor = DetectPredictor.from_dir(bundle_dir)
-    data = _align(_eval_data(predictor.bundle.config, data, split, strict), predictor.classes)
+    data = _align(_eval_data(predictor.bundle.config, data, split, strict, images), predictor.classes)
     if not data.records:
         raise DataError(f"{data.source}: no images to evaluate")
     masks = predictor.masks and data.has_masks
