@@ -53,8 +53,10 @@ def test_train_generate_eval_and_errors(tmp_path, reference, inception_weights):
     assert Path(one["images"][0]).read_bytes() == (tmp_path / "b" / "000.png").read_bytes()
     # training already evaluated with the recorded reference; eval also takes one explicitly
     report = json.loads(omnivis("eval", str(bundle), "--reference", str(reference), "--out", str(tmp_path / "eval"),
-                                "--json").stdout)
+                                "--num-samples", "12", "--per-class", "2", "--json").stdout)
     assert report["reference"] == str(reference) and "kid_mean" in report and 0 <= report["class_accuracy"] <= 1
+    assert report["num_real"] == report["num_generated"] == 12
+    assert all(a in (0.0, 0.5, 1.0) for a in report["per_class_accuracy"].values())  # 2 samples per class
     assert Path(report["samples_png"]).exists() and Path(report["report_html"]).exists()
     # the standard Inception FID next to ours, from a weights file the user passes (few images: CPU)
     from omnivis.tasks.generate import evaluate_generator
@@ -64,6 +66,8 @@ def test_train_generate_eval_and_errors(tmp_path, reference, inception_weights):
     assert scores["inception_fid"] > 0 and "inception_kid_mean" in scores and scores["num_real"] == 6
     result = omnivis("eval", str(reference), "--inception-weights", str(inception_weights), check=False)
     assert result.returncode == 2 and "--inception-weights applies to generator bundles" in result.stderr
+    result = omnivis("eval", str(reference), "--num-samples", "10", check=False)
+    assert result.returncode == 2 and "--num-samples applies to generator bundles" in result.stderr
     # a library error is one line and exit code 2 (the other bad inputs: tests/tasks/test_generate.py)
     result = omnivis("predict", str(bundle), str(one["grid"]), check=False)
     assert result.returncode == 2 and "omnivis generate" in result.stderr and "Traceback" not in result.stderr

@@ -336,6 +336,12 @@ def eval_command(
     inception_weights: Optional[Path] = typer.Option(
         None, help="Generators: also the standard Inception-v3 FID/KID, from this .safetensors weights file."
     ),
+    num_samples: Optional[int] = typer.Option(
+        None, min=2, help="Generators: how many generated (and real) images FID/KID compare (default 500)."
+    ),
+    per_class: Optional[int] = typer.Option(
+        None, min=1, help="Generators: samples per class for the class-accuracy check (default 50)."
+    ),
     images: Optional[Path] = typer.Option(None, help="Detection, multitask: the image folder of a COCO --data file."),
     labels: Optional[Path] = typer.Option(None, help="Multitask: a path,label CSV of image-level classes for --data."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
@@ -352,6 +358,7 @@ def eval_command(
     import inspect
 
     options = (("reference", reference, "generator"), ("inception_weights", inception_weights, "generator"),
+               ("num_samples", num_samples, "generator"), ("per_class", per_class, "generator"),
                ("images", images, "detection and multitask"), ("labels", labels, "multitask"))
     for option, value, kind in options:
         if value is None:
@@ -359,7 +366,7 @@ def eval_command(
         if option not in inspect.signature(task.evaluate).parameters:
             flag = "--" + option.replace("_", "-")
             raise OmnivisError(f"{flag} applies to {kind} bundles; {bundle} is a '{task.name}' bundle")
-        extra[option] = str(value)
+        extra[option] = value if isinstance(value, int) else str(value)
     metrics = task.evaluate(bundle, data=data, split=split, out_dir=out_dir, strict=strict, progress=not as_json, **extra)
     write_json(metrics, Path(out_dir) / "eval.json")
     if as_json:
