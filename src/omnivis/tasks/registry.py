@@ -7,67 +7,93 @@ table, so adding a task means adding one row here.
 from __future__ import annotations
 
 import difflib
+import importlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from omnivis.errors import BundleError, ConfigError
-from omnivis.tasks import classify
-from omnivis.tasks import detect
-from omnivis.tasks import multitask, segment
-from omnivis.tasks import generate
-from omnivis.tasks.generate.sample import predictor_for_predict as _generator_predict_hint
+
+
+def _resolve(ref: str) -> Any:
+    """``"package.module:Name.attr"`` -> the object, importing the module now."""
+    module, _, qualname = ref.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 @dataclass(frozen=True)
 class TaskSpec:
+    """One task's entry points, as ``module:name`` references imported on first use: evaluating or
+    predicting with one bundle imports that task's libraries only (not diffusers and transformers
+    for a classifier)."""
+
     name: str
     description: str
-    config: type
-    train: Callable  # (config, out, resume) -> Path
-    evaluate: Callable  # (bundle_dir, data, split, out_dir, strict, progress) -> dict
-    predictor: Callable  # (bundle_dir) -> predictor with .predict(images, top_k)
+    config_ref: str
+    train_ref: str  # (config, out, resume) -> Path
+    evaluate_ref: str  # (bundle_dir, data, split, out_dir, strict, progress, ...) -> dict
+    predictor_ref: str  # (bundle_dir) -> predictor with .predict(images, top_k)
+
+    @property
+    def config(self) -> type:
+        return _resolve(self.config_ref)
+
+    @property
+    def train(self) -> Callable:
+        return _resolve(self.train_ref)
+
+    @property
+    def evaluate(self) -> Callable:
+        return _resolve(self.evaluate_ref)
+
+    @property
+    def predictor(self) -> Callable:
+        return _resolve(self.predictor_ref)
 
 
 TASKS: dict[str, TaskSpec] = {
     "classify": TaskSpec(
         name="classify",
         description="image classification (any backbone + linear head)",
-        config=classify.ClassifyConfig,
-        train=classify.train_classifier,
-        evaluate=classify.evaluate_classifier,
-        predictor=classify.ClassifyPredictor.from_dir,
+        config_ref="omnivis.tasks.classify:ClassifyConfig",
+        train_ref="omnivis.tasks.classify:train_classifier",
+        evaluate_ref="omnivis.tasks.classify:evaluate_classifier",
+        predictor_ref="omnivis.tasks.classify:ClassifyPredictor.from_dir",
     ),
     "detect": TaskSpec(
         name="detect",
         description="object detection and instance segmentation (any backbone + FPN + FCOS / Faster R-CNN / RetinaNet / Mask R-CNN)",
-        config=detect.DetectConfig,
-        train=detect.train_detector,
-        evaluate=detect.evaluate_detector,
-        predictor=detect.DetectPredictor.from_dir,
+        config_ref="omnivis.tasks.detect:DetectConfig",
+        train_ref="omnivis.tasks.detect:train_detector",
+        evaluate_ref="omnivis.tasks.detect:evaluate_detector",
+        predictor_ref="omnivis.tasks.detect:DetectPredictor.from_dir",
     ),
     "segment": TaskSpec(
         name="segment",
         description="semantic segmentation (any backbone + smp U-Net / FPN / DeepLabV3+ decoder)",
-        config=segment.SegmentConfig,
-        train=segment.train_segmenter,
-        evaluate=segment.evaluate_segmenter,
-        predictor=segment.SegmentPredictor.from_dir,
+        config_ref="omnivis.tasks.segment:SegmentConfig",
+        train_ref="omnivis.tasks.segment:train_segmenter",
+        evaluate_ref="omnivis.tasks.segment:evaluate_segmenter",
+        predictor_ref="omnivis.tasks.segment:SegmentPredictor.from_dir",
     ),
     "multitask": TaskSpec(
         name="multitask",
         description="classification + semantic segmentation + detection on one backbone (one bundle)",
-        config=multitask.MultitaskConfig,
-        train=multitask.train_multitask,
-        evaluate=multitask.evaluate_multitask,
-        predictor=multitask.MultitaskPredictor.from_dir,
+        config_ref="omnivis.tasks.multitask:MultitaskConfig",
+        train_ref="omnivis.tasks.multitask:train_multitask",
+        evaluate_ref="omnivis.tasks.multitask:evaluate_multitask",
+        predictor_ref="omnivis.tasks.multitask:MultitaskPredictor.from_dir",
     ),
     "generate": TaskSpec(
         name="generate",
         description="image generation (ae, vae, vqvae + GPT prior, gan, diffusion); FID/KID with a reference classifier",
-        config=generate.GenerateConfig,
-        train=generate.train_generator,
-        evaluate=generate.evaluate_generator,
-        predictor=_generator_predict_hint,  # a clear error: generators are used with omnivis generate
+        config_ref="omnivis.tasks.generate:GenerateConfig",
+        train_ref="omnivis.tasks.generate:train_generator",
+        evaluate_ref="omnivis.tasks.generate:evaluate_generator",
+        # a clear error: generators are used with omnivis generate
+        predictor_ref="omnivis.tasks.generate.sample:predictor_for_predict",
     ),
 }
 
