@@ -154,3 +154,21 @@ def test_write_shapes_coco_round_trips(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(data.masks, ref.masks))
     assert all(np.allclose(a, b) for a, b in zip(data.boxes, ref.boxes))
     assert np.array_equal(np.asarray(data.image(0)), ref.images[0])
+
+
+def test_crowd_regions_are_painted_under_the_instances_but_give_no_box(tmp_path):
+    ann, images, _ = write_dataset(tmp_path)
+    data = json.loads(ann.read_text())
+    crowd = np.zeros((30, 40), bool)
+    crowd[20:28, 0:30] = True  # a crowd of cats along the bottom
+    crowd[12:16, 8:12] = True  # and a patch under the dog's square (rows 5-14), where the dog must win
+    data["annotations"].insert(0, {"id": 4, "image_id": 1, "category_id": 7, "bbox": [0, 12, 30, 16],
+                                   "segmentation": _rle(crowd), "area": int(crowd.sum()), "iscrowd": 1})
+    data["annotations"].append({"id": 5, "image_id": 2, "category_id": 9, "bbox": [0, 0, 5, 5],
+                                "segmentation": _rle(np.ones((30, 40), bool)), "area": 1200, "iscrowd": 1})
+    ann.write_text(json.dumps(data))
+    loaded = load_coco_multitask(ann, images)
+    a, b, _ = loaded.masks
+    assert a[24, 15] == 1 and a[13, 9] == 2 and a[17, 35] == 0  # crowd cat; the dog over the crowd; background
+    assert loaded.box_labels[0].tolist() == [0, 1] and len(loaded.boxes[1]) == 0  # crowds give no boxes
+    assert (b == 2).all()  # an image whose only annotation is a crowd of dogs

@@ -5,7 +5,8 @@ training, every annotation is checked here: a box partly outside its image is cl
 outside, a box with zero or negative size, an unknown category, an annotation pointing to a missing
 image and a mask of the wrong size are skipped and counted in one warning that names the first few
 (``annotation id 17 (image 'a.jpg'): box has negative width``), or raise ``DataError`` with
-``strict=True``. Crowd annotations (``iscrowd: 1``) are left out, as detectors usually train.
+``strict=True``. Crowd annotations (``iscrowd: 1``) are left out of the boxes, as detectors usually
+train; with ``per_image_masks`` their regions are kept apart for semantic masks.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def _read_coco(json_path: str | Path, images_dir: str | Path | None, strict: boo
         strict: raise ``DataError`` on the first bad record instead of skipping it.
         per_image_masks: decide masks per image instead (multi-task training): an image gets its
             (N, H, W) masks when each of its kept annotations has a segmentation (none: (0, H, W))
-            and the file has at least one segmentation; else its ``masks`` is None.
+            and the file has at least one segmentation; else its ``masks`` is None. Crowd regions
+            then go to ``crowd_masks``/``crowd_labels`` (a semantic mask paints them too).
 
     Returns:
         Records in the file's image order; class indices follow the categories sorted by id, and
@@ -135,6 +137,7 @@ def _read_coco(json_path: str | Path, images_dir: str | Path | None, strict: boo
         images[int(entry["id"])] = entry
 
     per_image: dict[int, list[tuple[list[float], int, np.ndarray | None]]] = {i: [] for i in images}
+    crowds: dict[int, list[tuple[int, np.ndarray]]] = {i: [] for i in images}
     all_have_masks, any_masks = True, False
     known_ids = {int(e.get("id", -1)) for e in data["images"]}
     for ann in data.get("annotations", []):
@@ -146,13 +149,21 @@ def _read_coco(json_path: str | Path, images_dir: str | Path | None, strict: boo
             continue  # an image already reported missing
         entry = images[image_id]
         where = f"annotation id {aid} (image '{entry['file_name']}')"
-        if ann.get("iscrowd", 0):
+        crowd = bool(ann.get("iscrowd", 0))
+        if crowd and not (per_image_masks and ann.get("segmentation")):
             continue
         category = ann.get("category_id")
         if category is None or int(category) not in cat_index:
             bad(f"{where}: unknown category id {category}")
             continue
         height, width = int(entry["height"]), int(entry["width"])
+        if crowd:
+            mask, problem = _decode_segmentation(ann["segmentation"], height, width)
+            if problem:
+                bad(f"{where}: {problem}")
+            else:
+                crowds[image_id].append((cat_index[int(category)], mask))
+            continue
         mask = None
         segmentation = ann.get("segmentation")
         if segmentation:
@@ -192,6 +203,8 @@ def _read_coco(json_path: str | Path, images_dir: str | Path | None, strict: boo
                 masks=masks,
                 name=str(entry["file_name"]),
                 image_id=image_id,
+                crowd_masks=np.stack([m for _, m in crowds[image_id]]) if crowds[image_id] else None,
+                crowd_labels=np.array([c for c, _ in crowds[image_id]], dtype=np.int64) if crowds[image_id] else None,
             )
         )
     if not records:

@@ -41,6 +41,9 @@ class DetectionRecord:
         masks: (N, H, W) bool instance masks, or None when the data has no masks.
         name: how errors and reports name the image.
         image_id: the COCO image id (the index for built-in data).
+        crowd_masks, crowd_labels: (K, H, W) bool and (K,) int64: COCO crowd regions (``iscrowd:
+            1``), which detection leaves out but a semantic mask paints with their class; read only
+            with ``read_coco(per_image_masks=True)``, else None.
     """
 
     source: str | Path | np.ndarray
@@ -49,6 +52,8 @@ class DetectionRecord:
     masks: np.ndarray | None = None
     name: str = ""
     image_id: int = 0
+    crowd_masks: np.ndarray | None = None
+    crowd_labels: np.ndarray | None = None
 
 
 @dataclass

@@ -125,7 +125,8 @@ def load_coco_multitask(json_path: str | Path, images_dir: str | Path | None = N
     Boxes come from the annotations (an image without any has empty boxes: "nothing here" is a
     label). The semantic mask paints each instance mask with its class + 1 over background 0, in
     the file's annotation order, so where instances overlap the later one wins (as
-    ``builtin:shapes``). An image gets no mask (its segmentation loss is skipped) when one of its
+    ``builtin:shapes``). Crowd regions (``iscrowd: 1``: no box) are painted with their class first,
+    under the instances. An image gets no mask (its segmentation loss is skipped) when one of its
     annotations has no segmentation, or when the file has no segmentation at all. Class labels come
     from ``labels_csv`` (classes: its sorted label names); images it does not list have none.
 
@@ -161,7 +162,7 @@ def load_coco_multitask(json_path: str | Path, images_dir: str | Path | None = N
         labels, classes, bad_rows = read_image_labels(labels_csv, root, [Path(r.source) for r in records], strict)
     return MultitaskData(
         images=[Path(r.source) for r in records],
-        masks=[shapes_class_map(r.masks, r.labels) if r.masks is not None else None for r in records],
+        masks=[class_map_with_crowds(r) if r.masks is not None else None for r in records],
         labels=labels,
         source=str(json_path),
         boxes=[r.boxes.astype(np.float32).reshape(-1, 4) for r in records],
@@ -171,6 +172,14 @@ def load_coco_multitask(json_path: str | Path, images_dir: str | Path | None = N
         names=[r.name for r in records],
         skipped=coco.skipped + len(unreadable) + bad_rows,
     )
+
+
+def class_map_with_crowds(record) -> np.ndarray:
+    """A ``DetectionRecord``'s semantic mask: crowd regions, then its instances over them."""
+    if record.crowd_masks is None:
+        return shapes_class_map(record.masks, record.labels)
+    return shapes_class_map(np.concatenate([record.crowd_masks, record.masks]),
+                            np.concatenate([record.crowd_labels, record.labels]))
 
 
 def read_image_labels(labels_csv: str | Path, root: Path, images: Sequence[Path],
