@@ -12,7 +12,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 from rich.console import Console
@@ -36,6 +36,23 @@ app.add_typer(models_app, name="models")
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+# The engine options every train command shares (TrainerConfig fields), declared once so that their
+# names, defaults and help agree across commands: `name: Alias = default` in a command's signature.
+Accelerator = Annotated[str, typer.Option(help="auto | cpu | gpu | mps.")]
+Devices = Annotated[str, typer.Option(help="Devices per node: auto or a number.")]
+Strategy = Annotated[str, typer.Option(help="auto | ddp | ddp_spawn | fsdp.")]
+NumNodes = Annotated[int, typer.Option(help="Machines taking part (launch one process per node).")]
+Precision = Annotated[str, typer.Option(help="auto | 32-true | bf16-mixed | 16-mixed.")]
+TrainSeed = Annotated[int, typer.Option("--seed", help="Seeds data order, augmentation and the weights.")]
+Deterministic = Annotated[bool, typer.Option("--deterministic", help="Deterministic kernels only.")]
+CheckpointEvery = Annotated[int, typer.Option(help="Also checkpoint every N steps (0: per epoch).")]
+Patience = Annotated[int, typer.Option(help="Early-stopping patience in validations (0: off).")]
+Workers = Annotated[int, typer.Option(help="Data-loading worker processes.")]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint "
+                                                       "(its run_config.json decides the other options).")]
 
 
 @app.callback()
@@ -89,19 +106,19 @@ def train_classify(
     freeze_backbone: bool = typer.Option(False, "--freeze-backbone", help="Train only the head."),
     unfreeze_after: int = typer.Option(0, help="With --freeze-backbone: train everything from this epoch on."),
     layer_decay: float = typer.Option(1.0, help="Layer-wise LR decay (e.g. 0.75 for ViT fine-tuning; 1: off)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    accelerator: str = typer.Option("auto", help="auto | cpu | gpu | mps."),
-    devices: str = typer.Option("auto", help="Devices per node: auto or a number."),
-    strategy: str = typer.Option("auto", help="auto | ddp | ddp_spawn | fsdp."),
-    num_nodes: int = typer.Option(1),
-    precision: str = typer.Option("auto", help="auto | 32-true | bf16-mixed | 16-mixed."),
-    seed: int = typer.Option(0),
-    deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic kernels only."),
-    checkpoint_every: int = typer.Option(0, help="Also checkpoint every N steps (0: per epoch)."),
-    patience: int = typer.Option(0, help="Early-stopping patience in validations (0: off)."),
-    workers: int = typer.Option(0, help="Data-loading worker processes."),
+    resume: Resume = False,
+    accelerator: Accelerator = "auto",
+    devices: Devices = "auto",
+    strategy: Strategy = "auto",
+    num_nodes: NumNodes = 1,
+    precision: Precision = "auto",
+    seed: TrainSeed = 0,
+    deterministic: Deterministic = False,
+    checkpoint_every: CheckpointEvery = 0,
+    patience: Patience = 0,
+    workers: Workers = 0,
     strict: bool = typer.Option(False, "--strict", help="Unreadable images are an error, not skipped."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: Progress = True,
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
 ) -> None:
     """Train an image classifier; the --out folder becomes a bundle.
@@ -158,17 +175,17 @@ def pretrain_command(
     momentum: float = typer.Option(0.996, help="Starting teacher EMA momentum (dino)."),
     local_crops: int = typer.Option(0, help="Extra small crops per image (dino multi-crop)."),
     mask_ratio: float = typer.Option(0.75, help="Fraction of patches hidden (mae)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (its run_config.json decides)."),
-    accelerator: str = typer.Option("auto"),
-    devices: str = typer.Option("auto"),
-    strategy: str = typer.Option("auto"),
-    num_nodes: int = typer.Option(1),
-    precision: str = typer.Option("auto"),
-    seed: int = typer.Option(0),
-    checkpoint_every: int = typer.Option(0),
-    workers: int = typer.Option(0),
+    resume: Resume = False,
+    accelerator: Accelerator = "auto",
+    devices: Devices = "auto",
+    strategy: Strategy = "auto",
+    num_nodes: NumNodes = 1,
+    precision: Precision = "auto",
+    seed: TrainSeed = 0,
+    checkpoint_every: CheckpointEvery = 0,
+    workers: Workers = 0,
     strict: bool = typer.Option(False, "--strict"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: Progress = True,
     as_json: bool = typer.Option(False, "--json", help="Print the run's metrics as JSON."),
 ) -> None:
     """Self-supervised pretraining of a backbone on unlabeled images."""
@@ -255,14 +272,16 @@ def distill_command(
     hflip: bool = typer.Option(True, "--hflip/--no-hflip"),
     rotation: float = typer.Option(0.0),
     scale_min: float = typer.Option(0.8),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (its run_config.json decides)."),
-    accelerator: str = typer.Option("auto"),
-    devices: str = typer.Option("auto"),
-    strategy: str = typer.Option("auto"),
-    precision: str = typer.Option("auto"),
-    seed: int = typer.Option(0),
-    workers: int = typer.Option(0),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    resume: Resume = False,
+    accelerator: Accelerator = "auto",
+    devices: Devices = "auto",
+    strategy: Strategy = "auto",
+    num_nodes: NumNodes = 1,
+    precision: Precision = "auto",
+    seed: TrainSeed = 0,
+    checkpoint_every: CheckpointEvery = 0,
+    workers: Workers = 0,
+    progress: Progress = True,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Distill a classifier bundle into a smaller student; compares accuracy, size and CPU latency."""
@@ -281,7 +300,8 @@ def distill_command(
             augment=AugmentConfig(preset=augment, hflip=hflip, rotation=rotation, scale_min=scale_min),
             trainer=TrainerConfig(
                 epochs=epochs, max_steps=max_steps, accelerator=accelerator, devices=devices, strategy=strategy,
-                precision=precision, seed=seed, num_workers=workers, progress=progress and not as_json,
+                num_nodes=num_nodes, precision=precision, seed=seed, checkpoint_every_n_steps=checkpoint_every,
+                num_workers=workers, progress=progress and not as_json,
             ),
         )
         if data:

@@ -7,7 +7,23 @@ from typing import List, Optional
 
 import typer
 
-from omnivis.cli import _train_and_report, app, console, train_app, _print_json
+from omnivis.cli import (
+    Accelerator,
+    CheckpointEvery,
+    Devices,
+    NumNodes,
+    Precision,
+    Progress,
+    Resume,
+    Strategy,
+    TrainSeed,
+    Workers,
+    app,
+    console,
+    train_app,
+    _print_json,
+    _train_and_report,
+)
 
 
 @train_app.command("generate")
@@ -35,13 +51,16 @@ def train_generate(
     batch_size: int = typer.Option(64),
     lr: Optional[float] = typer.Option(None, help="Learning rate (default: the method's)."),
     hflip: bool = typer.Option(False, "--hflip", help="Random horizontal flips."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    accelerator: str = typer.Option("auto"),
-    devices: str = typer.Option("auto"),
-    precision: str = typer.Option("auto"),
-    seed: int = typer.Option(0),
-    workers: int = typer.Option(0),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    resume: Resume = False,
+    accelerator: Accelerator = "auto",
+    devices: Devices = "auto",
+    strategy: Strategy = "auto",
+    num_nodes: NumNodes = 1,
+    precision: Precision = "auto",
+    seed: TrainSeed = 0,
+    checkpoint_every: CheckpointEvery = 0,
+    workers: Workers = 0,
+    progress: Progress = True,
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
 ) -> None:
     """Train an image generator; the --out folder becomes a bundle for omnivis generate / eval."""
@@ -60,8 +79,11 @@ def train_generate(
             sampler=sampler, sample_steps=sample_steps, guidance=guidance,
             reference=str(reference) if reference else None, val_fraction=val_fraction, batch_size=batch_size,
             lr=lr, hflip=hflip,
-            trainer=TrainerConfig(epochs=epochs, max_steps=max_steps, accelerator=accelerator, devices=devices,
-                                  precision=precision, seed=seed, num_workers=workers, progress=progress and not as_json),
+            trainer=TrainerConfig(
+                epochs=epochs, max_steps=max_steps, accelerator=accelerator, devices=devices, strategy=strategy,
+                num_nodes=num_nodes, precision=precision, seed=seed, checkpoint_every_n_steps=checkpoint_every,
+                num_workers=workers, progress=progress and not as_json,
+            ),
         )
     _train_and_report(train_generator, config, out, resume, as_json)
 

@@ -7,7 +7,19 @@ from typing import Optional
 
 import typer
 
-from omnivis.cli import _train_and_report, train_app
+from omnivis.cli import (
+    Accelerator,
+    CheckpointEvery,
+    Devices,
+    NumNodes,
+    Precision,
+    Progress,
+    Resume,
+    Strategy,
+    Workers,
+    train_app,
+    _train_and_report,
+)
 
 
 @train_app.command("multitask")
@@ -45,16 +57,16 @@ def train_multitask_command(
     train_seed: int = typer.Option(0, help="Seed of the training scenes."),
     val_seed: int = typer.Option(1, help="Seed of the validation scenes."),
     init_from: Optional[Path] = typer.Option(None, help="Bundle or safetensors file to start the backbone from."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    accelerator: str = typer.Option("auto"),
-    devices: str = typer.Option("auto"),
-    strategy: str = typer.Option("auto"),
-    num_nodes: int = typer.Option(1),
-    precision: str = typer.Option("auto"),
+    resume: Resume = False,
+    accelerator: Accelerator = "auto",
+    devices: Devices = "auto",
+    strategy: Strategy = "auto",
+    num_nodes: NumNodes = 1,
+    precision: Precision = "auto",
     seed: int = typer.Option(0, help="Seeds the label dropping, data order, augmentation and weights."),
-    checkpoint_every: int = typer.Option(0),
-    workers: int = typer.Option(0),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    checkpoint_every: CheckpointEvery = 0,
+    workers: Workers = 0,
+    progress: Progress = True,
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
 ) -> None:
     """Train classification, segmentation and/or detection heads on one backbone; --out becomes one bundle.

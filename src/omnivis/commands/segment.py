@@ -8,7 +8,22 @@ from typing import Optional
 
 import typer
 
-from omnivis.cli import _train_and_report, train_app
+from omnivis.cli import (
+    Accelerator,
+    CheckpointEvery,
+    Deterministic,
+    Devices,
+    NumNodes,
+    Patience,
+    Precision,
+    Progress,
+    Resume,
+    Strategy,
+    TrainSeed,
+    Workers,
+    train_app,
+    _train_and_report,
+)
 from omnivis.errors import ConfigError
 
 KINDS = ("semantic", "instance")
@@ -39,19 +54,19 @@ def train_segment(
     scale_min: float = typer.Option(0.5, help="Smallest random-resized-crop area."),
     color_jitter: float = typer.Option(0.2, help="Brightness/contrast/saturation jitter (0: off)."),
     init_from: Optional[Path] = typer.Option(None, help="Bundle or safetensors file to start the backbone from."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    accelerator: str = typer.Option("auto", help="auto | cpu | gpu | mps."),
-    devices: str = typer.Option("auto", help="Devices per node: auto or a number."),
-    strategy: str = typer.Option("auto", help="auto | ddp | ddp_spawn | fsdp."),
-    num_nodes: int = typer.Option(1),
-    precision: str = typer.Option("auto", help="auto | 32-true | bf16-mixed | 16-mixed."),
-    seed: int = typer.Option(0),
-    deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic kernels only."),
-    checkpoint_every: int = typer.Option(0, help="Also checkpoint every N steps (0: per epoch)."),
-    patience: int = typer.Option(0, help="Early-stopping patience in validations (0: off)."),
-    workers: int = typer.Option(0, help="Data-loading worker processes."),
+    resume: Resume = False,
+    accelerator: Accelerator = "auto",
+    devices: Devices = "auto",
+    strategy: Strategy = "auto",
+    num_nodes: NumNodes = 1,
+    precision: Precision = "auto",
+    seed: TrainSeed = 0,
+    deterministic: Deterministic = False,
+    checkpoint_every: CheckpointEvery = 0,
+    patience: Patience = 0,
+    workers: Workers = 0,
     strict: bool = typer.Option(False, "--strict", help="A bad image/mask pair is an error, not skipped."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: Progress = True,
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
 ) -> None:
     """Train a segmentation model; the --out folder becomes a bundle.

@@ -55,6 +55,10 @@ class MethodSpec:
 class GeneratorModule(pl.LightningModule):
     """Holds ``self.model`` (built from the net dict); AdamW without decay, warmup + cosine."""
 
+    # True when a backward pass may leave some trained parameters without a gradient (DDP must then
+    # look for unused parameters): see ``build_trainer(partial_graph=)``
+    partial_graph = False
+
     def __init__(self, config: GenerateConfig, net: dict, build: Callable[[dict], nn.Module]) -> None:
         super().__init__()
         self.config = config

@@ -32,6 +32,8 @@ def build(net: dict) -> Generator:
 
 
 class GANModule(GeneratorModule):
+    partial_graph = True  # the discriminator's loss reaches only the discriminator
+
     def __init__(self, config: GenerateConfig, net: dict) -> None:
         super().__init__(config, net, build)
         self.automatic_optimization = False

@@ -77,7 +77,7 @@ def train_generator(config: GenerateConfig, out: str | Path, resume: bool = Fals
                                   num_workers=config.trainer.num_workers, seed=seed)
     seed_everything(seed)
     module = spec.module(config, net)
-    trainer = build_trainer(config.trainer, out, monitor=None, extra_callbacks=callbacks)
+    trainer = build_trainer(config.trainer, out, monitor=None, extra_callbacks=callbacks, partial_graph=module.partial_graph)
     start = time.perf_counter()
     fit(trainer, module, datamodule, ckpt, f"omnivis train generate --out {out} --resume")
     train_time = time.perf_counter() - start
