@@ -51,3 +51,13 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     assert "Traceback" not in missing.stderr
     arch = omnivis("train", "detect", "--arch", "yolo", "--out", str(tmp_path / "r2"), check=False)
     assert arch.returncode == 2 and "unknown detector arch 'yolo'" in arch.stderr
+
+
+@pytest.mark.slow
+def test_two_process_ddp(tmp_path):
+    """At 64 px the FPN does not read the backbone's last stage, whose weights then get no gradient:
+    plain DDP stops at the second step; detection runs DDP with find_unused_parameters."""
+    out = tmp_path / "ddp"
+    metrics = json.loads(omnivis("train", "detect", "--data", "builtin:shapes", *TINY, "--accelerator", "cpu",
+                                 "--devices", "2", "--strategy", "ddp", "--out", str(out), "--json").stdout)
+    assert "map50" in metrics and (out / "model.safetensors").exists()

@@ -252,8 +252,10 @@ def train_detector(config: DetectConfig, out: str | Path, resume: bool = False,
     )
     seed_everything(seed)
     module = DetectModule(config, train.classes)
+    # not every parameter gets a gradient every step (backbone stages the FPN does not read at small
+    # sizes; Mask R-CNN's mask head without positive proposals), which plain DDP refuses
     trainer = build_trainer(config.trainer, out, monitor="val/map50" if val is not None else None, monitor_mode="max",
-                            extra_callbacks=callbacks)
+                            extra_callbacks=callbacks, partial_graph=True)
     fit(trainer, module, datamodule, ckpt, f"omnivis train detect --out {out} --resume")
     if not trainer.is_global_zero:
         return out
