@@ -34,6 +34,18 @@ def test_feature_contract(name, kwargs, in_chans):
         assert fmap.shape[-1] == max(1, 32 // info["reduction"]) or info["reduction"] > 32
 
 
+@pytest.mark.parametrize("name,kwargs", NAMES)
+def test_multiscale_upto_gives_the_same_first_levels(name, kwargs):
+    """``upto`` stops early (later stages are not run) and changes nothing it returns."""
+    backbone = create_backbone(name, in_chans=3, **kwargs).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        full = backbone.forward_multiscale(x)
+        for upto in range(len(full)):
+            part = backbone.forward_multiscale(x, upto=upto)
+            assert len(part) == upto + 1 and all(torch.equal(a, b) for a, b in zip(part, full))
+
+
 def test_unknown_backbone_suggests_close_match():
     with pytest.raises(ConfigError, match="resnet18"):
         create_backbone("resnet81")

@@ -133,9 +133,16 @@ class Backbone(nn.Module):
         """(B, C_in, H, W) -> (B, num_features): the pooled embedding every head starts from."""
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
 
-    def forward_multiscale(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """(B, C_in, H, W) -> one (B, C_i, H/r_i, W/r_i) map per ``feature_info`` level."""
-        return list(self.model.forward_intermediates(x, intermediates_only=True))
+    def forward_multiscale(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+        """(B, C_in, H, W) -> one (B, C_i, H/r_i, W/r_i) map per ``feature_info`` level.
+
+        ``upto``: return levels 0..upto only, and do not run the stages after it (a detector that
+        reads strides 4-16 of a small image need not compute the stride-32 stage).
+        """
+        if upto is None or upto >= len(self.feature_info) - 1:
+            return list(self.model.forward_intermediates(x, intermediates_only=True))
+        return list(self.model.forward_intermediates(x, indices=list(range(upto + 1)), intermediates_only=True,
+                                                     stop_early=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_pooled(x)

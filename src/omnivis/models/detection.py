@@ -69,7 +69,7 @@ class FPNBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
         """(B, C, H, W) -> {"0": (B, D, H/r0, W/r0), "1": ..., extra levels}: D = out_channels."""
-        feats = self.backbone.forward_multiscale(x)
+        feats = self.backbone.forward_multiscale(x, upto=max(self.levels))  # later stages are not run
         return self.fpn(OrderedDict((str(k), feats[i]) for k, i in enumerate(self.levels)))
 
 
