@@ -20,7 +20,16 @@ import numpy as np
 from omnivis.data.detection import DetectionData, DetectionRecord
 from omnivis.errors import DataError
 
-_SHOWN = 3
+_SHOWN = 3  # bad records named in a warning
+
+
+def warn_skipped(problems: list[str], what: str, where: str | Path, stacklevel: int = 2) -> None:
+    """One warning for all the bad records of a file, naming the first few
+    (``ann.json: skipped 5 bad record(s): ...; and 2 more``). ``stacklevel`` as for ``warnings.warn``,
+    counted from the caller."""
+    if problems:
+        shown = "; ".join(problems[:_SHOWN]) + (f"; and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else "")
+        warnings.warn(f"{where}: skipped {len(problems)} {what}(s): {shown}", UserWarning, stacklevel=stacklevel + 1)
 
 
 def _load_json(path: Path) -> dict:
@@ -184,9 +193,7 @@ def _read_coco(json_path: str | Path, images_dir: str | Path | None, strict: boo
         any_masks = any_masks or mask is not None
         per_image[image_id].append((box, cat_index[int(category)], mask))
 
-    if problems:
-        shown = "; ".join(problems[:_SHOWN]) + (f"; and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else "")
-        warnings.warn(f"{path}: skipped {len(problems)} bad record(s): {shown}", UserWarning, stacklevel=4)
+    warn_skipped(problems, "bad record", path, stacklevel=4)
     records = []
     for image_id, entry in images.items():
         anns = per_image[image_id]
@@ -203,8 +210,8 @@ def _read_coco(json_path: str | Path, images_dir: str | Path | None, strict: boo
                 masks=masks,
                 name=str(entry["file_name"]),
                 image_id=image_id,
-                crowd_masks=np.stack([m for _, m in crowds[image_id]]) if crowds[image_id] else None,
-                crowd_labels=np.array([c for c, _ in crowds[image_id]], dtype=np.int64) if crowds[image_id] else None,
+                crowd_masks=np.stack([m for _, m in crowd]) if (crowd := crowds[image_id]) else None,
+                crowd_labels=np.array([c for c, _ in crowd], dtype=np.int64) if crowd else None,
             )
         )
     if not records:

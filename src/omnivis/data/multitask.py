@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import os
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -29,13 +28,13 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from omnivis.data.builtin import SHAPE_CLASSES, make_shapes
+from omnivis.data.coco import read_coco, warn_skipped, write_coco
 from omnivis.data.datamodule import mix_seed, reseed_torch
 from omnivis.data.images import array_to_image, check_image, load_image
 from omnivis.data.masks import IGNORE_INDEX, shapes_class_map, to_tv_tensors
 from omnivis.data.readers import MANIFEST_HEADER
 from omnivis.errors import DataError
 
-_SHOWN = 3  # bad records named in a warning
 
 
 @dataclass
@@ -141,8 +140,6 @@ def load_coco_multitask(json_path: str | Path, images_dir: str | Path | None = N
         labels_csv: ``path,label`` rows, paths relative to ``images_dir`` or absolute.
         strict: the first bad record is an error.
     """
-    from omnivis.data.coco import read_coco
-
     coco = read_coco(json_path, images_dir, strict=strict, per_image_masks=True)
     records, unreadable = [], []
     for record in coco.records:
@@ -153,7 +150,7 @@ def load_coco_multitask(json_path: str | Path, images_dir: str | Path | None = N
             raise DataError(f"{record.source}: {reason}")
         else:
             unreadable.append(f"{record.name} ({reason})")
-    _warn(unreadable, "unreadable image", Path(json_path))
+    warn_skipped(unreadable, "unreadable image", Path(json_path))
     if not records:
         raise DataError(f"{json_path}: none of its images could be read")
     labels, classes, bad_rows = [-1] * len(records), [], 0
@@ -222,19 +219,12 @@ def read_image_labels(labels_csv: str | Path, root: Path, images: Sequence[Path]
             raise DataError(f"{path}:{problem.removeprefix('line ')}")
         else:
             problems.append(problem)
-    _warn(problems, "bad row", path)
+    warn_skipped(problems, "bad row", path)
     classes = sorted(set(chosen.values()))
     if not classes:
         raise DataError(f"{path}: no row names an image of the COCO file")
     labels = [classes.index(chosen[i]) if i in chosen else -1 for i in range(len(images))]
     return labels, classes, len(problems)
-
-
-def _warn(problems: list[str], what: str, where: Path) -> None:
-    """One warning naming the first few bad records."""
-    if problems:
-        shown = "; ".join(problems[:_SHOWN]) + (f"; and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else "")
-        warnings.warn(f"{where}: skipped {len(problems)} {what}(s): {shown}", UserWarning, stacklevel=3)
 
 
 def align_classes(data: MultitaskData, classes: Sequence[str], det_classes: Sequence[str]) -> MultitaskData:
@@ -341,7 +331,6 @@ def write_shapes_coco(folder: str | Path, n: int = 300, img_size: int = 64, seed
     """``builtin:shapes`` scenes as files a user would have: ``annotations.json`` (COCO: boxes, RLE
     masks), PNG images and ``labels.csv`` (``path,label``: each scene's most visible shape, as
     :func:`load_shapes_multitask`); returns the JSON path. For trying the file path of every task."""
-    from omnivis.data.coco import write_coco
     from omnivis.data.detection import shapes_detection_data
     from omnivis.fileio import atomic_write_bytes
 
