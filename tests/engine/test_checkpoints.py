@@ -1,17 +1,29 @@
-"""Epoch-end ``last.ckpt``: throttled by ``checkpoint_min_interval_s``, always written after the final epoch."""
+"""Epoch-end ``last.ckpt``: throttled by ``checkpoint_min_interval_s``, always written after the first and
+the final epoch; ``--resume`` continues from the newest full checkpoint, whichever file holds it."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+from lightning.pytorch import Callback
+from safetensors.torch import load_file
 
-from omnivis.engine.trainer import LastCheckpoint, TrainerConfig
+from omnivis.engine.trainer import (
+    AtomicCheckpointIO,
+    CheckpointOnException,
+    LastCheckpoint,
+    TrainerConfig,
+    build_trainer,
+    last_checkpoint,
+)
 from omnivis.errors import ConfigError
 from omnivis.tasks.classify import train_classifier
 from tests.conftest import tiny_classify_config
 
 
-@pytest.mark.parametrize("interval,expected_saves", [(0.0, 3), (3600.0, 1)])
+@pytest.mark.parametrize("interval,expected_saves", [(0.0, 3), (3600.0, 2)])
 def test_epoch_end_checkpoints_respect_the_minimum_interval(tmp_path, monkeypatch, interval, expected_saves):
     saved_steps = []
     original = LastCheckpoint._save_checkpoint
@@ -25,6 +37,7 @@ def test_epoch_end_checkpoints_respect_the_minimum_interval(tmp_path, monkeypatc
     config = tiny_classify_config(val_fraction=0.9, trainer=dict(epochs=3, checkpoint_min_interval_s=interval))
     out = train_classifier(config, tmp_path / "run")
     assert len(saved_steps) == expected_saves
+    assert saved_steps[0] == 5  # the first epoch end always writes: a killed run has something to resume
     final = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert final["global_step"] == saved_steps[-1] and final["epoch"] == 2  # the last epoch is always kept
 
@@ -32,3 +45,94 @@ def test_epoch_end_checkpoints_respect_the_minimum_interval(tmp_path, monkeypatc
 def test_negative_interval_is_a_config_error():
     with pytest.raises(ConfigError, match="checkpoint_min_interval_s"):
         TrainerConfig(checkpoint_min_interval_s=-1)
+
+
+def _fake_checkpoint(path, step: int, **drop) -> None:
+    state = {"global_step": step, "state_dict": {"w": torch.full((2,), float(step))},
+             "optimizer_states": [], "loops": {}}
+    for key in drop:
+        del state[key]
+    torch.save(state, path)
+
+
+def test_resume_picks_the_newest_full_checkpoint_by_step(tmp_path):
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    assert last_checkpoint(tmp_path) is None
+    _fake_checkpoint(ckpts / "last.ckpt", 5)
+    _fake_checkpoint(ckpts / "best.ckpt", 10)  # a throttled last.ckpt can be older than best.ckpt
+    assert last_checkpoint(tmp_path) == ckpts / "best.ckpt"
+    _fake_checkpoint(ckpts / "last.ckpt", 10)  # same step (the same epoch end): the name users expect
+    assert last_checkpoint(tmp_path) == ckpts / "last.ckpt"
+    _fake_checkpoint(ckpts / "step-12.ckpt", 12)
+    assert last_checkpoint(tmp_path) == ckpts / "step-12.ckpt"
+
+
+def test_resume_skips_truncated_and_weights_only_checkpoints_naming_them(tmp_path):
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    _fake_checkpoint(ckpts / "best.ckpt", 5)
+    _fake_checkpoint(ckpts / "last.ckpt", 20)
+    data = (ckpts / "last.ckpt").read_bytes()
+    (ckpts / "last.ckpt").write_bytes(data[: len(data) // 2])  # a copy cut off by a kill
+    _fake_checkpoint(ckpts / "weights.ckpt", 30, optimizer_states=None, loops=None)
+    with pytest.warns(UserWarning) as caught:
+        assert last_checkpoint(tmp_path) == ckpts / "best.ckpt"
+    assert sorted(str(w.message) for w in caught) == [
+        (f"{ckpts / 'last.ckpt'}: skipped, not a readable checkpoint "
+         "(PytorchStreamReader failed reading zip archive: failed finding central directory)"),
+        f"{ckpts / 'weights.ckpt'}: skipped, not a full training checkpoint (no optimizer_states, loops)",
+    ]
+    (ckpts / "best.ckpt").write_bytes(b"")
+    with pytest.warns(UserWarning) as caught:
+        assert last_checkpoint(tmp_path) is None
+    assert len(caught) == 3 and any(f"{ckpts / 'best.ckpt'}: skipped" in str(w.message) for w in caught)
+
+
+def test_checkpoints_are_moved_into_place_from_a_sibling_file(tmp_path, monkeypatch):
+    # Lightning's own save moves a file from the system temp folder: a copy, not atomic, across disks
+    trainer = build_trainer(TrainerConfig(accelerator="cpu", progress=False), tmp_path)
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    moves, replace = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (moves.append((src, dst)), replace(src, dst))[1])
+    trainer.strategy.checkpoint_io.save_checkpoint({"global_step": 3}, target)
+    assert len(moves) == 1 and os.path.dirname(moves[0][0]) == str(target.parent) and moves[0][1] == target
+    assert torch.load(target, weights_only=True) == {"global_step": 3}
+    assert os.listdir(target.parent) == ["last.ckpt"]  # no temporary file left behind
+
+
+class _Kill(Callback):
+    """Dies after ``step`` optimizer steps."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= self.step:
+            raise RuntimeError("killed")
+
+
+def test_a_run_killed_before_its_first_last_ckpt_resumes_from_best_and_matches(tmp_path, monkeypatch):
+    # 10% of digits for training: 5 steps per epoch, 3 epochs. The run is killed at step 7 as
+    # SIGKILL would (no exception handler writes a checkpoint) and last.ckpt is gone, as before
+    # last.ckpt was written at the first epoch end: best.ckpt (step 5) is all there is. The resumed
+    # run must still end with weights bit-equal to an uninterrupted one.
+    trainer = dict(epochs=3)
+    straight = train_classifier(tiny_classify_config(val_fraction=0.9, trainer=trainer), tmp_path / "straight")
+    run = tmp_path / "resumed"
+    with monkeypatch.context() as patch:
+        patch.setattr(CheckpointOnException, "on_exception", lambda *args: None)
+        with pytest.raises(RuntimeError, match="killed"):
+            train_classifier(tiny_classify_config(val_fraction=0.9, trainer=trainer), run, callbacks=[_Kill(7)])
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
+    (run / "checkpoints" / "last.ckpt").unlink()
+    assert last_checkpoint(run) == run / "checkpoints" / "best.ckpt"
+    resumed = train_classifier(tiny_classify_config(val_fraction=0.9, trainer=trainer), run, resume=True)
+    a = load_file(str(straight / "model.safetensors"))
+    b = load_file(str(resumed / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["global_step"] == 15 and final["epoch"] == 2

@@ -1,6 +1,6 @@
-"""The training engine (a Lightning Trainer built from a config) and the bundle format."""
+"""The training engine (``trainer``: a Lightning Trainer built from a config), seeding (``seed``) and
+the bundle format (``bundle``).
 
-from omnivis.engine.bundle import Bundle, load_bundle, save_bundle
-from omnivis.engine.trainer import TrainerConfig, build_trainer
-
-__all__ = ["Bundle", "TrainerConfig", "build_trainer", "load_bundle", "save_bundle"]
+Nothing is imported here: ``omnivis.engine.bundle`` is read by predictors, export and serve, which
+must not pay for importing Lightning.
+"""

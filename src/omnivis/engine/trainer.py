@@ -10,6 +10,7 @@ at is the datamodule's own checkpoint state: ``SeededDataModule.state_dict``.)
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import random
 import time
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import (
     Callback,
@@ -28,9 +28,12 @@ from lightning.pytorch.callbacks import (
     RichProgressBar,
 )
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.profilers import PassThroughProfiler
 
+from omnivis.engine.seed import mix_seed, reseed_torch, seed_everything
 from omnivis.errors import ConfigError, TrainingError
+from omnivis.fileio import atomic_write_bytes
 
 PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed", "bf16-true", "64-true")
 
@@ -51,11 +54,11 @@ class TrainerConfig:
         deterministic: use only deterministic kernels (slower on GPU).
         checkpoint_every_n_steps: also write ``last.ckpt`` every N steps (0: at epoch ends only;
             a crash or Ctrl-C writes it too).
-        checkpoint_min_interval_s: skip an epoch-end ``last.ckpt`` written less than this many
-            seconds after the previous one (0: every epoch). The final epoch, every
-            ``checkpoint_every_n_steps`` step and a crash still write it; a killed run loses at most
-            this long or one epoch, whichever is longer. Epochs of a second (digits) otherwise
-            spend 3-5% of their time writing checkpoints.
+        checkpoint_min_interval_s: skip an epoch-end ``last.ckpt`` when the next epoch end still
+            falls within this many seconds of the previous one (0: every epoch). The first and the
+            final epoch, every ``checkpoint_every_n_steps`` step and a crash still write it; a
+            killed run loses at most this long or one epoch, whichever is longer. Epochs of a
+            second (digits) otherwise spend 3-5% of their time writing checkpoints.
         early_stopping_patience: stop after this many validations without improvement (0: off).
         log_every_n_steps: how often training metrics are logged.
         progress: show a progress bar.
@@ -102,13 +105,6 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "32-true"
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) from one integer."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 class StepSeed(Callback):
     """Reseed the model's RNG from (seed, global step, rank) before every training step.
 
@@ -120,8 +116,6 @@ class StepSeed(Callback):
         self.seed = seed
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
-        from omnivis.data.datamodule import mix_seed, reseed_torch
-
         step_seed = mix_seed(self.seed, trainer.global_step, trainer.global_rank)
         reseed_torch(step_seed)
         random.seed(step_seed)
@@ -138,23 +132,34 @@ class StopOnNonFiniteLoss(Callback):
             raise TrainingError(
                 f"loss became {value} at step {trainer.global_step} "
                 f"(epoch {trainer.current_epoch}); lower the learning rate or check the data. "
-                f"weights were not updated with it; resume from {trainer.default_root_dir}/checkpoints/last.ckpt with --resume"
+                f"weights were not updated with it; --resume continues from the newest checkpoint in "
+                f"{checkpoint_dir(trainer.default_root_dir)}"
             )
 
 
 class LastCheckpoint(ModelCheckpoint):
-    """``last.ckpt``, replaced at epoch ends (at most every ``min_interval_s``; always after the
-    final epoch) and every ``every_n_train_steps`` steps."""
+    """``last.ckpt``, replaced every ``every_n_train_steps`` steps and at epoch ends.
+
+    Epoch ends are throttled by ``min_interval_s``: the first one of a process and the final one
+    always write; another writes when the next epoch end would fall ``min_interval_s`` or more
+    after the previous write (an epoch is assumed to take as long as the one that just ended). A
+    killed run so loses at most ``min_interval_s`` or one epoch, whichever is longer.
+    """
 
     def __init__(self, dirpath: Path, every_n_train_steps: int | None, min_interval_s: float) -> None:
         super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1,
                          every_n_train_steps=every_n_train_steps, save_on_train_epoch_end=True,
                          enable_version_counter=False)
         self.min_interval_s = min_interval_s
-        self._saved_at = time.monotonic()
+        self._saved_at: float | None = None  # no last.ckpt written by this process yet
+        self._epoch_started_at = time.monotonic()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._saved_at = time.monotonic()
+        super().on_train_start(trainer, pl_module)
+        self._saved_at = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_started_at = time.monotonic()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args, **kwargs) -> None:
         # the parent only saves here every N steps (no time interval is set): skip its checks otherwise
@@ -164,12 +169,30 @@ class LastCheckpoint(ModelCheckpoint):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         final = (trainer.should_stop or 0 <= trainer.max_epochs <= trainer.current_epoch + 1
                  or 0 <= trainer.max_steps <= trainer.global_step)
-        if final or time.monotonic() - self._saved_at >= self.min_interval_s:
+        now = time.monotonic()
+        next_end = now + (now - self._epoch_started_at)
+        if final or self._saved_at is None or next_end - self._saved_at >= self.min_interval_s:
             super().on_train_epoch_end(trainer, pl_module)
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
         self._saved_at = time.monotonic()
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, moved into place with ``os.replace`` from a sibling file.
+
+    Lightning's own "atomic" save writes to a file in the system temp folder and moves it over;
+    across file systems (``/tmp`` on tmpfs, runs on a data disk) that move is a copy, and a kill
+    during it leaves a truncated ``last.ckpt`` where a good one stood.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
 
 
 class NoProfiler(PassThroughProfiler):
@@ -235,9 +258,44 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 
 
 def last_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint ``--resume`` continues from, if the run wrote one."""
-    path = checkpoint_dir(run_dir) / "last.ckpt"
-    return path if path.exists() else None
+    """The checkpoint ``--resume`` continues from: the newest full one in ``run_dir/checkpoints``.
+
+    Newest by the global step stored in each file (``best.ckpt`` may be newer than a throttled
+    ``last.ckpt``, or the only one a killed run left); at equal steps ``last.ckpt`` (both are then
+    written at the same epoch end and hold the same state), then the later file. A file that cannot
+    be read, or that lacks the optimizer and loop state a resume needs, is skipped with a warning
+    naming it. None when no checkpoint can be resumed from.
+    """
+    candidates = []
+    for path in sorted(checkpoint_dir(run_dir).glob("*.ckpt")):
+        step = _resumable_step(path)
+        if step is not None:
+            candidates.append(((step, path.name == "last.ckpt", path.stat().st_mtime_ns), path))
+    return max(candidates)[1] if candidates else None
+
+
+_RESUME_KEYS = ("global_step", "state_dict", "optimizer_states", "loops")
+
+
+def _resumable_step(path: Path) -> int | None:
+    """The global step of checkpoint ``path``, or None (with a warning) when it cannot be resumed from.
+
+    ``mmap`` keeps this cheap for large checkpoints: only the pickled structure is read, tensor
+    storage stays on disk. A truncated file fails here already (its zip directory is at the end).
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file is skipped the same way
+        # the first sentence: torch adds a paragraph of guesses to a truncated file's error
+        reason = str(error).strip().split(". ")[0].splitlines()[0] if str(error).strip() else type(error).__name__
+        warnings.warn(f"{path}: skipped, not a readable checkpoint ({reason})", UserWarning, stacklevel=3)
+        return None
+    missing = [key for key in _RESUME_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        warnings.warn(f"{path}: skipped, not a full training checkpoint (no {', '.join(missing)})",
+                      UserWarning, stacklevel=3)
+        return None
+    return int(checkpoint["global_step"])
 
 
 DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
@@ -319,5 +377,6 @@ def build_trainer(
             use_distributed_sampler=False,  # EpochSampler shards by rank itself
             num_sanity_val_steps=0,
             profiler=NoProfiler(),
+            plugins=[AtomicCheckpointIO()],
         )
     return trainer

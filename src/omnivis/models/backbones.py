@@ -191,9 +191,19 @@ _PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar"}
 def read_backbone_state(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
     """Read backbone weights (timm keys) and, when recorded, the architecture they belong to.
 
-    Pickle-based files are refused: loading them can run arbitrary code.
+    An omnivis bundle (or its ``model.safetensors``) is read through ``engine/bundle.py``: its header
+    names the backbone and the key prefix its weights sit under. Pickle-based files are refused:
+    loading them can run arbitrary code.
     """
+    # imported here: omnivis.engine's __init__ brings in the Lightning trainer, which models/ never needs
+    from omnivis.engine.bundle import DEFAULT_BACKBONE_PREFIX, WEIGHTS, is_bundle, load_bundle
+
     path = Path(path)
+    if path.is_file() and path.name == WEIGHTS and is_bundle(path.parent):
+        path = path.parent  # a bundle's own weights file: its header says where the backbone is
+    if path.is_dir() and is_bundle(path):
+        bundle = load_bundle(path)
+        return bundle.backbone_state_dict(), bundle.header.backbone
     if not path.exists():
         raise BundleError(f"{path}: pretrained weights not found")
     if path.suffix.lower() in _PICKLE_SUFFIXES:
@@ -202,15 +212,9 @@ def read_backbone_state(path: str | Path) -> tuple[dict[str, torch.Tensor], str 
             "convert it to .safetensors (safetensors.torch.save_file) and pass that"
         )
     architecture = None
-    prefix = ""
-    if path.is_dir():
+    if path.is_dir():  # timm's Hugging Face folder format (or a folder holding only weights)
         config_path = path / "config.json"
-        config = json.loads(config_path.read_text()) if config_path.exists() else {}
-        if "omnivis_version" in config:  # an omnivis bundle
-            architecture = config.get("backbone")
-            prefix = "backbone.model."
-        else:  # timm's Hugging Face folder format
-            architecture = config.get("architecture")
+        architecture = json.loads(config_path.read_text()).get("architecture") if config_path.exists() else None
         path = path / "model.safetensors"
         if not path.exists():
             raise BundleError(f"{path}: no model.safetensors in this folder")
@@ -218,9 +222,8 @@ def read_backbone_state(path: str | Path) -> tuple[dict[str, torch.Tensor], str 
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise BundleError(f"{path}: not a readable safetensors file ({err})") from None
-    if not prefix and state and all(k.startswith(("backbone.model.", "head.")) for k in state):
-        prefix = "backbone.model."  # a bundle's own model.safetensors, passed as a file
-    if prefix:
+    if state and all(k.startswith((DEFAULT_BACKBONE_PREFIX, "head.")) for k in state):
+        prefix = DEFAULT_BACKBONE_PREFIX  # a classifier bundle's model.safetensors copied out of its folder
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if not state:
             raise BundleError(f"{path}: this bundle holds no backbone weights")
