@@ -30,3 +30,12 @@ class BundleError(OmnivisError):
 
 class TrainingError(OmnivisError):
     """A training run that cannot go on (for example a non-finite loss)."""
+
+
+class OmnivisWarning(UserWarning):
+    """A warning about the user's input; the CLI prints it as one line (``omnivis.console``)."""
+
+
+class SkippedInputWarning(OmnivisWarning):
+    """Inputs a reader left out (unreadable images, bad records, bad rows); the data object's
+    ``skipped`` lists every one with its reason, and a training run writes them to ``skipped.json``."""

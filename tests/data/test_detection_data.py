@@ -19,11 +19,11 @@ from omnivis.data.detection import (
     coco_results,
     detection_collate,
     resolve_detection_data,
-    rle_to_mask,
     shapes_detection_data,
     write_coco_results,
 )
-from omnivis.errors import DataError
+from omnivis.data.detection_records import rle_to_mask
+from omnivis.errors import DataError, SkippedInputWarning
 
 
 def _rle(mask: np.ndarray) -> dict:
@@ -81,11 +81,13 @@ BAD = [
 @pytest.mark.parametrize("bad, message", BAD)
 def test_bad_record_is_skipped_with_one_warning_or_raises_when_strict(tmp_path, bad, message):
     path = write_coco(tmp_path, bad)
-    with pytest.warns(UserWarning, match="annotation id 17") as caught:
+    with pytest.warns(SkippedInputWarning, match="ann.json: skipped 1 bad record: ann.json annotation id 17") as caught:
         data = read_coco(path)
     ours = [w for w in caught if issubclass(w.category, UserWarning)]
     assert len(ours) == 1 and message in str(ours[0].message)
-    assert data.skipped == 1 and sum(len(r.labels) for r in data.records) == 2
+    assert len(data.skipped) == 1 and sum(len(r.labels) for r in data.records) == 2
+    name, reason = data.skipped[0]
+    assert name == "ann.json annotation id 17" and message in reason
     with pytest.raises(DataError, match=message):
         read_coco(path, strict=True)
 

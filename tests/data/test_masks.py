@@ -16,7 +16,7 @@ from omnivis.data.masks import (
     read_mask_folder,
     shapes_class_map,
 )
-from omnivis.errors import DataError
+from omnivis.errors import DataError, SkippedInputWarning
 
 
 def _write_pair(root, name, mask, palette=False, image_size=None, ext=".png"):
@@ -75,10 +75,12 @@ def test_bad_pairs_are_skipped_with_one_warning_or_raise_with_strict(tmp_path, c
         _write_pair(tmp_path, "bad", _mask(1), image_size=(8, 12))
     else:
         _write_pair(tmp_path, "bad", _mask(5))
-    with pytest.warns(UserWarning, match="skipped 1 of 2") as record:
+    with pytest.warns(SkippedInputWarning, match="skipped 1 image/mask pair: ") as record:
         data = read_mask_folder(tmp_path)
     assert len(record) == 1 and "bad" in str(record[0].message) and expected in str(record[0].message)
-    assert [s.name for s in data.samples] == ["good"] and len(data.skipped) == 1
+    assert [s.name for s in data.samples] == ["good"]
+    at_fault = "images/bad.png" if case == "missing" else "masks/bad.png"
+    assert len(data.skipped) == 1 and data.skipped[0][0] == at_fault and expected in data.skipped[0][1]
     with pytest.raises(DataError, match=expected):
         read_mask_folder(tmp_path, strict=True)
 

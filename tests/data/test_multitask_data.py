@@ -20,7 +20,7 @@ from omnivis.data.multitask import (
     multitask_collate,
     write_shapes_coco,
 )
-from omnivis.errors import DataError, ImageError
+from omnivis.errors import DataError, ImageError, SkippedInputWarning
 
 TF = build_mask_transform(32, (0.5,) * 3, (0.5,) * 3, None)
 
@@ -60,11 +60,12 @@ def write_dataset(root: Path) -> tuple[Path, Path, Path]:
 
 def test_coco_and_csv_give_boxes_class_masks_and_image_labels(tmp_path):
     ann, images, csv = write_dataset(tmp_path)
-    with pytest.warns(UserWarning, match="labels.csv: skipped 1 bad row.*line 4: 'zzz.png' is not an image of the COCO file"):
+    with pytest.warns(SkippedInputWarning, match="labels.csv: skipped 1 bad row: labels.csv line 4 \\('zzz.png' is not an image of the COCO file\\)"):
         data = load_coco_multitask(ann, images, csv)
     assert data.det_classes == ["cat", "dog"] and data.classes == ["indoor", "outdoor"]  # COCO ids 7, 9; CSV sorted
     assert data.images == [images / "a.png", images / "b.png", images / "c.png"]  # paths, not pixels
-    assert data.labels == [1, -1, 0] and data.skipped == 1  # b is not in the CSV: no class label
+    assert data.labels == [1, -1, 0]  # b is not in the CSV: no class label
+    assert data.skipped == [("labels.csv line 4", "'zzz.png' is not an image of the COCO file")]
     a, b, c = data.masks
     assert a.shape == (30, 40) and a[4, 3] == 1 and a[12, 18] == 2  # cat = 1, dog = 2, background 0
     assert a[6, 10] == 2  # the overlap: the later annotation (the dog) is painted over the cat
@@ -105,9 +106,10 @@ def test_dataset_loads_files_and_handles_missing_mask_and_empty_boxes(tmp_path):
 def test_unreadable_images_are_skipped_and_counted_or_strict(tmp_path):
     ann, images, csv = write_dataset(tmp_path)
     (images / "b.png").write_bytes(b"\x89PNG truncated")
-    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image\(s\): b.png"):
+    with pytest.warns(SkippedInputWarning, match=r"ann.json: skipped 1 unreadable image: b.png \("):
         data = load_coco_multitask(ann, images)
-    assert [p.name for p in data.images] == ["a.png", "c.png"] and data.skipped == 1
+    assert [p.name for p in data.images] == ["a.png", "c.png"]
+    assert [name for name, _ in data.skipped] == ["b.png"] and data.skipped[0][1]
     assert data.classes == [] and data.labels == [-1, -1]  # no CSV: no class labels
     with pytest.raises(DataError, match="b.png"):
         load_coco_multitask(ann, images, strict=True)

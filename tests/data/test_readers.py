@@ -9,13 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from omnivis.data.readers import (
-    ClassificationData,
-    ImageSample,
-    read_class_folder,
-    split_indices,
-)
-from omnivis.errors import DataError
+from omnivis.data.readers import ClassificationData, ImageSample, read_class_folder
+from omnivis.data.splits import split_indices
+from omnivis.errors import DataError, SkippedInputWarning
 
 
 def _image(path: Path, value: int = 100) -> Path:
@@ -63,11 +59,11 @@ def test_subset_keeps_classes(class_root):
 def test_corrupt_file_skipped_with_one_warning(class_root):
     (class_root / "dog" / "broken.jpg").write_bytes(b"garbage")
     (class_root / "cat" / "empty.png").write_bytes(b"")
-    with pytest.warns(UserWarning) as record:
+    with pytest.warns(SkippedInputWarning) as record:
         data = read_class_folder(class_root)
     assert len(record) == 1
     message = str(record[0].message)
-    assert message.startswith("skipped 2 unreadable images in")
+    assert message.startswith(f"{class_root}: skipped 2 unreadable images: ")
     assert "dog/broken.jpg (cannot identify image file)" in message
     assert len(data) == 5
     assert [name for name, _ in data.skipped] == ["cat/empty.png", "dog/broken.jpg"]
@@ -139,7 +135,7 @@ def test_manifest_missing_file(tmp_path):
     _image(tmp_path / "1.png")
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,label\n1.png,a\ngone.png,b\n")
-    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image in .*gone\.png \(line 3: file not found\)"):
+    with pytest.warns(SkippedInputWarning, match=r"m\.csv: skipped 1 unreadable image: gone\.png \(line 3: file not found\)"):
         data = read_class_folder(tmp_path, manifest=manifest)
     assert data.classes == ["a", "b"] and len(data) == 1
     assert data.skipped == [("gone.png", "line 3: file not found")]

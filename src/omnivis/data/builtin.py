@@ -307,6 +307,12 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
 }
 
 
+def is_builtin_shapes(spec: str) -> bool:
+    """Whether a data argument names ``builtin:shapes`` (detection, segmentation and multi-task
+    build its scenes with their own train/test seeds, so they test for it before reading)."""
+    return str(spec).strip().lower() == "builtin:shapes"
+
+
 def list_builtin() -> list[BuiltinDataset]:
     """All built-in datasets, in table order."""
     return list(BUILTIN_DATASETS.values())

@@ -3,10 +3,11 @@
 Real annotation files contain mistakes. Rather than let one crash deep inside torchvision during
 training, every annotation is checked here: a box partly outside its image is clipped; a box wholly
 outside, a box with zero or negative size, an unknown category, an annotation pointing to a missing
-image and a mask of the wrong size are skipped and counted in one warning that names the first few
-(``annotation id 17 (image 'a.jpg'): box has negative width``), or raise ``DataError`` with
-``strict=True``. Crowd annotations (``iscrowd: 1``) are left out of the boxes, as detectors usually
-train; with ``per_image_masks`` their regions are kept apart for semantic masks.
+image and a mask of the wrong size are skipped, each kept in ``DetectionData.skipped`` with its
+reason (``("ann.json annotation id 17", "image 'a.jpg': box has negative width")``) and named in
+one warning line (``omnivis.data.skipped``), or raise ``DataError`` with ``strict=True``. Crowd
+annotations (``iscrowd: 1``) are left out of the boxes, as detectors usually train; with
+``per_image_masks`` their regions are kept apart for semantic masks.
 """
 
 from __future__ import annotations
@@ -16,20 +17,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from omnivis.data.detection import DetectionData, DetectionRecord
+from omnivis.data.detection_records import DetectionData, DetectionRecord, mask_to_rle
+from omnivis.data.images import load_image
+from omnivis.data.skipped import Skipped, warn_skipped
 from omnivis.errors import DataError
-
-_SHOWN = 3  # bad records named in a warning
-
-
-def warn_skipped(problems: list[str], what: str, where: str | Path, stacklevel: int = 2) -> None:
-    """One warning for all the bad records of a file, naming the first few
-    (``ann.json: skipped 5 bad record(s): ...; and 2 more``). ``stacklevel`` as for ``warnings.warn``,
-    counted from the caller."""
-    if problems:
-        shown = "; ".join(problems[:_SHOWN]) + (f"; and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else "")
-        warnings.warn(f"{where}: skipped {len(problems)} {what}(s): {shown}", UserWarning, stacklevel=stacklevel + 1)
+from omnivis.fileio import atomic_write_bytes
 
 
 def _load_json(path: Path) -> dict:
@@ -125,22 +119,21 @@ def _read_coco(json_path: str | Path, images_dir: str | Path | None, strict: boo
     if not categories:
         raise DataError(f"{path}: has no categories")
     cat_index = {int(c["id"]): i for i, c in enumerate(categories)}
-    problems: list[str] = []
+    skipped: Skipped = []
 
-    def bad(message: str) -> None:
+    def bad(record: str, reason: str) -> None:
+        """``record`` (``annotation id 17``) is left out for ``reason``, or (strict) is an error."""
         if strict:
-            raise DataError(f"{path}: {message}")
-        problems.append(message)
+            raise DataError(f"{path}: {record}: {reason}")
+        skipped.append((f"{path.name} {record}", reason))
 
     images: dict[int, dict] = {}
     for entry in data["images"]:
         name = str(entry.get("file_name", ""))
         if not (root / name).is_file() or not name:
-            bad(f"image id {entry.get('id')} ('{name}'): file not found in {root}")
+            bad(f"image id {entry.get('id')}", f"file '{name}' not found in {root}")
             continue
         if "width" not in entry or "height" not in entry:
-            from PIL import Image
-
             with Image.open(root / name) as im:
                 entry = {**entry, "width": im.width, "height": im.height}
         images[int(entry["id"])] = entry
@@ -154,22 +147,22 @@ def _read_coco(json_path: str | Path, images_dir: str | Path | None, strict: boo
         image_id = int(ann.get("image_id", -1))
         if image_id not in images:
             if image_id not in known_ids:
-                bad(f"annotation id {aid}: points to image id {image_id}, which is not in 'images'")
+                bad(f"annotation id {aid}", f"points to image id {image_id}, which is not in 'images'")
             continue  # an image already reported missing
         entry = images[image_id]
-        where = f"annotation id {aid} (image '{entry['file_name']}')"
+        record, image = f"annotation id {aid}", f"image '{entry['file_name']}'"
         crowd = bool(ann.get("iscrowd", 0))
         if crowd and not (per_image_masks and ann.get("segmentation")):
             continue
         category = ann.get("category_id")
         if category is None or int(category) not in cat_index:
-            bad(f"{where}: unknown category id {category}")
+            bad(record, f"{image}: unknown category id {category}")
             continue
         height, width = int(entry["height"]), int(entry["width"])
         if crowd:
             mask, problem = _decode_segmentation(ann["segmentation"], height, width)
             if problem:
-                bad(f"{where}: {problem}")
+                bad(record, f"{image}: {problem}")
             else:
                 crowds[image_id].append((cat_index[int(category)], mask))
             continue
@@ -178,7 +171,7 @@ def _read_coco(json_path: str | Path, images_dir: str | Path | None, strict: boo
         if segmentation:
             mask, problem = _decode_segmentation(segmentation, height, width)
             if problem:
-                bad(f"{where}: {problem}")
+                bad(record, f"{image}: {problem}")
                 continue
         else:
             all_have_masks = False
@@ -188,12 +181,12 @@ def _read_coco(json_path: str | Path, images_dir: str | Path | None, strict: boo
             bbox = [float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())]
         box, problem = _check_box(bbox, height, width)
         if problem:
-            bad(f"{where}: {problem}")
+            bad(record, f"{image}: {problem}")
             continue
         any_masks = any_masks or mask is not None
         per_image[image_id].append((box, cat_index[int(category)], mask))
 
-    warn_skipped(problems, "bad record", path, stacklevel=4)
+    warn_skipped(skipped, "bad record", path)
     records = []
     for image_id, entry in images.items():
         anns = per_image[image_id]
@@ -221,7 +214,7 @@ def _read_coco(json_path: str | Path, images_dir: str | Path | None, strict: boo
         classes=[str(c.get("name", c["id"])) for c in categories],
         source=str(path),
         category_ids=[int(c["id"]) for c in categories],
-        skipped=len(problems),
+        skipped=skipped,
     )
 
 
@@ -231,12 +224,6 @@ def write_coco(data: DetectionData, json_path: str | Path, images_dir: str | Pat
     Handy to turn ``builtin:shapes`` into a COCO dataset for trying the COCO path, or to export
     data after filtering. Masks are written as compressed RLE, boxes as ``[x, y, w, h]``.
     """
-    from PIL import Image
-
-    from omnivis.data.detection import mask_to_rle
-    from omnivis.data.images import load_image
-    from omnivis.fileio import atomic_write_bytes
-
     json_path = Path(json_path)
     root = Path(images_dir) if images_dir is not None else json_path.parent
     root.mkdir(parents=True, exist_ok=True)

@@ -1,17 +1,17 @@
-"""Detection and instance-segmentation data: records, built-in shapes, seeded dataset, COCO results.
+"""Detection and instance-segmentation data: built-in shapes, seeded dataset, COCO results.
 
-A ``DetectionData`` is a list of records (image, boxes, labels, optional instance masks) plus the
-class names. It comes from ``builtin:shapes`` (generated scenes, train and test drawn from different
-seeds) or a COCO JSON file (``omnivis.data.coco.read_coco``); :func:`resolve_detection_data` turns
-what a user types into one. The dataset is addressed by ``(epoch, index)`` like
-``ImageClassificationDataset``, so every augmentation draw is a function of (seed, epoch, index).
+A ``DetectionData`` (``omnivis.data.detection_records``) is a list of records (image, boxes,
+labels, optional instance masks) plus the class names. It comes from ``builtin:shapes`` (generated
+scenes, train and test drawn from different seeds) or a COCO JSON file
+(``omnivis.data.coco.read_coco``); :func:`resolve_detection_data` turns what a user types into one.
+The dataset is addressed by ``(epoch, index)`` like ``ImageClassificationDataset``, so every
+augmentation draw is a function of (seed, epoch, index).
 """
 
 from __future__ import annotations
 
 import json
-import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -21,61 +21,16 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from omnivis.data.datamodule import mix_seed, reseed_torch
+from omnivis.data.builtin import SHAPE_CLASSES, is_builtin_shapes, make_shapes
+from omnivis.data.coco import read_coco
+from omnivis.data.detection_records import DetectionData, DetectionRecord, mask_to_rle
 from omnivis.data.images import array_to_image, load_image
+from omnivis.engine.seed import mix_seed, reseed_torch
 from omnivis.errors import DataError
 from omnivis.fileio import atomic_write_bytes
 
 SHAPES_TRAIN_SEED = 0
 SHAPES_TEST_SEED = 1
-
-
-@dataclass
-class DetectionRecord:
-    """One annotated image.
-
-    Attributes:
-        source: an image path or an H x W x 3 uint8 array.
-        boxes: (N, 4) float32 ``x1, y1, x2, y2`` in pixels of the original image.
-        labels: (N,) int64 class indices into ``DetectionData.classes``.
-        masks: (N, H, W) bool instance masks, or None when the data has no masks.
-        name: how errors and reports name the image.
-        image_id: the COCO image id (the index for built-in data).
-        crowd_masks, crowd_labels: (K, H, W) bool and (K,) int64: COCO crowd regions (``iscrowd:
-            1``), which detection leaves out but a semantic mask paints with their class; read only
-            with ``read_coco(per_image_masks=True)``, else None.
-    """
-
-    source: str | Path | np.ndarray
-    boxes: np.ndarray
-    labels: np.ndarray
-    masks: np.ndarray | None = None
-    name: str = ""
-    image_id: int = 0
-    crowd_masks: np.ndarray | None = None
-    crowd_labels: np.ndarray | None = None
-
-
-@dataclass
-class DetectionData:
-    """Records, class names (index order) and, per class, the COCO category id written to results."""
-
-    records: list[DetectionRecord]
-    classes: list[str]
-    source: str
-    category_ids: list[int] = field(default_factory=list)
-    skipped: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.category_ids:
-            self.category_ids = list(range(1, len(self.classes) + 1))
-
-    @property
-    def has_masks(self) -> bool:
-        return bool(self.records) and all(r.masks is not None for r in self.records)
-
-    def subset(self, indices: Sequence[int]) -> "DetectionData":
-        return replace(self, records=[self.records[int(i)] for i in indices])
 
 
 def shapes_detection_data(n: int, img_size: int = 64, seed: int = SHAPES_TRAIN_SEED) -> DetectionData:
@@ -84,8 +39,6 @@ def shapes_detection_data(n: int, img_size: int = 64, seed: int = SHAPES_TRAIN_S
     Train scenes use seed 0 and test scenes seed 1 (:func:`resolve_detection_data`), so the two
     splits never share a scene.
     """
-    from omnivis.data.builtin import SHAPE_CLASSES, make_shapes
-
     scenes = make_shapes(n, img_size, seed).scenes
     records = [
         DetectionRecord(
@@ -95,10 +48,6 @@ def shapes_detection_data(n: int, img_size: int = 64, seed: int = SHAPES_TRAIN_S
         for i, s in enumerate(scenes)
     ]
     return DetectionData(records, list(SHAPE_CLASSES), f"builtin:shapes (seed {seed})")
-
-
-def is_builtin_shapes(spec: str) -> bool:
-    return spec.strip().lower() == "builtin:shapes"
 
 
 def resolve_detection_data(
@@ -134,18 +83,7 @@ def resolve_detection_data(
         raise DataError(f"{path}: is a folder; detection needs a COCO JSON file (--data ann.json --images DIR)")
     if path.suffix.lower() != ".json":
         raise DataError(f"{path}: expected a COCO annotations .json file or builtin:shapes")
-    from omnivis.data.coco import read_coco
-
     return read_coco(path, images_dir=images, strict=strict)
-
-
-def split_records(num: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded random split of ``num`` records into (train, val) indices (val >= 1 when possible)."""
-    order = np.random.default_rng(mix_seed(seed, 7919)).permutation(num)
-    n_val = int(round(num * val_fraction))
-    if val_fraction > 0 and num > 1:
-        n_val = min(max(1, n_val), num - 1)
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,27 +173,6 @@ def detection_collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torc
 # ----------------------------------------------------------------------------------------------
 # COCO results
 # ----------------------------------------------------------------------------------------------
-
-
-def mask_to_rle(mask: np.ndarray) -> dict:
-    """(H, W) bool -> COCO RLE ``{"size": [H, W], "counts": str}`` (JSON-ready)."""
-    from pycocotools import mask as mask_utils
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
-
-
-def rle_to_mask(rle: dict) -> np.ndarray:
-    """COCO RLE (counts str or bytes) -> (H, W) bool."""
-    from pycocotools import mask as mask_utils
-
-    counts = rle["counts"]
-    encoded = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        return mask_utils.decode(encoded).astype(bool)
 
 
 def coco_results(predictions: Sequence[dict]) -> list[dict]:

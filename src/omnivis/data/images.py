@@ -15,11 +15,12 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
+from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from omnivis.errors import ImageError
+from omnivis.errors import DataError, ImageError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 """File name endings (compared case-insensitively) that folder readers treat as images."""
@@ -271,3 +272,33 @@ def check_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> str | N
     except Exception as exc:  # any failure to parse the header means "unreadable"
         return _reason(exc)
     return None
+
+
+def load_images(inputs: Iterable[str | Path | Image.Image | np.ndarray], mode: str) -> list[Image.Image]:
+    """Images from paths (through the one ``load_image``), PIL images or arrays, in ``mode``."""
+    images = []
+    for item in inputs:
+        if isinstance(item, Image.Image):
+            images.append(normalize_image(ImageOps.exif_transpose(item), mode))
+        elif isinstance(item, np.ndarray):
+            images.append(array_to_image(item, mode))
+        else:
+            images.append(load_image(item, mode))
+    return images
+
+
+def expand_image_paths(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files and folders (searched recursively for images) -> a sorted list of image files."""
+    paths: list[Path] = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+            if not found:
+                raise DataError(f"{item}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
+            paths.extend(found)
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise DataError(f"{item}: no such file or folder")
+    return paths

@@ -6,17 +6,17 @@ A mask folder looks like::
     DIR/masks/NAME.png           one class-index mask per image (palette or 8-bit grey PNG)
     DIR/classes.txt              optional: one class name per line, line i = index i
 
-Pixel value 255 means "ignore" (not scored, no loss). Pairs that cannot be used (no mask, a mask of
-another size than its image, an index beyond the classes) are skipped and counted with one warning
-naming the files, or raise ``DataError`` with ``strict``. :class:`SegmentationDataset` serves
-``(image tensor, mask tensor)`` pairs with augmentation seeded by ``(seed, epoch, index)``; the mask
-goes through the same geometric transform as the image (torchvision ``tv_tensors.Mask``: nearest
-neighbour), so they stay aligned.
+Pixel value 255 means "ignore" (not scored, no loss). Pairs that cannot be used (an unreadable
+image, no mask, a mask of another size than its image, an index beyond the classes) are skipped,
+each kept in ``SegmentationData.skipped`` with its reason and named in one warning line
+(``omnivis.data.skipped``), or raise ``DataError`` with ``strict``. :class:`SegmentationDataset`
+serves ``(image tensor, mask tensor)`` pairs with augmentation seeded by ``(seed, epoch, index)``;
+the mask goes through the same geometric transform as the image (torchvision ``tv_tensors.Mask``:
+nearest neighbour), so they stay aligned.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -29,8 +29,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from omnivis.data.builtin import SHAPE_CLASSES, make_shapes
-from omnivis.data.datamodule import mix_seed, reseed_torch
 from omnivis.data.images import IMAGE_EXTENSIONS, array_to_image, check_image, load_image
+from omnivis.data.skipped import Skipped, warn_skipped
+from omnivis.engine.seed import mix_seed, reseed_torch
 from omnivis.errors import ConfigError, DataError
 
 IGNORE_INDEX = 255
@@ -49,15 +50,19 @@ class MaskSample:
 
 @dataclass
 class SegmentationData:
-    """Samples plus the class names (index i = class i; 255 = ignore) and what was skipped."""
+    """Samples plus the class names (index i = class i; 255 = ignore) and what was skipped.
+
+    ``skipped`` holds ``(file, reason)`` for every pair left out, the file relative to the folder
+    (``images/a.png`` or ``masks/a.png``, whichever is at fault); see ``omnivis.data.skipped``.
+    """
 
     samples: list[MaskSample]
     classes: list[str]
     source: str
-    skipped: list[str] = field(default_factory=list)
+    skipped: Skipped = field(default_factory=list)
 
     def subset(self, indices: Sequence[int]) -> "SegmentationData":
-        return SegmentationData([self.samples[int(i)] for i in indices], self.classes, self.source, self.skipped)
+        return SegmentationData([self.samples[int(i)] for i in indices], self.classes, self.source, list(self.skipped))
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -77,12 +82,13 @@ def read_mask(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: cannot read mask ({err})") from None
 
 
-def _image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the header only, or None if the file is unreadable."""
-    if check_image(path) is not None:
-        return None
+def _image_size(path: Path) -> tuple[tuple[int, int] | None, str | None]:
+    """((width, height), None) from the header only, or (None, why the file is unreadable)."""
+    reason = check_image(path)
+    if reason is not None:
+        return None, reason
     with Image.open(path) as im:
-        return im.size
+        return im.size, None
 
 
 def read_mask_folder(root: str | Path, strict: bool = False) -> SegmentationData:
@@ -107,39 +113,39 @@ def read_mask_folder(root: str | Path, strict: bool = False) -> SegmentationData
     images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
     if not images:
         raise DataError(f"{images_dir}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    samples, problems, largest = [], [], 0
+    samples, largest = [], 0
+    skipped: Skipped = []
     for image_path in images:
         mask_path = masks_dir / f"{image_path.stem}.png"
-        problem = None
+        problem: tuple[Path, str] | None = None  # (the file at fault, why)
         if not mask_path.exists():
-            problem = f"{image_path}: no mask {mask_path.name} in {masks_dir}"
+            problem = image_path, f"no mask {mask_path.name} in {masks_dir}"
         else:
-            size = _image_size(image_path)
+            size, unreadable = _image_size(image_path)
             mask = read_mask(mask_path)
             valid = mask[mask != IGNORE_INDEX]
             top = int(valid.max()) if valid.size else 0
             if size is None:
-                problem = f"{image_path}: unreadable image"
+                problem = image_path, f"unreadable image ({unreadable})"
             elif (mask.shape[1], mask.shape[0]) != size:
-                problem = f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {size[0]}x{size[1]}"
+                problem = mask_path, f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is {size[0]}x{size[1]}"
             elif classes is not None and top >= len(classes):
-                problem = f"{mask_path}: class index {top} but classes.txt lists {len(classes)} classes"
+                problem = mask_path, f"class index {top} but classes.txt lists {len(classes)} classes"
             else:
                 largest = max(largest, top)
         if problem is None:
             samples.append(MaskSample(image_path, mask_path, image_path.stem))
             continue
+        at_fault, reason = problem
         if strict:
-            raise DataError(problem)
-        problems.append(problem)
-    if problems:
-        shown = "; ".join(problems[:3]) + (f"; ... ({len(problems) - 3} more)" if len(problems) > 3 else "")
-        warnings.warn(f"{root}: skipped {len(problems)} of {len(images)} image/mask pairs: {shown}", stacklevel=2)
+            raise DataError(f"{at_fault}: {reason}")
+        skipped.append((at_fault.relative_to(root).as_posix(), reason))
+    warn_skipped(skipped, "image/mask pair", root)
     if not samples:
-        raise DataError(f"{root}: no usable image/mask pairs ({len(problems)} skipped)")
+        raise DataError(f"{root}: no usable image/mask pairs ({len(skipped)} skipped)")
     if classes is None:
         classes = [str(i) for i in range(max(largest, 1) + 1)]
-    return SegmentationData(samples, classes, str(root), problems)
+    return SegmentationData(samples, classes, str(root), skipped)
 
 
 def shapes_class_map(masks: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -158,10 +164,6 @@ def load_shapes_segmentation(n: int, img_size: int = 64, seed: int = 0) -> Segme
         MaskSample(s.image, shapes_class_map(s.masks, s.labels), f"shapes-seed{seed}/{i:04d}") for i, s in enumerate(scenes)
     ]
     return SegmentationData(samples, [BACKGROUND, *SHAPE_CLASSES], f"builtin:shapes(seed={seed})")
-
-
-def is_builtin_shapes(spec: str) -> bool:
-    return spec.strip().lower() == "builtin:shapes"
 
 
 def resolve_segmentation_data(spec: str, strict: bool = False) -> SegmentationData:

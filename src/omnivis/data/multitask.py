@@ -28,13 +28,15 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from omnivis.data.builtin import SHAPE_CLASSES, make_shapes
-from omnivis.data.coco import read_coco, warn_skipped, write_coco
-from omnivis.data.datamodule import mix_seed, reseed_torch
+from omnivis.data.coco import read_coco, write_coco
+from omnivis.data.detection import shapes_detection_data
 from omnivis.data.images import array_to_image, check_image, load_image
 from omnivis.data.masks import IGNORE_INDEX, shapes_class_map, to_tv_tensors
 from omnivis.data.readers import MANIFEST_HEADER
+from omnivis.data.skipped import Skipped, warn_skipped
+from omnivis.engine.seed import mix_seed, reseed_torch
 from omnivis.errors import DataError
-
+from omnivis.fileio import atomic_write_bytes
 
 
 @dataclass
@@ -53,7 +55,9 @@ class MultitaskData:
         classes: the classification head's classes.
         det_classes: the detection head's classes; the segmentation classes are background + these.
         names: how errors name each image (empty: ``source`` and the index).
-        skipped: bad records left out while reading.
+        skipped: ``(name, reason)`` for every input left out while reading: COCO records
+            (``ann.json annotation id 17``), unreadable images (``b.png``) and CSV rows
+            (``labels.csv line 4``); see ``omnivis.data.skipped``.
     """
 
     images: list[np.ndarray | Path]
@@ -65,7 +69,7 @@ class MultitaskData:
     classes: list[str] = field(default_factory=lambda: list(SHAPE_CLASSES))
     det_classes: list[str] = field(default_factory=lambda: list(SHAPE_CLASSES))
     names: list[str] = field(default_factory=list)
-    skipped: int = 0
+    skipped: Skipped = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -90,7 +94,8 @@ class MultitaskData:
             return [values[int(i)] for i in indices] if values else []
 
         return replace(self, images=pick(self.images), masks=pick(self.masks), labels=pick(self.labels),
-                       boxes=pick(self.boxes), box_labels=pick(self.box_labels), names=pick(self.names))
+                       boxes=pick(self.boxes), box_labels=pick(self.box_labels), names=pick(self.names),
+                       skipped=list(self.skipped))
 
     def __add__(self, other: "MultitaskData") -> "MultitaskData":
         def boxes(d: MultitaskData, attr: str) -> list:
@@ -102,7 +107,8 @@ class MultitaskData:
         return MultitaskData(self.images + other.images, self.masks + other.masks, self.labels + other.labels,
                              f"{self.source} + {other.source}", boxes(self, "boxes") + boxes(other, "boxes"),
                              boxes(self, "box_labels") + boxes(other, "box_labels"), list(self.classes),
-                             list(self.det_classes), names(self) + names(other), self.skipped + other.skipped)
+                             list(self.det_classes), names(self) + names(other),
+                             list(self.skipped) + list(other.skipped))
 
 
 def load_shapes_multitask(n: int, img_size: int, seed: int) -> MultitaskData:
@@ -129,9 +135,10 @@ def load_coco_multitask(json_path: str | Path, images_dir: str | Path | None = N
     annotations has no segmentation, or when the file has no segmentation at all. Class labels come
     from ``labels_csv`` (classes: its sorted label names); images it does not list have none.
 
-    Bad records are skipped and counted (one warning per file), or raise ``DataError`` with
-    ``strict``: whatever ``read_coco`` rejects, image files that are not readable images, and CSV
-    rows naming an image that is not in the COCO file (or listing it twice).
+    Bad records are skipped, each kept in ``skipped`` with its reason (one warning line per
+    file), or raise ``DataError`` with ``strict``: whatever ``read_coco`` rejects, image files that
+    are not readable images, and CSV rows naming an image that is not in the COCO file (or listing
+    it twice).
 
     Args:
         json_path: the COCO annotations JSON.
@@ -149,11 +156,11 @@ def load_coco_multitask(json_path: str | Path, images_dir: str | Path | None = N
         elif strict:
             raise DataError(f"{record.source}: {reason}")
         else:
-            unreadable.append(f"{record.name} ({reason})")
+            unreadable.append((record.name, reason))
     warn_skipped(unreadable, "unreadable image", Path(json_path))
     if not records:
         raise DataError(f"{json_path}: none of its images could be read")
-    labels, classes, bad_rows = [-1] * len(records), [], 0
+    labels, classes, bad_rows = [-1] * len(records), [], []
     if labels_csv is not None:
         root = Path(images_dir) if images_dir is not None else Path(json_path).parent
         labels, classes, bad_rows = read_image_labels(labels_csv, root, [Path(r.source) for r in records], strict)
@@ -167,7 +174,7 @@ def load_coco_multitask(json_path: str | Path, images_dir: str | Path | None = N
         classes=classes,
         det_classes=list(coco.classes),
         names=[r.name for r in records],
-        skipped=coco.skipped + len(unreadable) + bad_rows,
+        skipped=list(coco.skipped) + unreadable + bad_rows,
     )
 
 
@@ -180,12 +187,12 @@ def class_map_with_crowds(record) -> np.ndarray:
 
 
 def read_image_labels(labels_csv: str | Path, root: Path, images: Sequence[Path],
-                      strict: bool = False) -> tuple[list[int], list[str], int]:
+                      strict: bool = False) -> tuple[list[int], list[str], Skipped]:
     """A ``path,label`` CSV -> (a label index per image in ``images``, -1 if unlisted; the classes,
-    sorted; how many rows were skipped).
+    sorted; the rows skipped, as ``("labels.csv line 4", reason)``).
 
     A row whose image is not among ``images`` (or that lists an image a second time) is skipped
-    and counted, or raises ``DataError`` naming ``file:line`` with ``strict``. The classes are the
+    with its reason, or raises ``DataError`` naming ``file:line`` with ``strict``. The classes are the
     labels of the rows kept, so every label is one of them.
     """
     path = Path(labels_csv)
@@ -202,7 +209,7 @@ def read_image_labels(labels_csv: str | Path, root: Path, images: Sequence[Path]
         raise DataError(f"{path}: expected the header '{expected}', found '{','.join(rows[0]) if rows else 'an empty file'}'")
     where = {os.path.normpath(p.resolve()): i for i, p in enumerate(images)}
     chosen: dict[int, str] = {}
-    problems: list[str] = []
+    skipped: Skipped = []
     for line, row in enumerate(rows[1:], start=2):
         if not row or all(not cell.strip() for cell in row):
             continue
@@ -211,20 +218,20 @@ def read_image_labels(labels_csv: str | Path, root: Path, images: Sequence[Path]
         written, label = row[0].strip(), row[1].strip()
         file = Path(written).expanduser()
         index = where.get(os.path.normpath((file if file.is_absolute() else root / file).resolve()))
-        problem = (f"line {line}: '{written}' is not an image of the COCO file" if index is None
-                   else f"line {line}: '{written}' is listed twice" if index in chosen else None)
+        problem = (f"'{written}' is not an image of the COCO file" if index is None
+                   else f"'{written}' is listed twice" if index in chosen else None)
         if problem is None:
             chosen[index] = label
         elif strict:
-            raise DataError(f"{path}:{problem.removeprefix('line ')}")
+            raise DataError(f"{path}:{line}: {problem}")
         else:
-            problems.append(problem)
-    warn_skipped(problems, "bad row", path)
+            skipped.append((f"{path.name} line {line}", problem))
+    warn_skipped(skipped, "bad row", path)
     classes = sorted(set(chosen.values()))
     if not classes:
         raise DataError(f"{path}: no row names an image of the COCO file")
     labels = [classes.index(chosen[i]) if i in chosen else -1 for i in range(len(images))]
-    return labels, classes, len(problems)
+    return labels, classes, skipped
 
 
 def align_classes(data: MultitaskData, classes: Sequence[str], det_classes: Sequence[str]) -> MultitaskData:
@@ -331,9 +338,6 @@ def write_shapes_coco(folder: str | Path, n: int = 300, img_size: int = 64, seed
     """``builtin:shapes`` scenes as files a user would have: ``annotations.json`` (COCO: boxes, RLE
     masks), PNG images and ``labels.csv`` (``path,label``: each scene's most visible shape, as
     :func:`load_shapes_multitask`); returns the JSON path. For trying the file path of every task."""
-    from omnivis.data.detection import shapes_detection_data
-    from omnivis.fileio import atomic_write_bytes
-
     folder = Path(folder)
     data = shapes_detection_data(n, img_size, seed)
     json_path = write_coco(data, folder / "annotations.json")

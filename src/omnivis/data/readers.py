@@ -1,12 +1,13 @@
-"""Readers for image-classification data: class folders, CSV manifests, and train/val splits.
+"""Readers for image-classification data: class folders and CSV manifests.
 
 A dataset on disk is either a folder with one sub-folder per class (``root/cat/1.jpg``), a folder of
 loose images (unlabeled, for prediction or self-supervised pretraining), or a CSV manifest with the
 header ``path,label``. Every reader returns a :class:`ClassificationData`, the one in-memory form the
 rest of omnivis consumes; built-in datasets produce the same type with in-memory arrays as sources.
 
-Files that are not readable images are skipped with a single warning (or, with ``strict=True``,
-raise), so one corrupt JPEG does not cost a user their training run.
+Files that are not readable images are skipped (or, with ``strict=True``, raise), so one corrupt
+JPEG does not cost a user their training run: each is kept in ``skipped`` with its reason and one
+warning line names the first few (``omnivis.data.skipped``).
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from omnivis.data.images import IMAGE_EXTENSIONS, check_image
+from omnivis.data.skipped import Skipped, warn_skipped
 from omnivis.errors import DataError
 
 MANIFEST_HEADER: tuple[str, str] = ("path", "label")
-_WARN_NAMES = 5
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,14 @@ class ClassificationData:
         samples: The images, in a deterministic order.
         classes: Class names; a sample's label indexes this list. Empty for unlabeled data.
         source: What the user passed (``"builtin:digits"`` or a folder path), for reports.
-        skipped: ``(file, reason)`` for every file left out as unreadable.
+        skipped: ``(file, reason)`` for every file left out (unreadable, or missing from a manifest),
+            named as the samples are; see ``omnivis.data.skipped``.
     """
 
     samples: list[ImageSample]
     classes: list[str]
     source: str
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    skipped: Skipped = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -101,16 +103,6 @@ def _display_name(path: Path, base: Path) -> str:
         return path.relative_to(base).as_posix()
     except ValueError:
         return str(path)
-
-
-def _warn_skipped(skipped: list[tuple[str, str]], where: Path) -> None:
-    if not skipped:
-        return
-    shown = ", ".join(f"{name} ({reason})" for name, reason in skipped[:_WARN_NAMES])
-    more = f", and {len(skipped) - _WARN_NAMES} more" if len(skipped) > _WARN_NAMES else ""
-    noun = "image" if len(skipped) == 1 else "images"
-    message = f"skipped {len(skipped)} unreadable {noun} in {where}: {shown}{more}"
-    warnings.warn(message, UserWarning, stacklevel=4)
 
 
 def _accept(
@@ -169,7 +161,7 @@ def _read_folder(root: Path, strict: bool, classes: list[str] | None) -> Classif
         )
     skipped: list[tuple[str, str]] = []
     samples = _accept(candidates, strict, skipped)
-    _warn_skipped(skipped, root)
+    warn_skipped(skipped, "unreadable image", root)
     if not samples:
         raise DataError(f"{root}: none of the {len(candidates)} image files could be read")
     return ClassificationData(samples, found_classes, str(root), skipped)
@@ -210,7 +202,7 @@ def _read_manifest(manifest: Path, strict: bool, classes: list[str] | None) -> C
             continue
         candidates.append((path, label, written))
     samples = _accept(candidates, strict, skipped)
-    _warn_skipped(skipped, manifest)
+    warn_skipped(skipped, "unreadable image", manifest)
     if not samples:
         raise DataError(f"{manifest}: none of the {len(entries)} listed images could be read")
     return ClassificationData(samples, found_classes, str(manifest), skipped)
@@ -259,49 +251,3 @@ def read_class_folder(
             raise DataError(f"{manifest_path}: manifest file not found")
         return _read_manifest(manifest_path, strict, classes)
     return _read_folder(root, strict, classes)
-
-
-def split_indices(
-    labels: np.ndarray, val_fraction: float, seed: int = 0, stratify: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split sample indices into train and validation sets, reproducibly.
-
-    The split is scikit-learn's ``train_test_split(test_size=val_fraction, stratify=labels,
-    random_state=seed)`` on the indices, so it matches the splits in papers and baselines that use
-    it (the digits benchmark compares against SVC on exactly this split). It depends only on the
-    arguments, never on global random state, so a resumed run and every DDP rank agree on it. When
-    a class has fewer than two samples, stratification is impossible and the indices are shuffled
-    and cut.
-
-    Args:
-        labels: Integer labels, shape (N,).
-        val_fraction: Fraction of samples for validation, in [0, 1); 0 gives an empty validation set.
-        seed: ``random_state`` of the split.
-        stratify: Keep class proportions in both parts when possible.
-
-    Returns:
-        ``(train, val)`` sorted int64 index arrays that partition ``range(N)``.
-
-    Raises:
-        ValueError: If ``val_fraction`` is outside [0, 1) or labels is not 1-D.
-        DataError: If there are fewer than two samples to split.
-    """
-    from sklearn.model_selection import train_test_split
-
-    labels = np.asarray(labels)
-    if labels.ndim != 1:
-        raise ValueError(f"labels must be 1-D, got shape {labels.shape}")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), or 0 for no validation set; got {val_fraction}")
-    total = len(labels)
-    if val_fraction == 0.0:
-        return np.arange(total, dtype=np.int64), np.empty(0, dtype=np.int64)
-    if total < 2:
-        raise DataError(f"cannot split {total} sample(s) into a training and a validation set")
-    _, counts = np.unique(labels, return_counts=True)
-    n_val = int(min(max(int(np.ceil(val_fraction * total)), 1), total - 1))
-    can_stratify = stratify and len(counts) > 1 and counts.min() >= 2 and len(counts) <= n_val <= total - len(counts)
-    train, val = train_test_split(
-        np.arange(total), test_size=n_val, stratify=labels if can_stratify else None, random_state=seed
-    )
-    return np.sort(train).astype(np.int64), np.sort(val).astype(np.int64)

@@ -128,3 +128,13 @@ def build_batch_mix(augment: AugmentConfig, num_classes: int) -> Callable | None
     if not choices:
         return None
     return choices[0] if len(choices) == 1 else v2.RandomChoice(choices)
+
+
+def generator_transform(img_size: int, hflip: bool = False) -> Callable:
+    """PIL image -> (C, img_size, img_size) float in [-1, 1] (resize short side, center crop): what
+    generators train on, and what their evaluation and interpolation feed them."""
+    steps = [v2.ToImage(), v2.Resize(img_size, interpolation=InterpolationMode.BILINEAR, antialias=True),
+             v2.CenterCrop(img_size)]
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5], [0.5])])
