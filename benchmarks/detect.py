@@ -26,7 +26,7 @@ TARGET_SECONDS = 600.0
 def latency_ms(bundle: Path, img_size: int, repeats: int = 30) -> float:
     """Median CPU milliseconds to detect one image (batch 1, preprocessing included)."""
     from omnivis.data.detection import shapes_detection_data
-    from omnivis.tasks.detect import DetectPredictor
+    from omnivis.inference.detect import DetectPredictor
 
     predictor = DetectPredictor.from_dir(bundle)
     images = [r.source for r in shapes_detection_data(8, img_size, seed=1).records]
@@ -45,7 +45,8 @@ def run(quick: bool = False, arch: str | None = None, epochs: int | None = None,
         out: str | None = None) -> dict:
     """Train and evaluate; returns the figures (mAP50, mAP, seconds, ms per image) and the settings."""
     from omnivis.engine.trainer import TrainerConfig
-    from omnivis.tasks.detect import DetectConfig, evaluate_detector, train_detector
+    from omnivis.tasks.detect import DetectConfig, train_detector
+    from omnivis.inference.detect import evaluate_detector
 
     torch.set_num_threads(threads)
     defaults = DetectConfig()

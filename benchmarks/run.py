@@ -215,7 +215,7 @@ def ssl_benchmark(method: str, epochs: int, shots: int = 10, draws: int = 5) -> 
     from sklearn.model_selection import train_test_split
 
     from omnivis.data.builtin import load_builtin
-    from omnivis.data.readers import split_indices
+    from omnivis.data.splits import split_indices
     from omnivis.engine.trainer import TrainerConfig
     from omnivis.tasks.pretrain import PretrainConfig, pretrain
     from omnivis.tasks.probe import probe, raw_pixel_baseline
@@ -259,10 +259,11 @@ def finetune_comparison(bundle: Path, root: Path, shots: int = 10, draws: int = 
     from PIL import Image
 
     from omnivis.data.builtin import load_builtin
-    from omnivis.data.readers import split_indices
+    from omnivis.data.splits import split_indices
     from omnivis.data.transforms import AugmentConfig
     from omnivis.engine.trainer import TrainerConfig
-    from omnivis.tasks.classify import ClassifyConfig, evaluate_classifier, train_classifier
+    from omnivis.tasks.classify import ClassifyConfig, train_classifier
+    from omnivis.inference.classify import evaluate_classifier
     from omnivis.tasks.probe import kshot_indices
 
     backbone = json.loads((Path(bundle) / "config.json").read_text())["backbone"]  # the same net, both ways

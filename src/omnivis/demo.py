@@ -13,16 +13,12 @@ from rich.console import Console
 
 from omnivis.data.builtin import load_builtin
 from omnivis.data.images import array_to_image
-from omnivis.data.readers import split_indices
+from omnivis.data.splits import split_indices
 from omnivis.data.transforms import AugmentConfig
 from omnivis.engine.trainer import TrainerConfig
 from omnivis.metrics.report import ReportSection, write_html_report, write_json
-from omnivis.tasks.classify import (
-    ClassifyConfig,
-    ClassifyPredictor,
-    evaluate_classifier,
-    train_classifier,
-)
+from omnivis.tasks.classify import ClassifyConfig, train_classifier
+from omnivis.inference.classify import ClassifyPredictor, evaluate_classifier
 
 DEMO_CONFIG = dict(
     data="builtin:digits",

@@ -20,8 +20,10 @@ from segmentation_models_pytorch.base.initialization import initialize_decoder, 
 from segmentation_models_pytorch.decoders.deeplabv3.decoder import DeepLabV3PlusDecoder
 from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
 from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
+from segmentation_models_pytorch.losses import DiceLoss
 from torch import nn
 
+from omnivis.data.masks import IGNORE_INDEX
 from omnivis.models.backbones import Backbone
 
 ARCHS = ("unet", "fpn", "deeplabv3plus")
@@ -125,3 +127,9 @@ class SegmentationModel(nn.Module):
         return self.decode(self.pyramid(x), tuple(x.shape[-2:]))
 
 
+def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, dice: DiceLoss | None, dice_weight: float) -> torch.Tensor:
+    """Cross-entropy + ``dice_weight`` * Dice over (B, K, H, W) logits and (B, H, W) targets, 255 skipped."""
+    loss = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX)
+    if dice is not None and dice_weight > 0:
+        loss = loss + dice_weight * dice(logits, masks)
+    return loss

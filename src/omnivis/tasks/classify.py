@@ -9,20 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import track
 from timm.optim import param_groups_layer_decay
 from torchmetrics.classification import MulticlassAccuracy
 
 from omnivis.config import config_to_dict
 from omnivis.data.builtin import resolve_classification_data
 from omnivis.data.datamodule import ImageClassificationDataset, SeededDataModule
-from omnivis.data.readers import ClassificationData, split_indices
 from omnivis.data.transforms import (
     AugmentConfig,
     build_batch_mix,
@@ -30,26 +27,13 @@ from omnivis.data.transforms import (
     build_train_transform,
     default_mean_std,
 )
-from omnivis.engine.bundle import Bundle, load_bundle, load_bundle_weights, save_bundle
-from omnivis.engine.trainer import TrainerConfig, build_trainer, fit, seed_everything
-from omnivis.errors import BundleError, ConfigError, DataError
-from omnivis.metrics.classification import (
-    classification_metrics,
-    plot_confusion_matrix,
-    plot_training_curves,
-)
+from omnivis.engine.trainer import TrainerConfig
+from omnivis.errors import ConfigError, DataError
+from omnivis.inference.classify import TASK, class_split, evaluate_classifier
 from omnivis.models.backbones import create_backbone
 from omnivis.models.heads import ImageClassifier
-from omnivis.tasks.common import (
-    adamw_with_warmup_cosine,
-    check_run_dir,
-    keep_previous_logs,
-    load_images,
-    log_training,
-    write_run_config,
-)
-
-TASK = "classify"
+from omnivis.tasks.common import log_training, warmup_cosine_for
+from omnivis.tasks.run import TrainingPlan, run_training
 
 
 @dataclass(kw_only=True)
@@ -60,16 +44,23 @@ class ClassifyConfig:
         data: a class-folder path, ``builtin:NAME`` or ``torchvision:NAME:ROOT``.
         manifest: optional CSV (``path,label``) listing the images instead of class folders.
         strict: unreadable images are an error instead of being skipped with a warning.
-        val_fraction: held-out fraction (stratified, fixed by ``trainer.seed``).
+        val_fraction: held-out fraction (stratified, fixed by ``trainer.seed``; 0: no held-out split).
         model: any timm name or omnivis preset (``omnivis models list``).
-        img_size: square input size.
-        channels: 3 (RGB) or 1 (grayscale).
+        img_size: square input size in pixels.
+        channels: 3 (RGB) or 1 (grayscale); images are converted to match.
         init_from: a bundle or safetensors file to initialize the backbone from.
         freeze_backbone: train only the head (the backbone stays in eval mode, batch-norm included).
         unfreeze_after: with ``freeze_backbone``, train the whole model from this epoch on (0: never).
         layer_decay: layer-wise learning-rate decay (< 1 gives earlier layers smaller rates; the
             usual fine-tuning recipe for ViTs, via timm's ``param_groups_layer_decay``).
-        batch_size, lr, weight_decay, warmup_epochs, label_smoothing, dropout, drop_path: the recipe.
+        batch_size: images per step on each device (capped at the training-set size; the last
+            incomplete batch of an epoch is dropped).
+        lr: peak AdamW learning rate: linear warmup, then cosine decay to 0, stepped per batch.
+        weight_decay: AdamW weight decay (none on norm and bias parameters).
+        warmup_epochs: length of the linear learning-rate warmup, in epochs.
+        label_smoothing: cross-entropy label smoothing.
+        dropout: dropout before the linear head.
+        drop_path: stochastic-depth rate of the backbone (timm's ``drop_path_rate``; 0: off).
         augment: training augmentation.
         trainer: engine settings (epochs, devices, precision, checkpoints ...).
     """
@@ -161,8 +152,6 @@ class ClassifyModule(pl.LightningModule):
         self.log("val/accuracy", self.val_accuracy, prog_bar=True)
 
     def configure_optimizers(self) -> dict:
-        total = int(self.trainer.estimated_stepping_batches)
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
         groups = None
         if self.config.layer_decay < 1.0:
             groups = param_groups_layer_decay(
@@ -171,10 +160,8 @@ class ClassifyModule(pl.LightningModule):
             head = list(self.model.head.parameters())
             groups.append({"params": [p for p in head if p.ndim > 1], "weight_decay": self.config.weight_decay})
             groups.append({"params": [p for p in head if p.ndim <= 1], "weight_decay": 0.0})
-        return adamw_with_warmup_cosine(
-            self.model, self.config.lr, self.config.weight_decay, total, int(self.config.warmup_epochs * per_epoch),
-            param_groups=groups,
-        )
+        return warmup_cosine_for(self, self.model, self.config.lr, self.config.weight_decay, self.config.warmup_epochs,
+                                 param_groups=groups)
 
 
 def bundle_config(config: ClassifyConfig, classes: Sequence[str], train_size: int) -> dict:
@@ -195,181 +182,42 @@ def bundle_config(config: ClassifyConfig, classes: Sequence[str], train_size: in
     }
 
 
-def _split(data: ClassificationData, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    return split_indices(data.labels(), val_fraction, seed=seed, stratify=True)
-
-
-def train_classifier(
-    config: ClassifyConfig,
-    out: str | Path,
-    resume: bool = False,
-    callbacks: list[pl.Callback] | None = None,
-    module_factory: Callable[[ClassifyConfig, Sequence[str]], ClassifyModule] | None = None,
-    extra_bundle_config: dict | None = None,
-) -> Path:
-    """Train, evaluate on the held-out split and write a bundle into ``out``; returns ``out``.
-
-    ``out`` also keeps ``checkpoints/`` (``last.ckpt`` for ``resume``, ``best.ckpt``), ``logs/``
-    (CSV + TensorBoard), ``run_config.json`` and the evaluation plots. ``callbacks`` are added to
-    the engine's own (for monitoring or tests). ``module_factory`` builds a ClassifyModule variant
-    (distillation does) and ``extra_bundle_config`` is recorded in the bundle's config.json.
-    """
-    out = Path(out)
-    ckpt = check_run_dir(out, resume)
+def classify_plan(config: ClassifyConfig) -> TrainingPlan:
+    """The classification run: a stratified seeded split, the augmented train set, accuracy monitored."""
     data = resolve_classification_data(config.data, manifest=config.manifest, strict=config.strict)
     if len(data.classes) < 2:
         raise DataError(f"{config.data}: classification needs at least 2 classes, found {len(data.classes)}")
-    if resume:
-        keep_previous_logs(out)
-    else:
-        write_run_config(out, config)
-    train_idx, val_idx = _split(data, config.val_fraction, config.trainer.seed)
+    train_idx, val_idx = class_split(data, config.val_fraction, config.trainer.seed)
     mean, std = default_mean_std(config.channels)
-    train_tf = build_train_transform(config.img_size, mean, std, config.augment)
-    eval_tf = build_eval_transform(config.img_size, mean, std)
     seed = config.trainer.seed
+    held_out = data.subset(val_idx) if len(val_idx) else None
     datamodule = SeededDataModule(
-        ImageClassificationDataset(data.subset(train_idx), train_tf, config.mode, seed),
-        ImageClassificationDataset(data.subset(val_idx), eval_tf, config.mode, seed) if len(val_idx) else None,
+        ImageClassificationDataset(data.subset(train_idx), build_train_transform(config.img_size, mean, std, config.augment),
+                                   config.mode, seed),
+        ImageClassificationDataset(held_out, build_eval_transform(config.img_size, mean, std), config.mode, seed)
+        if held_out else None,
         batch_size=min(config.batch_size, len(train_idx)),
         num_workers=config.trainer.num_workers,
         seed=seed,
     )
-    seed_everything(seed)  # initial weights depend on the seed only, not on what ran before
-    module = (module_factory or ClassifyModule)(config, data.classes)
-    has_val = len(val_idx) > 0
-    trainer = build_trainer(
-        config.trainer, out, monitor="val/accuracy" if has_val else None, monitor_mode="max", extra_callbacks=callbacks
+    return TrainingPlan(
+        command="omnivis train classify",
+        datamodule=datamodule,
+        build_module=lambda: ClassifyModule(config, data.classes),
+        header=bundle_config(config, data.classes, len(train_idx)),
+        evaluate=(lambda bundle, progress: evaluate_classifier(bundle, data=held_out, out_dir=bundle, progress=progress))
+        if held_out else None,
+        summary_keys=SUMMARY_KEYS,
+        monitor="val/accuracy" if held_out else None,
+        skipped=data.skipped,
     )
-    fit(trainer, module, datamodule, ckpt, f"omnivis train classify --out {out} --resume")
-    if not trainer.is_global_zero:
-        return out
-    bconfig = {**bundle_config(config, data.classes, len(train_idx)), **(extra_bundle_config or {})}
-    save_bundle(out, module.model.state_dict(), bconfig, metrics={})
-    metrics: dict = {}
-    if has_val:
-        metrics = evaluate_classifier(out, data=data.subset(val_idx), out_dir=out, progress=config.trainer.progress)
-    if (out / "logs" / "metrics.csv").exists():
-        plot_training_curves(out / "logs" / "metrics.csv", out / "training_curves.png")
-    save_bundle(out, module.model.state_dict(), bconfig, metrics=_summary(metrics))
-    return out
 
 
-def _summary(metrics: dict) -> dict:
-    keys = ("accuracy", "top5_accuracy", "macro_precision", "macro_recall", "macro_f1", "num_samples")
-    return {k: metrics[k] for k in keys if k in metrics}
+def train_classifier(config: ClassifyConfig, out: str | Path, resume: bool = False,
+                     callbacks: list[pl.Callback] | None = None) -> Path:
+    """Train, evaluate on the held-out split and write a bundle into ``out``; returns ``out``
+    (see ``run_training`` for what else the folder keeps)."""
+    return run_training(classify_plan, config, out, resume, callbacks)
 
 
-# ----------------------------------------------------------------------------------------------
-# Prediction and evaluation from a bundle
-# ----------------------------------------------------------------------------------------------
-
-
-class ClassifyPredictor:
-    """Rebuilds a classifier from a bundle and predicts top-k classes with probabilities."""
-
-    def __init__(self, bundle: Bundle, device: str = "cpu") -> None:
-        if bundle.task != TASK:
-            raise BundleError(f"{bundle.path}: is a '{bundle.task}' bundle, not a classifier")
-        cfg = bundle.config
-        self.bundle = bundle
-        self.classes: list[str] = list(cfg["classes"])
-        self.img_size = int(cfg["img_size"])
-        self.mode = "RGB" if int(cfg["in_chans"]) == 3 else "L"
-        backbone = create_backbone(cfg["backbone"], in_chans=int(cfg["in_chans"]), img_size=self.img_size)
-        self.model = ImageClassifier(backbone, len(self.classes))
-        load_bundle_weights(self.model, bundle)
-        self.model.eval().to(device)
-        self.device = device
-        self.transform = build_eval_transform(self.img_size, tuple(cfg["mean"]), tuple(cfg["std"]))
-
-    @classmethod
-    def from_dir(cls, path: str | Path, device: str = "cpu") -> "ClassifyPredictor":
-        return cls(load_bundle(path, task=TASK), device=device)
-
-    @torch.inference_mode()
-    def predict_proba(self, images: Sequence, batch_size: int = 128, progress: bool = False) -> torch.Tensor:
-        """Images (paths, PIL images or arrays) -> (N, C) class probabilities."""
-        chunks = range(0, len(images), batch_size)
-        if progress:
-            chunks = track(chunks, description="predicting", total=len(chunks), transient=True)
-        out = []
-        for start in chunks:
-            pil = load_images(images[start : start + batch_size], self.mode)
-            batch = torch.stack([self.transform(im) for im in pil]).to(self.device)
-            out.append(self.model(batch).float().softmax(dim=1).cpu())
-        return torch.cat(out) if out else torch.empty(0, len(self.classes))
-
-    def predict(self, images: Sequence, top_k: int = 5, names: Sequence[str] | None = None) -> list[dict]:
-        """Top-k predictions: ``[{"image", "label", "score", "top_k": [{"label", "score"}, ...]}]``."""
-        probs = self.predict_proba(images)
-        k = min(top_k, len(self.classes))
-        scores, indices = probs.topk(k, dim=1)
-        names = names or [str(im) if isinstance(im, (str, Path)) else f"image {i}" for i, im in enumerate(images)]
-        results = []
-        for name, s, idx in zip(names, scores.tolist(), indices.tolist()):
-            top = [{"label": self.classes[i], "score": round(p, 6)} for i, p in zip(idx, s)]
-            results.append({"image": name, "label": top[0]["label"], "score": top[0]["score"], "top_k": top})
-        return results
-
-
-def _align_classes(data: ClassificationData, classes: list[str]) -> ClassificationData:
-    """Relabel ``data`` into the model's class order; a class the model never saw is an error."""
-    unknown = [c for c in data.classes if c not in classes]
-    if unknown:
-        raise DataError(
-            f"{data.source}: class '{unknown[0]}' is not one of the model's {len(classes)} classes ({', '.join(classes[:10])}"
-            f"{' ...' if len(classes) > 10 else ''})"
-        )
-    if data.classes == classes:
-        return data
-    remap = {i: classes.index(c) for i, c in enumerate(data.classes)}
-    from dataclasses import replace
-
-    samples = [replace(s, label=remap[s.label]) if s.label >= 0 else s for s in data.samples]
-    return ClassificationData(samples=samples, classes=list(classes), source=data.source, skipped=data.skipped)
-
-
-def evaluate_classifier(
-    bundle_dir: str | Path,
-    data: str | ClassificationData | None = None,
-    split: str = "auto",
-    out_dir: str | Path | None = None,
-    strict: bool = False,
-    progress: bool = True,
-) -> dict:
-    """Metrics of a classifier bundle on labelled data, plus a confusion-matrix PNG in ``out_dir``.
-
-    Args:
-        data: a data spec, loaded data, or None for the data the bundle was trained on.
-        split: ``val`` (the bundle's own held-out split), ``all``, or ``auto``: ``val`` when ``data``
-            is the training data, else ``all``.
-    """
-    predictor = ClassifyPredictor.from_dir(bundle_dir)
-    cfg = predictor.bundle.config
-    if split not in ("auto", "val", "all"):
-        raise ConfigError(f"split must be auto, val or all, got '{split}'")
-    if not isinstance(data, ClassificationData):
-        spec = data or cfg["data"]
-        manifest = cfg.get("manifest") if spec == cfg.get("data") else None
-        loaded = resolve_classification_data(spec, manifest=manifest, strict=strict)
-        if split == "val" or (split == "auto" and spec == cfg.get("data")):
-            s = cfg["split"]
-            _, val_idx = _split(loaded, s["val_fraction"], s["seed"])
-            if not len(val_idx):
-                raise DataError(f"{spec}: the bundle was trained without a held-out split; use --split all")
-            loaded = loaded.subset(val_idx)
-        data = loaded
-    data = _align_classes(data, predictor.classes)
-    labelled = [i for i, s in enumerate(data.samples) if s.label >= 0]
-    if not labelled:
-        raise DataError(f"{data.source}: no labelled images to evaluate")
-    samples = [data.samples[i] for i in labelled]
-    probs = predictor.predict_proba([s.source for s in samples], progress=progress)
-    targets = torch.tensor([s.label for s in samples], dtype=torch.long)
-    metrics = classification_metrics(probs, targets, predictor.classes)
-    metrics["data"] = data.source
-    if out_dir is not None:
-        path = plot_confusion_matrix(metrics["confusion_matrix"], predictor.classes, Path(out_dir) / "confusion_matrix.png")
-        metrics["confusion_matrix_png"] = str(path)
-    return metrics
+SUMMARY_KEYS = ("accuracy", "top5_accuracy", "macro_precision", "macro_recall", "macro_f1", "num_samples")

@@ -1,26 +1,18 @@
-"""Pieces every task shares: run folders, optimizers with warmup + cosine, image batching for predict."""
+"""Pieces every task shares: run folders, the resolved config, optimizers with warmup + cosine, logging."""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
 from torch import nn
 
 from omnivis.config import config_from_dict, config_to_dict
-from omnivis.data.images import (
-    IMAGE_EXTENSIONS,
-    array_to_image,
-    load_image,
-    normalize_image,
-)
 from omnivis.engine.trainer import last_checkpoint
-from omnivis.errors import ConfigError, DataError
+from omnivis.errors import ConfigError
 from omnivis.fileio import atomic_write_bytes
 
 RUN_CONFIG = "run_config.json"
@@ -97,34 +89,13 @@ def adamw_with_warmup_cosine(
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def expand_image_paths(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files and folders (searched recursively for images) -> a sorted list of image files."""
-    paths: list[Path] = []
-    for item in inputs:
-        item = Path(item)
-        if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
-            if not found:
-                raise DataError(f"{item}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
-            paths.extend(found)
-        elif item.exists():
-            paths.append(item)
-        else:
-            raise DataError(f"{item}: no such file or folder")
-    return paths
-
-
-def load_images(inputs: Iterable[str | Path | Image.Image | np.ndarray], mode: str) -> list[Image.Image]:
-    """Images from paths (through the one ``load_image``), PIL images or arrays, in ``mode``."""
-    images = []
-    for item in inputs:
-        if isinstance(item, Image.Image):
-            images.append(normalize_image(ImageOps.exif_transpose(item), mode))
-        elif isinstance(item, np.ndarray):
-            images.append(array_to_image(item, mode))
-        else:
-            images.append(load_image(item, mode))
-    return images
+def warmup_cosine_for(module, model: nn.Module, lr: float, weight_decay: float, warmup_epochs: float,
+                      param_groups: list[dict] | None = None) -> dict:
+    """``adamw_with_warmup_cosine`` over the run's length as ``module``'s trainer knows it: the total
+    number of optimizer steps, and ``warmup_epochs`` of them (fractions allowed) for the warmup."""
+    total = int(module.trainer.estimated_stepping_batches)
+    per_epoch = max(1, total // max(1, module.trainer.max_epochs or 1))
+    return adamw_with_warmup_cosine(model, lr, weight_decay, total, int(warmup_epochs * per_epoch), param_groups)
 
 
 def log_training(module, values: dict, *, prog_bar: Iterable[str] = ("train/loss",), batch_size: int | None = None) -> None:

@@ -9,30 +9,30 @@ the same held-out split: accuracy, parameters and CPU latency.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from omnivis.data.builtin import resolve_classification_data
-from omnivis.data.readers import split_indices
-from omnivis.engine.bundle import load_bundle, update_metrics
+from omnivis.data.splits import split_indices
+from omnivis.engine.bundle import load_bundle
 from omnivis.errors import ConfigError
 from omnivis.fileio import atomic_write_bytes
+from omnivis.inference.classify import ClassifyPredictor, evaluate_classifier
 from omnivis.metrics.report import write_json
 from omnivis.models.heads import ImageClassifier
 from omnivis.tasks.classify import (
+    SUMMARY_KEYS,
     ClassifyConfig,
     ClassifyModule,
-    ClassifyPredictor,
-    evaluate_classifier,
-    train_classifier,
+    classify_plan,
 )
-from omnivis.tasks.common import log_training
+from omnivis.tasks.common import log_training, warmup_cosine_for
+from omnivis.tasks.run import TrainingPlan, run_training
 
 __all__ = ["DistillConfig", "DistillModule", "distill", "kd_loss", "cpu_latency_ms"]
 
@@ -46,12 +46,19 @@ class DistillConfig(ClassifyConfig):
 
     Attributes:
         teacher: a ``classify`` bundle folder.
+        data: training data with the teacher's classes (empty: the teacher's training data and manifest).
+        model: the student's backbone: any timm name or omnivis preset (``omnivis models list``).
+        val_fraction: held-out fraction on which teacher and student are compared (stratified,
+            fixed by ``trainer.seed``).
         temperature: softmax temperature for both sets of logits.
         alpha: weight of the distillation term; ``1 - alpha`` weights cross-entropy on the labels.
         feature_weight: weight of the pooled-feature MSE through a learned projection (0: off).
     """
 
     data: str = ""  # empty: the teacher's training data (and manifest)
+    model: str = "omnivis_resnet_micro"
+    val_fraction: float = 0.3
+    lr: float = 3e-3
     teacher: str = ""
     temperature: float = 4.0
     alpha: float = 0.9
@@ -112,14 +119,8 @@ class DistillModule(ClassifyModule):
         if self.projection is None:
             return super().configure_optimizers()
         # the projection trains with the student: optimize both through one wrapper module
-        from omnivis.tasks.common import adamw_with_warmup_cosine
-
-        total = int(self.trainer.estimated_stepping_batches)
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
         both = nn.ModuleList([self.model, self.projection])
-        return adamw_with_warmup_cosine(
-            both, self.config.lr, self.config.weight_decay, total, int(self.config.warmup_epochs * per_epoch)
-        )
+        return warmup_cosine_for(self, both, self.config.lr, self.config.weight_decay, self.config.warmup_epochs)
 
 
 def cpu_latency_ms(model: nn.Module, in_chans: int, img_size: int, runs: int = 50) -> float:
@@ -150,42 +151,66 @@ def _median_ms(model: nn.Module, x: torch.Tensor, runs: int) -> float:
     return float(sorted(times)[len(times) // 2])
 
 
-def distill(config: DistillConfig, out: str | Path, resume: bool = False, callbacks: list | None = None) -> Path:
-    """Distill ``config.teacher`` into ``config.model``; writes a classify bundle and a report."""
+REPORT_KEYS = ("teacher_params", "student_params", "teacher_latency_ms", "student_latency_ms", "teacher_accuracy",
+               "student_accuracy", "param_ratio")
+
+
+def distill_plan(config: DistillConfig) -> TrainingPlan:
+    """A classification run whose module also learns from the teacher; its evaluation adds the report."""
     teacher = ClassifyPredictor(load_bundle(config.teacher, task="classify"))
-    tcfg = teacher.bundle.config
+    tcfg = teacher.config
     config.img_size, config.channels = int(tcfg["img_size"]), int(tcfg["in_chans"])
     if not config.data:
         config.data, config.manifest = tcfg["data"], tcfg.get("manifest")
+    plan = classify_plan(config)
+    classes = plan.header["classes"]
+    if list(classes) != teacher.classes:
+        raise ConfigError(f"{config.data}: classes {list(classes)[:10]} differ from the teacher's {teacher.classes[:10]}")
+    student_eval = plan.evaluate
 
-    def module_factory(cfg: ClassifyConfig, classes: Sequence[str]) -> pl.LightningModule:
-        if list(classes) != teacher.classes:
-            raise ConfigError(f"{config.data}: classes {list(classes)[:10]} differ from the teacher's {teacher.classes[:10]}")
-        return DistillModule(config, classes, teacher.model)
+    def evaluate(bundle: Path, progress: bool) -> dict:
+        metrics = student_eval(bundle, progress) if student_eval is not None else {}
+        report = distill_report(config, teacher, ClassifyPredictor.from_dir(bundle), metrics.get("accuracy"))
+        write_json(report, bundle / "distill_report.json")
+        atomic_write_bytes(bundle / "distill_report.md", _report_markdown(report).encode())
+        return {**metrics, **report}
 
-    out = train_classifier(config, out, resume=resume, callbacks=callbacks, module_factory=module_factory,
-                           extra_bundle_config={"distilled_from": config.teacher})
-    student = ClassifyPredictor.from_dir(out)
+    return replace(
+        plan,
+        command="omnivis distill",
+        build_module=lambda: DistillModule(config, classes, teacher.model),
+        header={**plan.header, "distilled_from": config.teacher},
+        evaluate=evaluate,
+        summary_keys=(*SUMMARY_KEYS, *REPORT_KEYS),
+    )
+
+
+def distill(config: DistillConfig, out: str | Path, resume: bool = False, callbacks: list | None = None) -> Path:
+    """Distill ``config.teacher`` into ``config.model``; writes a classify bundle and a report
+    (``distill_report.json`` / ``.md``: parameters, CPU latency and held-out accuracy of both)."""
+    return run_training(distill_plan, config, out, resume, callbacks)
+
+
+def distill_report(config: DistillConfig, teacher: ClassifyPredictor, student: ClassifyPredictor,
+                   student_accuracy: float | None) -> dict:
+    """Teacher and student side by side; accuracies on exactly the student's held-out images."""
     report = {
         "teacher": config.teacher,
-        "teacher_backbone": tcfg["backbone"],
+        "teacher_backbone": teacher.config["backbone"],
         "student_backbone": config.model,
         "teacher_params": sum(p.numel() for p in teacher.model.parameters()),
         "student_params": sum(p.numel() for p in student.model.parameters()),
         "teacher_latency_ms": cpu_latency_ms(teacher.model, config.channels, config.img_size),
         "student_latency_ms": cpu_latency_ms(student.model, config.channels, config.img_size),
     }
-    if config.val_fraction > 0:  # both on exactly the student's held-out images
+    if student_accuracy is not None:
         loaded = resolve_classification_data(config.data, manifest=config.manifest, strict=config.strict)
         _, val_idx = split_indices(loaded.labels(), config.val_fraction, seed=config.trainer.seed)
         held_out = loaded.subset(val_idx)
         report["teacher_accuracy"] = evaluate_classifier(config.teacher, data=held_out, progress=False)["accuracy"]
-        report["student_accuracy"] = evaluate_classifier(out, data=held_out, progress=False)["accuracy"]
+        report["student_accuracy"] = student_accuracy
     report["param_ratio"] = report["student_params"] / report["teacher_params"]
-    write_json(report, Path(out) / "distill_report.json")
-    update_metrics(out, {k: v for k, v in report.items() if isinstance(v, (int, float))})
-    atomic_write_bytes(Path(out) / "distill_report.md", _report_markdown(report).encode())
-    return out
+    return report
 
 
 def _report_markdown(report: dict) -> str:

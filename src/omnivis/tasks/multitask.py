@@ -14,25 +14,25 @@ have its label. Task losses are combined with fixed weights or learned uncertain
 from __future__ import annotations
 
 import difflib
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from rich.progress import track
 from segmentation_models_pytorch.losses import DiceLoss
 from torchmetrics.classification import MulticlassAccuracy
 
 from omnivis.config import config_to_dict
-from omnivis.data.builtin import SHAPE_CLASSES
+from omnivis.data.builtin import SHAPE_CLASSES, is_builtin_shapes
 from omnivis.data.datamodule import SeededDataModule
-from omnivis.data.masks import BACKGROUND, IGNORE_INDEX, MaskAugment, build_mask_transform, is_builtin_shapes, to_tv_tensors
-from omnivis.data.detection import split_records
+from omnivis.data.masks import (
+    BACKGROUND,
+    IGNORE_INDEX,
+    MaskAugment,
+    build_mask_transform,
+)
 from omnivis.data.multitask import (  # noqa: F401  (re-exported: the task's data API)
     MultitaskData,
     MultitaskDataset,
@@ -42,22 +42,29 @@ from omnivis.data.multitask import (  # noqa: F401  (re-exported: the task's dat
     load_shapes_multitask,
     multitask_collate,
 )
+from omnivis.data.splits import split_indices
 from omnivis.data.transforms import default_mean_std
-from omnivis.engine.bundle import Bundle, load_bundle, load_bundle_weights, save_bundle
-from omnivis.engine.trainer import TrainerConfig, build_trainer, fit, seed_everything
-from omnivis.errors import BundleError, ConfigError, DataError
-from omnivis.metrics.classification import plot_training_curves
-from omnivis.metrics.detection import new_map_metric, plot_pr_curves, summarize_map
-from omnivis.metrics.segmentation import confusion_to_metrics, metrics_report, pixel_confusion, plot_per_class_iou
-from omnivis.models.backbones import Backbone, create_backbone
-from omnivis.models.multitask import DEFAULT_TASKS, TASK_NAMES, WEIGHTINGS, LossWeighting, MultiTaskModel
-from omnivis.models.segmentation import ARCHS, SIZE_MULTIPLE
-from omnivis.tasks.common import adamw_with_warmup_cosine, check_run_dir, keep_previous_logs, load_images, log_training, write_run_config
-from omnivis.tasks.segment import mask_summary, palette_for, segmentation_loss, write_mask_pictures
-
-TASK = "multitask"
-TASKS = DEFAULT_TASKS  # what a bundle without a "tasks" key (made before detection joined) holds
-_MIN_DRAW_SIDE = 256  # box pictures of small images are enlarged so their labels can be read
+from omnivis.engine.trainer import TrainerConfig
+from omnivis.errors import ConfigError, DataError
+from omnivis.inference.multitask import (
+    TASK,
+    _absolute,
+    evaluate_multitask,
+    model_from_config,
+)
+from omnivis.metrics.detection import new_map_metric
+from omnivis.metrics.segmentation import confusion_to_metrics, pixel_confusion
+from omnivis.models.backbones import create_backbone
+from omnivis.models.multitask import (
+    DEFAULT_TASKS,
+    TASK_NAMES,
+    WEIGHTINGS,
+    LossWeighting,
+    MultiTaskModel,
+)
+from omnivis.models.segmentation import ARCHS, SIZE_MULTIPLE, segmentation_loss
+from omnivis.tasks.common import log_training, warmup_cosine_for
+from omnivis.tasks.run import TrainingPlan, run_training
 
 
 def parse_tasks(tasks: str | Sequence[str]) -> tuple[str, ...]:
@@ -90,18 +97,34 @@ class MultitaskConfig:
         strict: a bad COCO record, image file or CSV row is an error instead of being skipped.
         tasks: the heads, any non-empty subset of classify, segment, detect (a comma-separated
             string is accepted); stored in canonical order.
-        train_images, val_images, train_seed, val_seed: builtin:shapes scenes to train / validate on
-            and their seeds.
-        seg_label_fraction, cls_label_fraction, det_label_fraction: fraction of training images that
-            keep their mask / class label / boxes (seeded by ``trainer.seed``); the others train only
-            the other heads.
+        train_images: ``builtin:shapes`` only: how many scenes to train on.
+        val_images: ``builtin:shapes`` only: how many scenes to validate on.
+        train_seed: ``builtin:shapes`` only: the seed that draws the training scenes.
+        val_seed: ``builtin:shapes`` only: the seed that draws the validation scenes.
+        seg_label_fraction: fraction of training images that keep their mask (seeded by
+            ``trainer.seed``); the others train only the other heads.
+        cls_label_fraction: fraction of training images that keep their class label (seeded likewise).
+        det_label_fraction: fraction of training images that keep their boxes (seeded likewise).
         weighting: ``fixed`` (``cls_weight``, ``seg_weight``, ``det_weight``) or ``uncertainty`` (learned).
-        model, img_size, channels, arch, decoder_width, init_from: as ``omnivis train segment``.
+        cls_weight: classification loss weight (``fixed`` weighting).
+        seg_weight: segmentation loss weight (``fixed`` weighting).
+        det_weight: detection loss weight (``fixed`` weighting).
+        model: any timm name or omnivis preset (``omnivis models list``).
+        img_size: square input size; a multiple of 32 (the deepest backbone stride).
+        channels: 3 (RGB) or 1 (grayscale).
+        arch: segmentation decoder: ``fpn``, ``unet`` or ``deeplabv3plus``.
+        decoder_width: segmentation decoder size (channels of its middle blocks).
+        init_from: a bundle or safetensors file to initialize the backbone from.
         fpn_channels: width of the detection FPN and FCOS head (a multiple of 32, >= 64, as detect).
         score_threshold: lowest box score ``predict`` reports (evaluation keeps everything >= 0.05).
-        batch_size, lr, weight_decay, warmup_epochs, dice_weight, label_smoothing: the recipe.
+        batch_size: images per step on each device.
+        lr: peak AdamW learning rate: linear warmup, then cosine decay, stepped per batch.
+        weight_decay: AdamW weight decay (none on norm and bias parameters).
+        warmup_epochs: length of the linear learning-rate warmup, in epochs.
+        dice_weight: weight of the Dice loss added to the segmentation cross-entropy.
+        label_smoothing: label smoothing of the classification cross-entropy.
         augment: joint image/mask/box augmentation.
-        trainer: engine settings.
+        trainer: engine settings; 12 epochs.
     """
 
     data: str = "builtin:shapes"
@@ -136,7 +159,7 @@ class MultitaskConfig:
     dice_weight: float = 1.0
     label_smoothing: float = 0.0
     augment: MaskAugment = field(default_factory=lambda: MaskAugment(hflip=True, scale_min=0.7, color_jitter=0.2))
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(epochs=12))
 
     def __post_init__(self) -> None:
         self.tasks = parse_tasks(self.tasks)
@@ -185,15 +208,6 @@ class MultitaskConfig:
 # ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
-
-
-def model_from_config(cfg: dict, backbone: Backbone) -> MultiTaskModel:
-    """The model a bundle config describes (one without ``tasks`` predates detection: classify + segment)."""
-    return MultiTaskModel(
-        backbone, len(cfg["classes"]), len(cfg["seg_classes"]), arch=cfg["arch"], decoder_width=int(cfg["decoder_width"]),
-        tasks=tuple(cfg.get("tasks", TASKS)), num_det_classes=len(cfg.get("det_classes", cfg["classes"])),
-        img_size=int(cfg["img_size"]), fpn_channels=int(cfg.get("fpn_channels", 64)),
-    )
 
 
 def build_model(config: MultitaskConfig, pretrained: str | None = None, classes: Sequence[str] | None = None,
@@ -290,11 +304,8 @@ class MultitaskModule(pl.LightningModule):
         self.log_dict(values, prog_bar=True)
 
     def configure_optimizers(self) -> dict:
-        total = int(self.trainer.estimated_stepping_batches)
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
         # the weighting's log-variances train with the model, without weight decay
-        return adamw_with_warmup_cosine(self, self.config.lr, self.config.weight_decay, total,
-                                        int(self.config.warmup_epochs * per_epoch))
+        return warmup_cosine_for(self, self, self.config.lr, self.config.weight_decay, self.config.warmup_epochs)
 
 
 def _zero(value) -> torch.Tensor:
@@ -342,11 +353,6 @@ def bundle_config(config: MultitaskConfig, train_size: int, classes: Sequence[st
     return cfg
 
 
-def _absolute(path: str | None) -> str | None:
-    """A user path as an absolute one, so ``omnivis eval BUNDLE`` finds the data from any folder."""
-    return str(Path(path).expanduser().resolve()) if path is not None else None
-
-
 def load_splits(config: MultitaskConfig) -> tuple[MultitaskData, MultitaskData | None, dict | None]:
     """(training data, held-out data or None, the split for the bundle: None means the shapes seeds)."""
     if is_builtin_shapes(config.data):
@@ -361,24 +367,20 @@ def load_splits(config: MultitaskConfig) -> tuple[MultitaskData, MultitaskData |
                         "drop segment from --tasks")
     if "classify" in config.tasks and len(data.classes) < 2:
         raise DataError(f"{config.labels}: classify needs at least 2 classes, found {len(data.classes)}")
-    train_idx, val_idx = split_records(len(data), config.val_fraction, config.trainer.seed)
+    train_idx, val_idx = split_indices(len(data), config.val_fraction, config.trainer.seed, method="permutation")
     split = {"kind": "fraction", "val_fraction": config.val_fraction, "seed": config.trainer.seed,
              "train_size": len(train_idx)}
     return data.subset(train_idx), (data.subset(val_idx) if len(val_idx) else None), split
 
 
-def train_multitask(config: MultitaskConfig, out: str | Path, resume: bool = False,
-                    callbacks: list[pl.Callback] | None = None) -> Path:
-    """Train every head of ``config.tasks``, evaluate on the validation scenes and write one bundle into ``out``."""
-    out = Path(out)
-    ckpt = check_run_dir(out, resume)
+HEADLINE = ("accuracy", "miou", "dice", "pixel_accuracy", "map", "map50", "map75", "mar100", "num_images")
+
+
+def multitask_plan(config: MultitaskConfig) -> TrainingPlan:
+    """The multi-task run: some labels dropped on purpose (label fractions), the mean head score monitored."""
     seed = config.trainer.seed
     full, val, split = load_splits(config)
     train = drop_labels(full, config.seg_label_fraction, config.cls_label_fraction, seed, config.det_label_fraction)
-    if resume:
-        keep_previous_logs(out)
-    else:
-        write_run_config(out, config)
     mean, std = default_mean_std(config.channels)
     datamodule = SeededDataModule(
         MultitaskDataset(train, build_mask_transform(config.img_size, mean, std, config.augment), config.mode, seed),
@@ -386,293 +388,32 @@ def train_multitask(config: MultitaskConfig, out: str | Path, resume: bool = Fal
         batch_size=min(config.batch_size, len(train)), num_workers=config.trainer.num_workers, seed=seed,
         collate_fn=multitask_collate,
     )
-    seed_everything(seed)
-    module = MultitaskModule(config, full.classes, full.det_classes)
-    # a batch may lack one kind of label (label fractions, images without boxes): that head then gets no gradient
-    trainer = build_trainer(config.trainer, out, monitor="val/score" if val else None, monitor_mode="max",
-                            extra_callbacks=callbacks, partial_graph=len(config.tasks) > 1)
-    fit(trainer, module, datamodule, ckpt, f"omnivis train multitask --out {out} --resume")
-    if not trainer.is_global_zero:
-        return out
-    bconfig = bundle_config(config, len(train), full.classes, full.det_classes, split)
-    save_bundle(out, module.model.state_dict(), bconfig, metrics={})
-    metrics: dict = {}
-    if val:
-        metrics = evaluate_multitask(out, data=val, out_dir=out, progress=config.trainer.progress)
-    if (out / "logs" / "metrics.csv").exists():
-        plot_training_curves(out / "logs" / "metrics.csv", out / "training_curves.png")
-    headline = ("accuracy", "miou", "dice", "pixel_accuracy", "map", "map50", "map75", "mar100", "num_images")
-    summary = {k: metrics[k] for k in headline if k in metrics}
-    summary.update({f"loss_weight_{t}": w for t, w in module.weighting.effective_weights().items()})
-    summary["labelled_masks"] = sum(m is not None for m in train.masks)
-    summary["labelled_classes"] = sum(y >= 0 for y in train.labels)
-    summary["labelled_boxes"] = sum(b is not None for b in train.boxes)
-    summary["skipped_records"] = full.skipped
-    save_bundle(out, module.model.state_dict(), bconfig, metrics=summary)
-    return out
+
+    def finish(module: MultitaskModule, trainer: pl.Trainer) -> dict:
+        return {
+            **{f"loss_weight_{t}": w for t, w in module.weighting.effective_weights().items()},
+            "labelled_masks": sum(m is not None for m in train.masks),
+            "labelled_classes": sum(y >= 0 for y in train.labels),
+            "labelled_boxes": sum(b is not None for b in train.boxes),
+        }
+
+    return TrainingPlan(
+        command="omnivis train multitask",
+        datamodule=datamodule,
+        build_module=lambda: MultitaskModule(config, full.classes, full.det_classes),
+        header=bundle_config(config, len(train), full.classes, full.det_classes, split),
+        evaluate=(lambda bundle, progress: evaluate_multitask(bundle, data=val, out_dir=bundle, progress=progress))
+        if val else None,
+        summary_keys=HEADLINE,
+        finish=finish,
+        monitor="val/score" if val else None,
+        # a batch may lack one kind of label (label fractions, images without boxes): that head then gets no gradient
+        partial_graph=len(config.tasks) > 1,
+        skipped=full.skipped,
+    )
 
 
-# ----------------------------------------------------------------------------------------------
-# Prediction and evaluation
-# ----------------------------------------------------------------------------------------------
-
-
-class MultitaskPredictor:
-    """Rebuilds the multi-head model from a bundle; predicts a class, a mask and boxes per image
-    (whichever of them the bundle's ``tasks`` hold)."""
-
-    def __init__(self, bundle: Bundle, device: str = "cpu") -> None:
-        if bundle.task != TASK:
-            raise BundleError(f"{bundle.path}: is a '{bundle.task}' bundle, not a multitask model")
-        cfg = bundle.config
-        self.bundle = bundle
-        self.tasks: tuple[str, ...] = tuple(cfg.get("tasks", TASKS))
-        self.classes: list[str] = list(cfg["classes"])
-        self.seg_classes: list[str] = list(cfg["seg_classes"])
-        self.det_classes: list[str] = list(cfg.get("det_classes", cfg["classes"]))
-        self.score_threshold = float(cfg.get("score_threshold", 0.5))
-        self.img_size = int(cfg["img_size"])
-        self.mode = "RGB" if int(cfg["in_chans"]) == 3 else "L"
-        backbone = create_backbone(cfg["backbone"], in_chans=int(cfg["in_chans"]), img_size=self.img_size)
-        self.model = model_from_config(cfg, backbone)
-        load_bundle_weights(self.model, bundle)
-        self.model.eval().to(device)
-        self.device = device
-        self.transform = build_mask_transform(self.img_size, cfg["mean"], cfg["std"], None)
-        self._last: dict[str, np.ndarray] = {}
-
-    @classmethod
-    def from_dir(cls, path: str | Path, device: str = "cpu") -> "MultitaskPredictor":
-        return cls(load_bundle(path, task=TASK), device=device)
-
-    @torch.inference_mode()
-    def predict_outputs(self, images: Sequence, batch_size: int = 32, progress: bool = False) -> dict:
-        """Images -> the outputs of the bundle's tasks.
-
-        Returns:
-            ``{"classify": (N, K) class probabilities, "segment": one (H, W) uint8 mask per image at
-            its own size, "detect": one ``{"boxes" (M, 4) xyxy in original pixels, "scores" (M,),
-            "labels" (M,) class indices}`` per image, all scores >= 0.05}``, keys for ``tasks`` only.
-        """
-        probs, masks, boxes = [], [], []
-        chunks = range(0, len(images), batch_size)
-        if progress:
-            chunks = track(chunks, description="predicting", total=len(chunks), transient=True)
-        for start in chunks:
-            pil = load_images(images[start : start + batch_size], self.mode)
-            batch = torch.stack([
-                self.transform(to_tv_tensors(im, np.zeros((1, 1), np.uint8))[0]).as_subclass(torch.Tensor) for im in pil
-            ]).to(self.device)
-            out = self.model(batch)
-            if "classify" in self.tasks:
-                probs.append(out["classify"].float().softmax(dim=1).cpu())
-            if "segment" in self.tasks:
-                for im, logit in zip(pil, out["segment"].float()):
-                    if logit.shape[-2:] != (im.height, im.width):
-                        logit = F.interpolate(logit[None], size=(im.height, im.width), mode="bilinear",
-                                              align_corners=False)[0]
-                    masks.append(logit.argmax(dim=0).to(torch.uint8).cpu().numpy())
-            if "detect" in self.tasks:
-                for im, det in zip(pil, self.model.detector.detections(out["detect"], tuple(batch.shape[-2:]))):
-                    sx, sy = im.width / batch.shape[-1], im.height / batch.shape[-2]
-                    real = det["labels"] > 0  # column 0 is FCOS's background class: never an object
-                    boxes.append({"boxes": det["boxes"][real].float().cpu() * torch.tensor([sx, sy, sx, sy]),
-                                  "scores": det["scores"][real].float().cpu(), "labels": det["labels"][real].cpu() - 1})
-        result: dict = {}
-        if "classify" in self.tasks:
-            result["classify"] = torch.cat(probs) if probs else torch.empty(0, len(self.classes))
-        if "segment" in self.tasks:
-            result["segment"] = masks
-        if "detect" in self.tasks:
-            result["detect"] = boxes
-        return result
-
-    def predict(self, images: Sequence, top_k: int = 5, names: Sequence[str] | None = None) -> list[dict]:
-        """Per image, JSON-ready: ``{"image", "summary"}`` plus, per task in the bundle, ``classify``:
-        ``"label", "score", "classification": {"top_k": [...]}``; ``segment``: ``"class_fractions"``
-        (the mask's share of each class); ``detect``: ``"detections": [{"label", "score", "box":
-        [x1, y1, x2, y2]}]`` (original pixels, scores >= the bundle's ``score_threshold``, best first)."""
-        outputs = self.predict_outputs(images)
-        names = names or [str(im) if isinstance(im, (str, Path)) else f"image {i}" for i, im in enumerate(images)]
-        results = []
-        self._last = {}
-        for i, name in enumerate(names):
-            result: dict = {"image": name}
-            parts = []
-            if "classify" in self.tasks:
-                scores, idx = outputs["classify"][i].topk(min(top_k, len(self.classes)))
-                top = [{"label": self.classes[c], "score": round(float(s), 6)} for s, c in zip(scores, idx.tolist())]
-                result.update({"label": top[0]["label"], "score": top[0]["score"], "classification": {"top_k": top}})
-                parts.append(f"{top[0]['label']} ({top[0]['score']:.2f})")
-            if "segment" in self.tasks:
-                mask = outputs["segment"][i]
-                seg_summary, result["class_fractions"] = mask_summary(mask, self.seg_classes, top_k)
-                parts.append(f"mask: {seg_summary}")
-                self._last[name] = mask
-            if "detect" in self.tasks:
-                det = outputs["detect"][i]
-                keep = (det["scores"] >= self.score_threshold).nonzero().flatten().tolist()
-                result["detections"] = [
-                    {"label": self.det_classes[int(det["labels"][j])], "score": round(float(det["scores"][j]), 4),
-                     "box": [round(float(v), 2) for v in det["boxes"][j]]}
-                    for j in keep
-                ]
-                counts: dict[str, int] = {}
-                for d in result["detections"]:
-                    counts[d["label"]] = counts.get(d["label"], 0) + 1
-                parts.append("boxes: " + (", ".join(f"{n} {label}" for label, n in counts.items()) or "none"))
-            result["summary"] = "; ".join(parts)
-            results.append(result)
-        return results
-
-    def save_visualizations(self, paths: Sequence[str | Path], results: list[dict], out_dir: str | Path) -> list[Path]:
-        """``NAME_overlay.png`` and ``NAME_mask.png`` for the mask (as ``omnivis train segment``) and
-        ``NAME_boxes.png``: the detections drawn over the mask overlay (or the image), enlarged below
-        256 px so the labels can be read; box colours are the classes' mask colours."""
-        written: list[Path] = []
-        if "segment" in self.tasks:
-            masks = [self._last.get(r["image"]) for r in results]
-            if any(m is None for m in masks):
-                masks = self.predict_outputs(list(paths))["segment"]
-            written += write_mask_pictures(paths, masks, len(self.seg_classes), out_dir)
-        if "detect" in self.tasks:
-            written += self._draw_boxes(paths, results, Path(out_dir))
-        return written
-
-    def _draw_boxes(self, paths: Sequence[str | Path], results: list[dict], out_dir: Path) -> list[Path]:
-        from torchvision.utils import draw_bounding_boxes
-
-        out_dir.mkdir(parents=True, exist_ok=True)
-        colours = [tuple(int(v) for v in c) for c in palette_for(len(self.det_classes) + 1)]
-        written, used = [], set()
-        for i, (path, result) in enumerate(zip(paths, results)):
-            base = Path(path).stem if isinstance(path, (str, Path)) else f"image{i}"
-            base = base if base not in used else f"{base}_{i}"  # the names write_mask_pictures gives
-            used.add(base)
-            overlay = out_dir / f"{base}_overlay.png"
-            picture = Image.open(overlay).convert("RGB") if "segment" in self.tasks else load_images([path], "RGB")[0]
-            image = torch.from_numpy(np.array(picture)).permute(2, 0, 1).contiguous()
-            scale = max(1, math.ceil(_MIN_DRAW_SIDE / min(image.shape[1:])))
-            image = image.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
-            dets = result.get("detections", [])
-            if dets:
-                boxes = torch.tensor([d["box"] for d in dets], dtype=torch.float32) * scale
-                image = draw_bounding_boxes(
-                    image, boxes, labels=[f"{d['label']} {d['score']:.2f}" for d in dets], width=2,
-                    colors=[colours[self.det_classes.index(d["label"]) + 1] for d in dets],
-                )
-            target = out_dir / f"{base}_boxes.png"
-            Image.fromarray(image.permute(1, 2, 0).numpy()).save(target)
-            written.append(target)
-        return written
-
-
-def evaluate_multitask(
-    bundle_dir: str | Path,
-    data: str | MultitaskData | None = None,
-    split: str = "auto",
-    out_dir: str | Path | None = None,
-    strict: bool = False,
-    progress: bool = True,
-    images: str | Path | None = None,
-    labels: str | Path | None = None,
-) -> dict:
-    """Per-task metrics of the bundle's heads: classification ``accuracy``; segmentation ``miou``,
-    ``dice``, ``pixel_accuracy``, ``per_class`` IoU/Dice; detection COCO ``map``, ``map50``, ``map75``,
-    ``map_small/medium/large``, ``mar100`` and ``det_per_class`` AP (torchmetrics, pycocotools backend).
-
-    Args:
-        data: None (the bundle's own data), ``builtin:shapes``, a COCO JSON file, or loaded
-            ``MultitaskData``.
-        split: ``auto``: the held-out part of the bundle's own data (builtin:shapes: its validation
-            scenes), or all of another file; ``val``: the held-out part; ``all``: everything
-            (builtin:shapes: training and validation scenes).
-        out_dir: where ``per_class_iou.png`` and ``pr_curve.png`` go (None: no pictures).
-        strict: a bad record of a COCO file is an error instead of being skipped.
-        images, labels: the images folder and ``path,label`` CSV of another COCO file (default: for
-            the training file, the ones it was trained with; else the JSON's folder and no labels).
-    """
-    predictor = MultitaskPredictor.from_dir(bundle_dir)
-    cfg = predictor.bundle.config
-    if split not in ("auto", "val", "all"):
-        raise ConfigError(f"split must be auto, val or all, got '{split}'")
-    if not isinstance(data, MultitaskData):
-        data = _eval_data(cfg, data, split, strict, predictor.img_size, images, labels)
-    data = align_classes(data, predictor.classes if data.classes else [], predictor.det_classes)
-    outputs = predictor.predict_outputs(data.images, progress=progress)
-    metrics: dict = {}
-    if "classify" in predictor.tasks:
-        labels = torch.tensor(data.labels)
-        labelled = labels >= 0
-        if labelled.any():
-            metrics["accuracy"] = round(float((outputs["classify"].argmax(dim=1)[labelled] == labels[labelled]).float().mean()), 6)
-    if "segment" in predictor.tasks:
-        confusion = pixel_confusion(len(predictor.seg_classes))
-        for i, (pred, target) in enumerate(zip(outputs["segment"], data.masks)):
-            if target is not None:
-                if pred.shape != target.shape:
-                    raise DataError(f"{data.name(i)}: the mask is {target.shape[0]}x{target.shape[1]} but the image "
-                                    f"is {pred.shape[0]}x{pred.shape[1]}")
-                confusion.update(torch.from_numpy(pred).long().reshape(-1), torch.from_numpy(target).long().reshape(-1))
-        seg = metrics_report(confusion_to_metrics(confusion.compute()), predictor.seg_classes)
-        metrics.update(seg)
-        if out_dir is not None:
-            metrics["per_class_iou_png"] = str(plot_per_class_iou(seg["per_class"], Path(out_dir) / "per_class_iou.png"))
-    if "detect" in predictor.tasks:
-        metrics.update(_detection_metrics(outputs["detect"], data, predictor.det_classes, out_dir))
-    metrics["num_images"] = len(data)
-    metrics["data"] = data.source
-    return metrics
-
-
-def _eval_data(cfg: dict, data: str | None, split: str, strict: bool, img_size: int,
-               images: str | Path | None, labels: str | Path | None) -> MultitaskData:
-    """What ``data`` + ``split`` name, loaded: the shapes scenes or (part of) a COCO file."""
-    spec = data if data is not None else cfg.get("data", "builtin:shapes")
-    if is_builtin_shapes(spec):
-        s = cfg["split"]
-        if "val_seed" not in s:
-            raise DataError(f"{spec}: this bundle was trained on {cfg['data']}, whose classes the shapes do not have")
-        loaded = load_shapes_multitask(s.get("val_images") or 200, img_size, s["val_seed"])
-        if split == "all":
-            loaded = load_shapes_multitask(s["train_size"], img_size, s["train_seed"]) + loaded
-        return loaded
-    if not str(spec).lower().endswith(".json"):
-        raise DataError(f"{spec}: a multitask model is evaluated on builtin:shapes or a COCO JSON file")
-    same = not is_builtin_shapes(cfg.get("data", "")) and _absolute(str(spec)) == cfg.get("data")
-    if same:
-        images = images if images is not None else cfg.get("images")
-        labels = labels if labels is not None else cfg.get("labels")
-    loaded = load_coco_multitask(spec, images, labels, strict=strict)
-    if split == "val" or (split == "auto" and same):
-        s = cfg["split"]
-        if "val_fraction" not in s:
-            raise DataError(f"{spec}: the bundle was trained on {cfg.get('data')}; use --split all for this file")
-        _, val_idx = split_records(len(loaded), s["val_fraction"], s["seed"])
-        if not len(val_idx):
-            raise DataError(f"{spec}: the bundle was trained without a held-out split; use --split all")
-        loaded = loaded.subset(val_idx)
-    return loaded
-
-
-def _detection_metrics(preds: list[dict], data: MultitaskData, classes: list[str], out_dir: str | Path | None) -> dict:
-    """COCO box mAP over the images that have box labels (metrics/detection.py's metric and names)."""
-    metric = new_map_metric()
-    scored = 0
-    for i, pred in enumerate(preds):
-        target = data.box_target(i)
-        if target is None:
-            continue
-        metric.update([{"boxes": pred["boxes"], "scores": pred["scores"], "labels": pred["labels"] + 1}],
-                      [{"boxes": torch.as_tensor(target[0]).reshape(-1, 4), "labels": torch.as_tensor(target[1]) + 1}])
-        scored += 1
-    if not scored:
-        return {}
-    summary = summarize_map(metric.compute(), classes)
-    curves = summary.pop("pr_curves")
-    out = {k: round(v, 6) for k, v in summary.items() if isinstance(v, float)}
-    out["det_per_class"] = summary["per_class"]
-    out["num_box_images"] = scored
-    if out_dir is not None:
-        out["pr_curve_png"] = str(plot_pr_curves(curves, Path(out_dir) / "pr_curve.png"))
-    return out
+def train_multitask(config: MultitaskConfig, out: str | Path, resume: bool = False,
+                    callbacks: list[pl.Callback] | None = None) -> Path:
+    """Train every head of ``config.tasks``, evaluate on the validation scenes and write one bundle into ``out``."""
+    return run_training(multitask_plan, config, out, resume, callbacks)

@@ -32,13 +32,14 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from omnivis.data.builtin import resolve_classification_data
-from omnivis.data.datamodule import mix_seed
-from omnivis.data.readers import ClassificationData, split_indices
+from omnivis.data.images import load_images
+from omnivis.data.readers import ClassificationData
+from omnivis.data.splits import split_indices
 from omnivis.data.transforms import build_eval_transform, default_mean_std
 from omnivis.engine.bundle import load_bundle
+from omnivis.engine.seed import mix_seed
 from omnivis.errors import BundleError, ConfigError, DataError
 from omnivis.models.backbones import Backbone, create_backbone
-from omnivis.tasks.common import load_images
 
 KNN_TEMPERATURE = 0.07
 """Temperature of the kNN vote weights ``exp(cos / T)``, as in DINO (Caron et al., 2021)."""

@@ -1,112 +1,191 @@
-"""The task table: name -> config class, training, evaluation and predictor factories.
+"""The task table: name -> what the task is made of (config, training, evaluation, predictor).
 
 Everything that dispatches on a task (the CLI, ``eval`` and ``predict`` on a bundle) reads this one
-table, so adding a task means adding one row here.
+table, so adding a task means adding one row here. A row's ``training`` and ``inference`` are small
+functions that import the task on first use: predicting with one bundle imports that task's model
+only (not Lightning, and not diffusers and transformers for a classifier).
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 from omnivis.errors import BundleError, ConfigError
 
 
-def _resolve(ref: str) -> Any:
-    """``"package.module:Name.attr"`` -> the object, importing the module now."""
-    module, _, qualname = ref.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
+@dataclass(frozen=True)
+class Training:
+    """How a task trains: its config dataclass and ``train(config, out, resume=False) -> bundle folder``."""
+
+    config: type
+    train: Callable
 
 
 @dataclass(frozen=True)
-class TaskSpec:
-    """One task's entry points, as ``module:name`` references imported on first use: evaluating or
-    predicting with one bundle imports that task's libraries only (not diffusers and transformers
-    for a classifier)."""
+class Inference:
+    """How a task's bundles are used.
+
+    Attributes:
+        evaluate: (bundle_dir, data=None, split="auto", out_dir=None, strict=False, progress=True, ...)
+            -> metrics dict.
+        predictor: bundle_dir -> a predictor with ``predict(images, top_k, names)``.
+    """
+
+    evaluate: Callable
+    predictor: Callable | None = None
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    """One row of the table: a name, a line for ``--help``, and small functions that import the task.
+
+    ``training`` imports the training code (Lightning); ``inference`` imports only what using a
+    bundle needs (torch, timm, the model), so ``omnivis predict`` never imports Lightning.
+
+    Attributes:
+        bundle_task: the ``task`` of the bundles it writes (distill writes classify bundles; probe
+            writes none).
+        use_instead: for bundles that neither predict nor evaluate, what to do with them instead.
+    """
 
     name: str
     description: str
-    config_ref: str
-    train_ref: str  # (config, out, resume) -> Path
-    evaluate_ref: str  # (bundle_dir, data, split, out_dir, strict, progress, ...) -> dict
-    predictor_ref: str  # (bundle_dir) -> predictor with .predict(images, top_k)
+    training: Callable[[], Training] | None = None
+    inference: Callable[[], Inference] | None = None
+    bundle_task: str | None = None
+    use_instead: str = ""
 
     @property
-    def config(self) -> type:
-        return _resolve(self.config_ref)
+    def config(self) -> type | None:
+        return self.training().config if self.training else None
 
     @property
-    def train(self) -> Callable:
-        return _resolve(self.train_ref)
+    def train(self) -> Callable | None:
+        return self.training().train if self.training else None
 
     @property
-    def evaluate(self) -> Callable:
-        return _resolve(self.evaluate_ref)
+    def evaluate(self) -> Callable | None:
+        return self.inference().evaluate if self.inference else None
 
     @property
-    def predictor(self) -> Callable:
-        return _resolve(self.predictor_ref)
+    def predictor(self) -> Callable | None:
+        return self.inference().predictor if self.inference else None
 
 
-TASKS: dict[str, TaskSpec] = {
-    "classify": TaskSpec(
-        name="classify",
-        description="image classification (any backbone + linear head)",
-        config_ref="omnivis.tasks.classify:ClassifyConfig",
-        train_ref="omnivis.tasks.classify:train_classifier",
-        evaluate_ref="omnivis.tasks.classify:evaluate_classifier",
-        predictor_ref="omnivis.tasks.classify:ClassifyPredictor.from_dir",
-    ),
-    "detect": TaskSpec(
-        name="detect",
-        description="object detection and instance segmentation (any backbone + FPN + FCOS / Faster R-CNN / RetinaNet / Mask R-CNN)",
-        config_ref="omnivis.tasks.detect:DetectConfig",
-        train_ref="omnivis.tasks.detect:train_detector",
-        evaluate_ref="omnivis.tasks.detect:evaluate_detector",
-        predictor_ref="omnivis.tasks.detect:DetectPredictor.from_dir",
-    ),
-    "segment": TaskSpec(
-        name="segment",
-        description="semantic segmentation (any backbone + smp U-Net / FPN / DeepLabV3+ decoder)",
-        config_ref="omnivis.tasks.segment:SegmentConfig",
-        train_ref="omnivis.tasks.segment:train_segmenter",
-        evaluate_ref="omnivis.tasks.segment:evaluate_segmenter",
-        predictor_ref="omnivis.tasks.segment:SegmentPredictor.from_dir",
-    ),
-    "multitask": TaskSpec(
-        name="multitask",
-        description="classification + semantic segmentation + detection on one backbone (one bundle)",
-        config_ref="omnivis.tasks.multitask:MultitaskConfig",
-        train_ref="omnivis.tasks.multitask:train_multitask",
-        evaluate_ref="omnivis.tasks.multitask:evaluate_multitask",
-        predictor_ref="omnivis.tasks.multitask:MultitaskPredictor.from_dir",
-    ),
-    "generate": TaskSpec(
-        name="generate",
-        description="image generation (ae, vae, vqvae + GPT prior, gan, diffusion); FID/KID with a reference classifier",
-        config_ref="omnivis.tasks.generate:GenerateConfig",
-        train_ref="omnivis.tasks.generate:train_generator",
-        evaluate_ref="omnivis.tasks.generate:evaluate_generator",
-        # a clear error: generators are used with omnivis generate
-        predictor_ref="omnivis.tasks.generate.sample:predictor_for_predict",
-    ),
+def _classify_training() -> Training:
+    from omnivis.tasks.classify import ClassifyConfig, train_classifier
+
+    return Training(ClassifyConfig, train_classifier)
+
+
+def _classify_inference() -> Inference:
+    from omnivis.inference.classify import ClassifyPredictor, evaluate_classifier
+
+    return Inference(evaluate_classifier, ClassifyPredictor.from_dir)
+
+
+def _detect_training() -> Training:
+    from omnivis.tasks.detect import DetectConfig, train_detector
+
+    return Training(DetectConfig, train_detector)
+
+
+def _detect_inference() -> Inference:
+    from omnivis.inference.detect import DetectPredictor, evaluate_detector
+
+    return Inference(evaluate_detector, DetectPredictor.from_dir)
+
+
+def _segment_training() -> Training:
+    from omnivis.tasks.segment import SegmentConfig, train_segmenter
+
+    return Training(SegmentConfig, train_segmenter)
+
+
+def _segment_inference() -> Inference:
+    from omnivis.inference.segment import SegmentPredictor, evaluate_segmenter
+
+    return Inference(evaluate_segmenter, SegmentPredictor.from_dir)
+
+
+def _multitask_training() -> Training:
+    from omnivis.tasks.multitask import MultitaskConfig, train_multitask
+
+    return Training(MultitaskConfig, train_multitask)
+
+
+def _multitask_inference() -> Inference:
+    from omnivis.inference.multitask import MultitaskPredictor, evaluate_multitask
+
+    return Inference(evaluate_multitask, MultitaskPredictor.from_dir)
+
+
+def _generate_training() -> Training:
+    from omnivis.tasks.generate import GenerateConfig, train_generator
+
+    return Training(GenerateConfig, train_generator)
+
+
+def _generate_inference() -> Inference:
+    from omnivis.tasks.generate.evaluate import evaluate_generator
+    from omnivis.tasks.generate.sample import (
+        predictor_for_predict,  # a clear error: generators use `omnivis generate`
+    )
+
+    return Inference(evaluate_generator, predictor_for_predict)
+
+
+def _pretrain_training() -> Training:
+    from omnivis.tasks.pretrain import PretrainConfig, pretrain
+
+    return Training(PretrainConfig, pretrain)
+
+
+def _distill_training() -> Training:
+    from omnivis.tasks.distill import DistillConfig, distill
+
+    return Training(DistillConfig, distill)
+
+
+def _probe_inference() -> Inference:
+    from omnivis.tasks.probe import probe
+
+    return Inference(probe)
+
+
+TASKS: dict[str, TaskRow] = {
+    row.name: row
+    for row in (
+        TaskRow("classify", "image classification (any backbone + linear head)", _classify_training,
+                _classify_inference, "classify"),
+        TaskRow("detect", "object detection and instance segmentation (any backbone + FPN + FCOS / Faster R-CNN / "
+                "RetinaNet / Mask R-CNN)", _detect_training, _detect_inference, "detect"),
+        TaskRow("segment", "semantic segmentation (any backbone + smp U-Net / FPN / DeepLabV3+ decoder)",
+                _segment_training, _segment_inference, "segment"),
+        TaskRow("multitask", "classification + semantic segmentation + detection on one backbone (one bundle)",
+                _multitask_training, _multitask_inference, "multitask"),
+        TaskRow("generate", "image generation (ae, vae, vqvae + GPT prior, gan, diffusion); FID/KID with a reference "
+                "classifier", _generate_training, _generate_inference, "generate"),
+        TaskRow("pretrain", "self-supervised pretraining of a backbone (simclr, dino, rotation, mae)", _pretrain_training,
+                bundle_task="pretrain", use_instead="omnivis probe BUNDLE, or omnivis train classify --init-from BUNDLE"),
+        TaskRow("distill", "knowledge distillation of a classifier bundle into a smaller classifier", _distill_training,
+                bundle_task="classify"),
+        TaskRow("probe", "frozen-feature quality of a backbone: kNN, linear and k-shot accuracy",
+                inference=_probe_inference),
+    )
 }
 
 
-# bundles of these tasks hold a backbone, not a predictor: say what to do with them instead
-BACKBONE_TASKS = {"pretrain": "omnivis probe BUNDLE, or omnivis train classify --init-from BUNDLE"}
-
-
-def get_task(name: str) -> TaskSpec:
-    if name in BACKBONE_TASKS:
-        raise BundleError(f"a '{name}' bundle holds a backbone only; use it with: {BACKBONE_TASKS[name]}")
-    if name not in TASKS:
-        close = difflib.get_close_matches(name, list(TASKS), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else f"; available: {', '.join(TASKS)}"
-        raise ConfigError(f"unknown task '{name}'{hint}")
-    return TASKS[name]
+def get_task(name: str) -> TaskRow:
+    """The row that evaluates and predicts with bundles whose ``task`` is ``name``."""
+    row = TASKS.get(name)
+    if row is not None and row.bundle_task == name and not row.use_instead:
+        return row
+    if row is not None and row.use_instead:
+        raise BundleError(f"a '{name}' bundle holds a backbone only; use it with: {row.use_instead}")
+    bundle_tasks = [r.name for r in TASKS.values() if r.bundle_task == r.name and not r.use_instead]
+    close = difflib.get_close_matches(name, bundle_tasks, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; available: {', '.join(bundle_tasks)}"
+    raise ConfigError(f"unknown task '{name}'{hint}")

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from omnivis.engine.trainer import TrainerConfig
 from omnivis.errors import ConfigError
 
+TASK = "generate"
+
 METHODS = ("ae", "vae", "vqvae", "vqvae-ar", "gan", "diffusion")
 DEFAULT_LR = {"ae": 2e-3, "vae": 2e-3, "vqvae": 2e-3, "vqvae-ar": 1e-3, "gan": 2e-4, "diffusion": 2e-3}
 
@@ -19,6 +21,7 @@ class GenerateConfig:
         method: ae | vae | vqvae | vqvae-ar | gan | diffusion.
         data: class folders, ``builtin:NAME`` or ``torchvision:NAME:ROOT`` (labels used only with
             ``conditional``).
+        strict: unreadable images are an error instead of being skipped with a warning.
         img_size: square size the model produces; a power of two times 4 (8, 16, 32, 64).
         channels: 1 (grayscale) or 3 (RGB).
         conditional: condition on the class label (classifier-free guidance for diffusion).
@@ -26,17 +29,26 @@ class GenerateConfig:
         width: base channel width of the nets.
         latent_dim: ae/vae latent size; z size of the GAN generator.
         kl_weight: vae KL weight.
-        codebook_size, embed_dim: vqvae codebook.
+        codebook_size: vqvae codebook entries.
+        embed_dim: vqvae code vector size (channels of the quantized latent).
         vq_bundle: vqvae-ar: the trained vqvae bundle whose codes the prior models.
-        prior_layers, prior_width: vqvae-ar transformer size.
-        num_train_timesteps, beta_schedule, cfg_dropout: diffusion (cfg_dropout: how often the
-            label is replaced by the null class in training, for guidance).
+        prior_layers: vqvae-ar: transformer layers of the prior.
+        prior_width: vqvae-ar: transformer width of the prior.
+        num_train_timesteps: diffusion: noise levels of the training schedule.
+        beta_schedule: diffusion: the noise schedule (diffusers' ``DDPMScheduler`` names:
+            ``squaredcos_cap_v2`` is the cosine schedule, also ``linear``, ``scaled_linear``).
+        cfg_dropout: diffusion: how often the label is replaced by the null class in training
+            (for classifier-free guidance).
         ema_decay: EMA of the weights that are saved (diffusion, gan; 0: off).
-        sampler, sample_steps, guidance: diffusion defaults for generate/eval.
+        sampler: diffusion: the default sampler of generate/eval: ``ddim``, ``dpm`` or ``ddpm``.
+        sample_steps: diffusion: the default sampling steps of generate/eval.
+        guidance: diffusion: the default classifier-free guidance scale (conditional; 1: off).
         reference: a classifier bundle (``omnivis train classify``) evaluation uses for FID/KID
             features and class accuracy; evaluation runs at the end of training when it is set.
         hflip: random horizontal flips (off for digits and text).
-        batch_size, lr (None: the method's default), trainer: the recipe.
+        batch_size: images per step on each device.
+        lr: learning rate (None: the method's default).
+        trainer: engine settings (epochs, devices, precision, checkpoints ...).
     """
 
     method: str = "diffusion"

@@ -8,7 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from omnivis.models.generative import ema_update
-from omnivis.models.generative.unet import build_sampler, build_train_scheduler, build_unet, diffusion_sample
+from omnivis.models.generative.unet import (
+    build_sampler,
+    build_train_scheduler,
+    build_unet,
+    diffusion_sample,
+)
 from omnivis.tasks.common import log_training
 from omnivis.tasks.generate.base import GeneratorModule, MethodSpec, SampleOptions
 from omnivis.tasks.generate.config import GenerateConfig

@@ -13,12 +13,18 @@ from rich.progress import track
 from omnivis.data.builtin import resolve_classification_data
 from omnivis.data.datamodule import ImageClassificationDataset
 from omnivis.data.readers import ClassificationData
+from omnivis.data.splits import split_indices
+from omnivis.data.transforms import generator_transform
 from omnivis.errors import ConfigError, DataError
+from omnivis.inference.classify import ClassifyPredictor
 from omnivis.metrics.generation import ClassifierFeatures, InceptionFeatures, fid_kid
 from omnivis.metrics.report import ReportSection, write_html_report, write_json
-from omnivis.tasks.classify import ClassifyPredictor
-from omnivis.tasks.generate.sample import GeneratorPredictor, image_grid, to_pil, to_uint8
-from omnivis.tasks.generate.train import generator_transform, split_data
+from omnivis.tasks.generate.sample import (
+    GeneratorPredictor,
+    image_grid,
+    to_pil,
+    to_uint8,
+)
 
 MAX_EVAL_SAMPLES = 1000
 
@@ -56,7 +62,7 @@ def _real_images(gen: GeneratorPredictor, data, split: str, strict: bool, limit:
         spec = data or cfg["data"]
         loaded = resolve_classification_data(spec, strict=strict)
         if split == "val" or (split == "auto" and spec == cfg.get("data")):
-            _, val_idx = split_data(loaded, cfg["split"]["val_fraction"], cfg["split"]["seed"])
+            _, val_idx = split_indices(loaded.labels(), cfg["split"]["val_fraction"], seed=cfg["split"]["seed"])
             if not len(val_idx):
                 raise DataError(f"{spec}: the bundle was trained without a held-out split; use split='all'")
             loaded = loaded.subset(val_idx)

@@ -14,7 +14,12 @@ import torch
 
 from omnivis.errors import TrainingError
 from omnivis.models.generative import ema_update
-from omnivis.models.generative.gan import Discriminator, Generator, hinge_d_loss, hinge_g_loss
+from omnivis.models.generative.gan import (
+    Discriminator,
+    Generator,
+    hinge_d_loss,
+    hinge_g_loss,
+)
 from omnivis.tasks.common import log_training
 from omnivis.tasks.generate.base import GeneratorModule, MethodSpec, SampleOptions
 from omnivis.tasks.generate.config import GenerateConfig

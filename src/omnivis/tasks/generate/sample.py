@@ -9,12 +9,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from omnivis.data.images import load_images
+from omnivis.data.transforms import generator_transform
 from omnivis.engine.bundle import Bundle, load_bundle, load_bundle_weights
 from omnivis.errors import BundleError, ConfigError
-from omnivis.tasks.common import load_images
 from omnivis.tasks.generate.base import SampleOptions
+from omnivis.tasks.generate.config import TASK
 from omnivis.tasks.generate.methods import METHOD_SPECS
-from omnivis.tasks.generate.train import TASK, generator_transform
 
 MAX_SAMPLES = 1024  # per call: bounds memory and time; call again with another seed for more
 MAX_STEPS = 1000  # sampling steps (and never more than the model's training timesteps)

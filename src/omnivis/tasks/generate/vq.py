@@ -8,7 +8,13 @@ from torch import nn
 from omnivis.engine.bundle import load_bundle
 from omnivis.errors import BundleError, ConfigError
 from omnivis.models.generative.prior import CodePrior
-from omnivis.models.generative.vq import DOWNSAMPLE, build_vqvae, decode_indices, encode_indices, vq_loss
+from omnivis.models.generative.vq import (
+    DOWNSAMPLE,
+    build_vqvae,
+    decode_indices,
+    encode_indices,
+    vq_loss,
+)
 from omnivis.tasks.common import log_training
 from omnivis.tasks.generate.base import GeneratorModule, MethodSpec, SampleOptions
 from omnivis.tasks.generate.config import GenerateConfig

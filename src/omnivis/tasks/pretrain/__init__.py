@@ -8,10 +8,20 @@ from omnivis.tasks.pretrain.base import PretrainMethod
 from omnivis.tasks.pretrain.config import DEFAULT_MODELS, METHODS, PretrainConfig
 from omnivis.tasks.pretrain.dino import DINO
 from omnivis.tasks.pretrain.mae import MAE
-from omnivis.tasks.pretrain.module import METHOD_FACTORIES, PretrainModule, build_method
+from omnivis.tasks.pretrain.methods import (
+    METHOD_SPECS,
+    PretrainMethodSpec,
+    build_method,
+)
+from omnivis.tasks.pretrain.module import PretrainModule
 from omnivis.tasks.pretrain.rotation import RotationPrediction
 from omnivis.tasks.pretrain.simclr import SimCLR
-from omnivis.tasks.pretrain.train import TASK, load_pretrain_data, pretrain
+from omnivis.tasks.pretrain.train import (
+    TASK,
+    load_pretrain_data,
+    pretrain,
+    pretrain_plan,
+)
 from omnivis.tasks.pretrain.views import build_views
 
 __all__ = [
@@ -19,10 +29,11 @@ __all__ = [
     "DINO",
     "MAE",
     "METHODS",
-    "METHOD_FACTORIES",
+    "METHOD_SPECS",
     "TASK",
     "PretrainConfig",
     "PretrainMethod",
+    "PretrainMethodSpec",
     "PretrainModule",
     "RotationPrediction",
     "SimCLR",
@@ -30,4 +41,5 @@ __all__ = [
     "build_views",
     "load_pretrain_data",
     "pretrain",
+    "pretrain_plan",
 ]

@@ -35,7 +35,10 @@ class PretrainConfig:
             (``omnivis_vit_tiny`` for mae, ``omnivis_resnet_tiny`` otherwise). mae needs a ViT.
         img_size: square input size (a multiple of the ViT patch size for mae).
         channels: 3 (RGB) or 1 (grayscale).
-        batch_size, lr, weight_decay, warmup_epochs: the optimization recipe (AdamW, warmup + cosine).
+        batch_size: images per step on each device.
+        lr: peak AdamW learning rate: linear warmup, then cosine decay, stepped per batch.
+        weight_decay: AdamW weight decay (none on norm and bias parameters).
+        warmup_epochs: length of the linear learning-rate warmup, in epochs.
         hflip: random horizontal flips in the views (turn off where mirror images differ in meaning).
         crop_scale: smallest crop area fraction of the simclr/dino global views (raise it for tiny
             images such as 8 x 8 digits, where a 20% crop keeps too little of the object).
@@ -43,7 +46,7 @@ class PretrainConfig:
         momentum: starting EMA momentum of the teacher (dino); it rises to 1 on a cosine schedule.
         local_crops: extra small crops per image for the student (dino multi-crop; 0: two global views only).
         mask_ratio: fraction of patches hidden from the encoder (mae).
-        trainer: engine settings (epochs, devices, precision, checkpoints ...).
+        trainer: engine settings (epochs, devices, precision, checkpoints ...); 20 epochs.
     """
 
     data: str = "builtin:digits"
@@ -63,7 +66,7 @@ class PretrainConfig:
     momentum: float = 0.996
     local_crops: int = 0
     mask_ratio: float = 0.75
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(epochs=20))
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -1,54 +1,18 @@
-"""The one LightningModule for every pretraining method, and the table of methods.
+"""The one LightningModule for every pretraining method.
 
-The module only wires a method (a plain ``nn.Module`` from this package) into Lightning: it logs
-``train/loss``, calls the method's hooks and builds the optimizer. A new method is a module with a
-``training_loss`` plus one entry in :data:`METHOD_FACTORIES` and one view builder in ``views.py``.
+The module only wires a method (a plain ``nn.Module`` from this package, built from its row in
+``methods.METHOD_SPECS``) into Lightning: it logs ``train/loss``, calls the method's hooks and
+builds the optimizer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import lightning.pytorch as pl
 import torch
 
-from omnivis.models.backbones import create_backbone
-from omnivis.tasks.common import adamw_with_warmup_cosine, log_training
-from omnivis.tasks.pretrain.base import PretrainMethod
+from omnivis.tasks.common import log_training, warmup_cosine_for
 from omnivis.tasks.pretrain.config import PretrainConfig
-from omnivis.tasks.pretrain.dino import DINO
-from omnivis.tasks.pretrain.mae import MAE
-from omnivis.tasks.pretrain.rotation import RotationPrediction
-from omnivis.tasks.pretrain.simclr import SimCLR
-
-
-def _simclr(config: PretrainConfig) -> PretrainMethod:
-    return SimCLR(create_backbone(config.model, config.channels, img_size=config.img_size), config.temperature)
-
-
-def _dino(config: PretrainConfig) -> PretrainMethod:
-    return DINO(create_backbone(config.model, config.channels, img_size=config.img_size), config.momentum)
-
-
-def _rotation(config: PretrainConfig) -> PretrainMethod:
-    return RotationPrediction(create_backbone(config.model, config.channels, img_size=config.img_size))
-
-
-def _mae(config: PretrainConfig) -> PretrainMethod:
-    return MAE(create_backbone(config.model, config.channels, img_size=config.img_size), config.mask_ratio)
-
-
-METHOD_FACTORIES: dict[str, Callable[[PretrainConfig], PretrainMethod]] = {
-    "simclr": _simclr,
-    "dino": _dino,
-    "rotation": _rotation,
-    "mae": _mae,
-}
-
-
-def build_method(config: PretrainConfig) -> PretrainMethod:
-    """The method named by ``config.method`` around a fresh ``config.model`` backbone."""
-    return METHOD_FACTORIES[config.method](config)
+from omnivis.tasks.pretrain.methods import build_method
 
 
 class PretrainModule(pl.LightningModule):
@@ -83,14 +47,10 @@ class PretrainModule(pl.LightningModule):
         self.method.after_step(self.global_step / self._total_steps)
 
     def configure_optimizers(self) -> dict:
-        total = int(self.trainer.estimated_stepping_batches)
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
         trainable = self.method.parameters_to_train()
         groups = [
             {"params": [p for p in trainable if p.ndim > 1], "weight_decay": self.config.weight_decay},
             {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
         ]
-        return adamw_with_warmup_cosine(
-            self.method, self.config.lr, self.config.weight_decay, total, int(self.config.warmup_epochs * per_epoch),
-            param_groups=groups,
-        )
+        return warmup_cosine_for(self, self.method, self.config.lr, self.config.weight_decay, self.config.warmup_epochs,
+                                 param_groups=groups)

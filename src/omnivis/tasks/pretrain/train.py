@@ -13,21 +13,18 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from omnivis import __version__
 from omnivis.config import config_to_dict
 from omnivis.data.builtin import resolve_classification_data
 from omnivis.data.datamodule import ImageClassificationDataset, SeededDataModule
 from omnivis.data.readers import ClassificationData
 from omnivis.data.transforms import build_eval_transform, default_mean_std
-from omnivis.engine.bundle import save_bundle
-from omnivis.engine.trainer import build_trainer, fit, seed_everything
 from omnivis.errors import DataError
-from omnivis.tasks.common import check_run_dir, keep_previous_logs, write_run_config
 from omnivis.tasks.pretrain.config import PretrainConfig
 from omnivis.tasks.pretrain.mae import MAE
 from omnivis.tasks.pretrain.module import PretrainModule
 from omnivis.tasks.pretrain.plots import plot_embeddings, plot_reconstructions
 from omnivis.tasks.pretrain.views import build_views
+from omnivis.tasks.run import TrainingPlan, run_training
 
 TASK = "pretrain"
 EMBEDDING_IMAGES = 500
@@ -65,13 +62,9 @@ def bundle_config(config: PretrainConfig, num_images: int) -> dict:
 
 def method_parameters(config: PretrainConfig) -> dict:
     """The settings that define the method, recorded next to its loss."""
-    if config.method == "simclr":
-        return {"temperature": config.temperature}
-    if config.method == "dino":
-        return {"momentum": config.momentum, "local_crops": config.local_crops}
-    if config.method == "mae":
-        return {"mask_ratio": config.mask_ratio}
-    return {"num_rotations": 4}
+    from omnivis.tasks.pretrain.methods import METHOD_SPECS
+
+    return METHOD_SPECS[config.method].parameters(config)
 
 
 def model_card(config: dict, metrics: dict) -> str:
@@ -137,55 +130,57 @@ def write_pictures(module: PretrainModule, data: ClassificationData, config: Pre
     return plot_embeddings(embeddings, labels, list(data.classes), out / "embeddings.png", title)
 
 
-def pretrain(
-    config: PretrainConfig, out: str | Path, resume: bool = False, callbacks: list[pl.Callback] | None = None
-) -> Path:
-    """Pretrain ``config.model`` with ``config.method`` and write a ``pretrain`` bundle into ``out``.
-
-    ``out`` also keeps ``checkpoints/last.ckpt`` (for ``resume``), ``logs/`` (``train/loss`` in CSV
-    and TensorBoard), ``run_config.json`` and ``embeddings.png`` or, for mae, ``reconstructions.png``.
-    ``callbacks`` are added to the engine's own. Returns ``out``.
-
-    Raises:
-        ConfigError: a bad config, e.g. mae on a backbone that is not a ViT (before any data is read).
-        DataError: fewer than 2 readable images.
-        TrainingError: interrupted or a non-finite loss.
-    """
-    out = Path(out)
-    ckpt = check_run_dir(out, resume)
-    seed = config.trainer.seed
-    seed_everything(seed)  # initial weights depend on the seed only, not on what ran before
-    module = PretrainModule(config)  # refuses a backbone the method cannot use before reading data
+def pretrain_plan(config: PretrainConfig) -> TrainingPlan:
+    """The pretraining run: every image (labels unused) seen through the method's views, no validation."""
     data = load_pretrain_data(config)
-    if resume:
-        keep_previous_logs(out)
-    else:
-        write_run_config(out, config)
     mean, std = default_mean_std(config.channels)
+    seed = config.trainer.seed
     datamodule = SeededDataModule(
         ImageClassificationDataset(data, build_views(config, mean, std), config.mode, seed),
         batch_size=min(config.batch_size, len(data)),
         num_workers=config.trainer.num_workers,
         seed=seed,
     )
-    trainer = build_trainer(config.trainer, out, monitor=None, extra_callbacks=callbacks)
-    fit(trainer, module, datamodule, ckpt, f"omnivis pretrain --out {out} --resume")
-    if not trainer.is_global_zero:
-        return out
-    picture = write_pictures(module, data, config, out)
-    metrics = {
-        "method": config.method,
-        "train_loss": module.last_loss,
-        "steps": int(trainer.global_step),
-        "epochs": int(trainer.current_epoch),
-        "num_images": len(data),
-        "skipped_images": len(data.skipped),
-        **method_parameters(config),
-        "picture": picture.name,
-    }
-    if isinstance(module.method, MAE):
-        metrics["mask_ratio_realized"] = module.method.num_masked / module.method.num_patches
-    bconfig = bundle_config(config, len(data))
-    card = model_card({**bconfig, "omnivis_version": __version__}, metrics)
-    save_bundle(out, module.method.bundle_state_dict(), bconfig, metrics=metrics, card=card)
-    return out
+
+    def finish(module: PretrainModule, trainer: pl.Trainer) -> dict:
+        picture = write_pictures(module, data, config, Path(trainer.default_root_dir))
+        metrics = {
+            "method": config.method,
+            "train_loss": module.last_loss,
+            "steps": int(trainer.global_step),
+            "epochs": int(trainer.current_epoch),
+            "num_images": len(data),
+            "skipped_images": len(data.skipped),
+            **method_parameters(config),
+            "picture": picture.name,
+        }
+        if isinstance(module.method, MAE):
+            metrics["mask_ratio_realized"] = module.method.num_masked / module.method.num_patches
+        return metrics
+
+    return TrainingPlan(
+        command="omnivis pretrain",
+        datamodule=datamodule,
+        build_module=lambda: PretrainModule(config),  # refuses a backbone the method cannot use
+        header=bundle_config(config, len(data)),
+        weights=lambda module: module.method.bundle_state_dict(),
+        finish=finish,
+        skipped=data.skipped,
+        card=model_card,
+    )
+
+
+def pretrain(
+    config: PretrainConfig, out: str | Path, resume: bool = False, callbacks: list[pl.Callback] | None = None
+) -> Path:
+    """Pretrain ``config.model`` with ``config.method`` and write a ``pretrain`` bundle into ``out``.
+
+    Besides what every run keeps (``run_training``), ``out`` holds ``embeddings.png`` or, for mae,
+    ``reconstructions.png``. Returns ``out``.
+
+    Raises:
+        ConfigError: a bad config, e.g. mae on a backbone that is not a ViT (before any file is written).
+        DataError: fewer than 2 readable images.
+        TrainingError: interrupted or a non-finite loss.
+    """
+    return run_training(pretrain_plan, config, out, resume, callbacks)

@@ -76,28 +76,37 @@ class RotatedView:
         return torch.rot90(view, k, dims=(-2, -1)), k
 
 
-def build_views(config: PretrainConfig, mean: tuple[float, ...], std: tuple[float, ...]) -> Callable:
-    """The training transform of ``config.method``.
+def simclr_views(config: PretrainConfig, mean: tuple[float, ...], std: tuple[float, ...]) -> Callable:
+    """``image -> (view_a, view_b)``, each (C, S, S)."""
+    view = contrastive_view(config.img_size, config.channels, mean, std, scale=(config.crop_scale, 1.0),
+                            hflip=config.hflip, blur=0.5)
+    return MultiView([view, view])
 
-    Returns:
-        simclr: ``image -> (view_a, view_b)``, each (C, S, S).
-        dino: ``image -> (global_a, global_b, local_1, ... local_n)``; globals (C, S, S), locals
-            (C, S/2, S/2).
-        rotation: ``image -> ((C, S, S) rotated view, k)``.
-        mae: ``image -> (C, S, S)``: one mildly cropped view (masking is the augmentation).
-    """
+
+def dino_views(config: PretrainConfig, mean: tuple[float, ...], std: tuple[float, ...]) -> Callable:
+    """``image -> (global_a, global_b, local_1, ... local_n)``; globals (C, S, S), locals (C, S/2, S/2)."""
     size, channels, hflip = config.img_size, config.channels, config.hflip
-    if config.method == "simclr":
-        view = contrastive_view(size, channels, mean, std, scale=(config.crop_scale, 1.0), hflip=hflip, blur=0.5)
-        return MultiView([view, view])
-    if config.method == "dino":
-        global_a = contrastive_view(size, channels, mean, std, scale=(max(0.4, config.crop_scale), 1.0), hflip=hflip, blur=1.0)
-        global_b = contrastive_view(size, channels, mean, std, scale=(max(0.4, config.crop_scale), 1.0), hflip=hflip, blur=0.1)
-        local = contrastive_view(max(8, size // 2), channels, mean, std, scale=(0.05, 0.4), hflip=hflip, blur=0.5)
-        return MultiView([global_a, global_b] + [local] * config.local_crops)
-    if config.method == "rotation":
-        return RotatedView(size, mean, std)
-    steps: list[v2.Transform] = [v2.ToImage(), v2.RandomResizedCrop(size, scale=(0.4, 1.0), antialias=True)]
-    if hflip:
+    global_a = contrastive_view(size, channels, mean, std, scale=(max(0.4, config.crop_scale), 1.0), hflip=hflip, blur=1.0)
+    global_b = contrastive_view(size, channels, mean, std, scale=(max(0.4, config.crop_scale), 1.0), hflip=hflip, blur=0.1)
+    local = contrastive_view(max(8, size // 2), channels, mean, std, scale=(0.05, 0.4), hflip=hflip, blur=0.5)
+    return MultiView([global_a, global_b] + [local] * config.local_crops)
+
+
+def rotation_views(config: PretrainConfig, mean: tuple[float, ...], std: tuple[float, ...]) -> Callable:
+    """``image -> ((C, S, S) rotated view, k)``."""
+    return RotatedView(config.img_size, mean, std)
+
+
+def mae_views(config: PretrainConfig, mean: tuple[float, ...], std: tuple[float, ...]) -> Callable:
+    """``image -> (C, S, S)``: one mildly cropped view (masking is the augmentation)."""
+    steps: list[v2.Transform] = [v2.ToImage(), v2.RandomResizedCrop(config.img_size, scale=(0.4, 1.0), antialias=True)]
+    if config.hflip:
         steps.append(v2.RandomHorizontalFlip())
     return v2.Compose([*steps, *_finish(mean, std)])
+
+
+def build_views(config: PretrainConfig, mean: tuple[float, ...], std: tuple[float, ...]) -> Callable:
+    """The training transform of ``config.method`` (its row in ``methods.METHOD_SPECS``)."""
+    from omnivis.tasks.pretrain.methods import METHOD_SPECS
+
+    return METHOD_SPECS[config.method].views(config, mean, std)

@@ -1,0 +1,138 @@
+"""Using a classifier bundle: ``ClassifyPredictor`` (top-k classes with probabilities) and
+``evaluate_classifier`` (accuracy, top-5, P/R/F1, confusion matrix, per-image predictions).
+
+Imports torch, timm and the model only: predicting does not import Lightning or the training code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from omnivis.data.builtin import resolve_classification_data
+from omnivis.data.readers import ClassificationData
+from omnivis.data.splits import split_indices
+from omnivis.data.transforms import (
+    build_eval_transform,
+)
+from omnivis.engine.bundle import Bundle
+from omnivis.errors import DataError
+from omnivis.inference.base import Predictor, held_out_wanted, image_names
+from omnivis.metrics.report import write_json
+from omnivis.models.backbones import create_backbone
+from omnivis.models.heads import ImageClassifier
+
+TASK = "classify"
+
+
+def class_split(data: ClassificationData, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The seeded, stratified held-out split; evaluation re-derives it from the bundle's record."""
+    return split_indices(data.labels(), val_fraction, seed=seed, stratify=True)
+
+
+class ClassifyPredictor(Predictor):
+    """Rebuilds a classifier from a bundle and predicts top-k classes with probabilities."""
+
+    task = TASK
+    noun = "classifier"
+
+    def __init__(self, bundle: Bundle, device: str = "cpu") -> None:
+        super().__init__(bundle, device)
+        cfg = self.config
+        backbone = create_backbone(cfg["backbone"], in_chans=int(cfg["in_chans"]), img_size=self.img_size)
+        self.model = self.ready(ImageClassifier(backbone, len(self.classes)))
+        self.transform = build_eval_transform(self.img_size, tuple(cfg["mean"]), tuple(cfg["std"]))
+
+    @torch.inference_mode()
+    def predict_proba(self, images: Sequence, batch_size: int = 128, progress: bool = False) -> torch.Tensor:
+        """Images (paths, PIL images or arrays) -> (N, C) class probabilities."""
+        out = []
+        for pil in self.batches(images, batch_size, progress):
+            batch = torch.stack([self.transform(im) for im in pil]).to(self.device)
+            out.append(self.model(batch).float().softmax(dim=1).cpu())
+        return torch.cat(out) if out else torch.empty(0, len(self.classes))
+
+    def predict(self, images: Sequence, top_k: int = 5, names: Sequence[str] | None = None) -> list[dict]:
+        """Top-k predictions: ``[{"image", "label", "score", "top_k": [{"label", "score"}, ...]}]``."""
+        probs = self.predict_proba(images)
+        k = min(top_k, len(self.classes))
+        scores, indices = probs.topk(k, dim=1)
+        results = []
+        for name, s, idx in zip(image_names(images, names), scores.tolist(), indices.tolist()):
+            top = [{"label": self.classes[i], "score": round(p, 6)} for i, p in zip(idx, s)]
+            results.append({"image": name, "label": top[0]["label"], "score": top[0]["score"], "top_k": top})
+        return results
+
+
+def _align_classes(data: ClassificationData, classes: list[str]) -> ClassificationData:
+    """Relabel ``data`` into the model's class order; a class the model never saw is an error."""
+    unknown = [c for c in data.classes if c not in classes]
+    if unknown:
+        raise DataError(
+            f"{data.source}: class '{unknown[0]}' is not one of the model's {len(classes)} classes ({', '.join(classes[:10])}"
+            f"{' ...' if len(classes) > 10 else ''})"
+        )
+    if data.classes == classes:
+        return data
+    remap = {i: classes.index(c) for i, c in enumerate(data.classes)}
+    from dataclasses import replace
+
+    samples = [replace(s, label=remap[s.label]) if s.label >= 0 else s for s in data.samples]
+    return ClassificationData(samples=samples, classes=list(classes), source=data.source, skipped=data.skipped)
+
+
+def evaluate_classifier(
+    bundle_dir: str | Path,
+    data: str | ClassificationData | None = None,
+    split: str = "auto",
+    out_dir: str | Path | None = None,
+    strict: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Metrics of a classifier bundle on labelled data, plus a confusion-matrix PNG in ``out_dir``.
+
+    Args:
+        data: a data spec, loaded data, or None for the data the bundle was trained on.
+        split: ``val`` (the bundle's own held-out split), ``all``, or ``auto``: ``val`` when ``data``
+            is the training data, else ``all``.
+    """
+    # metrics (torchmetrics) are imported to evaluate, not to predict
+    from omnivis.metrics.classification import classification_metrics, plot_confusion_matrix
+
+    predictor = ClassifyPredictor.from_dir(bundle_dir)
+    cfg = predictor.config
+    if not isinstance(data, ClassificationData):
+        spec = data or cfg["data"]
+        manifest = cfg.get("manifest") if spec == cfg.get("data") else None
+        held_out = held_out_wanted(split, spec, cfg.get("data"))
+        loaded = resolve_classification_data(spec, manifest=manifest, strict=strict)
+        if held_out:
+            s = cfg["split"]
+            _, val_idx = class_split(loaded, s["val_fraction"], s["seed"])
+            if not len(val_idx):
+                raise DataError(f"{spec}: the bundle was trained without a held-out split; use --split all")
+            loaded = loaded.subset(val_idx)
+        data = loaded
+    data = _align_classes(data, predictor.classes)
+    labelled = [i for i, s in enumerate(data.samples) if s.label >= 0]
+    if not labelled:
+        raise DataError(f"{data.source}: no labelled images to evaluate")
+    samples = [data.samples[i] for i in labelled]
+    probs = predictor.predict_proba([s.source for s in samples], progress=progress)
+    targets = torch.tensor([s.label for s in samples], dtype=torch.long)
+    metrics = classification_metrics(probs, targets, predictor.classes)
+    metrics["data"] = data.source
+    if out_dir is not None:
+        path = plot_confusion_matrix(metrics["confusion_matrix"], predictor.classes, Path(out_dir) / "confusion_matrix.png")
+        metrics["confusion_matrix_png"] = str(path)
+        scored = [
+            {"image": str(s.source) if isinstance(s.source, (str, Path)) else s.name, "label": predictor.classes[s.label],
+             "prediction": predictor.classes[int(p.argmax())], "score": round(float(p.max()), 6),
+             "probabilities": [round(float(v), 6) for v in p]}
+            for s, p in zip(samples, probs)
+        ]
+        metrics["predictions_json"] = str(write_json(scored, Path(out_dir) / "eval_predictions.json"))
+    return metrics
