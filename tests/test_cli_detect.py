@@ -39,6 +39,14 @@ def test_train_eval_predict_end_to_end(tmp_path):
         with Image.open(drawn / name) as im:
             assert im.size == (256, 256)  # 64 px scenes are drawn 4x enlarged so labels can be read
     assert isinstance(json.loads((drawn / "predictions.json").read_text()), list)
+    # --score-threshold: 0 keeps every detection the model returns, 1 none; results stay sorted by score
+    everything = json.loads(omnivis("predict", str(out), str(images), "--score-threshold", "0", "--json").stdout)
+    nothing = json.loads(omnivis("predict", str(out), str(images), "--score-threshold", "1", "--json").stdout)
+    assert all(len(a["detections"]) >= len(r["detections"]) for a, r in zip(everything, results))
+    assert all(r["detections"] == [] or all(d["score"] >= 1.0 for d in r["detections"]) for r in nothing)
+    # eval --out writes what it scored, as COCO results another tool can re-score
+    scored = json.loads((out / "eval_predictions.json").read_text())
+    assert all({"image_id", "category_id", "bbox", "score"} <= set(d) for d in scored)
 
     table = omnivis("predict", str(out), str(images / "scene0.png")).stdout
     assert "scene0.png" in table and "drawn predictions" in table  # default out: BUNDLE/predictions

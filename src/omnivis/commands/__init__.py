@@ -1,17 +1,17 @@
-"""CLI commands of each task family, one module each, registered on ``omnivis.cli``'s apps.
+"""The ``omnivis`` commands, one module per family; ``omnivis.cli`` assembles them into the app.
 
-A module here imports ``app`` / ``train_app`` / ``console`` from ``omnivis.cli`` and decorates its
-commands; ``register_all`` imports every module in ``FAMILIES`` (called once at the end of cli.py).
-Heavy libraries are imported inside the command functions, so ``omnivis --help`` stays fast.
+Each module has a ``register(app, train_app)`` that adds its commands to the root app and to
+``omnivis train``. The train, pretrain and distill commands take one option per field of their
+config dataclass (:mod:`omnivis.commands.options`); ``python -m omnivis.commands.docs`` writes
+those options into the docs' tables. Heavy libraries are imported inside the command functions, so
+``omnivis --help`` stays fast. No command module imports ``omnivis.cli`` (only the docs generator
+reads the assembled app, inside its functions).
 """
 
 from __future__ import annotations
 
-import importlib
-
-FAMILIES: tuple[str, ...] = ("detect", "segment", "multitask", "generate")
-
-
-def register_all() -> None:
-    for family in FAMILIES:
-        importlib.import_module(f"omnivis.commands.{family}")
+FAMILIES: tuple[str, ...] = (
+    "classify", "detect", "segment", "multitask", "pretrain", "probe", "distill", "evaluate", "predict",
+    "generate", "demo", "datasets", "models",
+)
+"""The command modules, in the order their commands are listed in ``omnivis --help``."""

@@ -3,92 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
-from omnivis.cli import (
-    Accelerator,
-    CheckpointEvery,
-    Devices,
-    NumNodes,
-    Precision,
-    Progress,
-    Resume,
-    Strategy,
-    TrainSeed,
-    Workers,
-    app,
-    console,
-    train_app,
-    _print_json,
-    _train_and_report,
-)
+from omnivis.commands._shared import AsJson, ConfigFile, Resume, console, print_json, train_and_report
+from omnivis.commands.options import build_config, config_command
+
+CONFIG = "omnivis.tasks.generate.config:GenerateConfig"
 
 
-@train_app.command("generate")
 def train_generate(
-    method: str = typer.Option("diffusion", help="ae | vae | vqvae | vqvae-ar | gan | diffusion."),
-    data: str = typer.Option("builtin:digits", help="Class folders, builtin:NAME or torchvision:NAME:ROOT."),
-    out: Path = typer.Option(..., help="Run folder; becomes the generator bundle."),
-    img_size: int = typer.Option(16, help="Image size the model makes: 8, 16, 32, 64 ..."),
-    channels: int = typer.Option(1, help="1 for grayscale, 3 for RGB."),
-    conditional: bool = typer.Option(False, "--conditional", help="Condition on the class label."),
-    width: int = typer.Option(32, help="Base channel width of the nets (multiple of 8)."),
-    latent_dim: int = typer.Option(32, help="ae/vae latent size; GAN z size."),
-    kl_weight: float = typer.Option(1.0, help="vae KL weight."),
-    codebook_size: int = typer.Option(64, help="vqvae codebook entries."),
-    vq_bundle: Optional[Path] = typer.Option(None, help="vqvae-ar: the trained vqvae bundle."),
-    cfg_dropout: float = typer.Option(0.1, help="diffusion: label dropout for classifier-free guidance."),
-    ema_decay: float = typer.Option(0.999, help="EMA of the saved weights (diffusion, gan; 0: off)."),
-    sampler: str = typer.Option("ddim", help="diffusion default sampler: ddim | dpm | ddpm."),
-    sample_steps: int = typer.Option(50, help="diffusion default sampling steps."),
-    guidance: float = typer.Option(1.25, help="diffusion default guidance scale (conditional; 1: off)."),
-    reference: Optional[Path] = typer.Option(None, help="Classifier bundle for FID/KID (evaluated after training)."),
-    val_fraction: float = typer.Option(0.2, help="Held-out images evaluation compares with."),
-    epochs: int = typer.Option(10),
-    max_steps: int = typer.Option(-1, help="Stop after this many optimizer steps (gan: 2 per batch)."),
-    batch_size: int = typer.Option(64),
-    lr: Optional[float] = typer.Option(None, help="Learning rate (default: the method's)."),
-    hflip: bool = typer.Option(False, "--hflip", help="Random horizontal flips."),
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="Run folder; becomes the generator bundle.")],
+    config_file: ConfigFile = None,
     resume: Resume = False,
-    accelerator: Accelerator = "auto",
-    devices: Devices = "auto",
-    strategy: Strategy = "auto",
-    num_nodes: NumNodes = 1,
-    precision: Precision = "auto",
-    seed: TrainSeed = 0,
-    checkpoint_every: CheckpointEvery = 0,
-    workers: Workers = 0,
-    progress: Progress = True,
-    as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
+    as_json: AsJson = False,
 ) -> None:
-    """Train an image generator; the --out folder becomes a bundle for omnivis generate / eval."""
-    from omnivis.engine.trainer import TrainerConfig
-    from omnivis.tasks.common import load_run_config
-    from omnivis.tasks.generate import GenerateConfig, train_generator
+    """Train an image generator; the --out folder becomes a bundle for omnivis generate / eval.
 
-    if resume:
-        config = load_run_config(GenerateConfig, out)
-        config.trainer.progress = progress and not as_json
-    else:
-        config = GenerateConfig(
-            method=method, data=data, img_size=img_size, channels=channels, conditional=conditional, width=width,
-            latent_dim=latent_dim, kl_weight=kl_weight, codebook_size=codebook_size,
-            vq_bundle=str(vq_bundle) if vq_bundle else None, cfg_dropout=cfg_dropout, ema_decay=ema_decay,
-            sampler=sampler, sample_steps=sample_steps, guidance=guidance,
-            reference=str(reference) if reference else None, val_fraction=val_fraction, batch_size=batch_size,
-            lr=lr, hflip=hflip,
-            trainer=TrainerConfig(
-                epochs=epochs, max_steps=max_steps, accelerator=accelerator, devices=devices, strategy=strategy,
-                num_nodes=num_nodes, precision=precision, seed=seed, checkpoint_every_n_steps=checkpoint_every,
-                num_workers=workers, progress=progress and not as_json,
-            ),
-        )
-    _train_and_report(train_generator, config, out, resume, as_json)
+    Every GenerateConfig field is an option; --config starts from a YAML or JSON file of them.
+
+    With --resume, the run's own run_config.json decides and the other options are ignored.
+    """
+    from omnivis.tasks.generate import train_generator
+
+    config = build_config(ctx, out=out, resume=resume, config_file=config_file, as_json=as_json)
+    train_and_report(train_generator, config, out, resume, as_json)
 
 
-@app.command("generate")
 def generate_command(
     bundle: Path = typer.Argument(..., help="A generator bundle (omnivis train generate)."),
     n: int = typer.Option(16, "--n", help="How many images (at most 1024)."),
@@ -114,12 +57,11 @@ def generate_command(
                           temperature=temperature, top_k=top_k)
     paths = save_images(images, out, scale=scale)
     if as_json:
-        _print_json({"grid": str(paths[0]), "images": [str(p) for p in paths[1:]], "n": n, "seed": seed})
+        print_json({"grid": str(paths[0]), "images": [str(p) for p in paths[1:]], "n": n, "seed": seed})
         return
     console.print(f"{n} images from {gen.method} ({bundle}): grid [bold]{paths[0]}[/], singles beside it")
 
 
-@app.command("interpolate")
 def interpolate_command(
     bundle: Path = typer.Argument(..., help="A latent generator bundle (ae, vae, gan, diffusion)."),
     images: Optional[List[Path]] = typer.Argument(None, help="Two images A and B to encode (ae, vae)."),
@@ -140,6 +82,12 @@ def interpolate_command(
                            steps=steps)
     paths = save_images(walk, out, columns=frames, scale=scale)
     if as_json:
-        _print_json({"grid": str(paths[0]), "images": [str(p) for p in paths[1:]]})
+        print_json({"grid": str(paths[0]), "images": [str(p) for p in paths[1:]]})
         return
     console.print(f"{frames} frames: [bold]{paths[0]}[/]")
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    train_app.command("generate", cls=config_command(CONFIG))(train_generate)
+    app.command("generate")(generate_command)
+    app.command("interpolate")(interpolate_command)

@@ -1,0 +1,72 @@
+"""``omnivis predict``: a bundle's predictions on images or folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from omnivis.commands._shared import console, print_json
+from omnivis.errors import OmnivisError
+
+
+def predict_command(
+    bundle: Path = typer.Argument(..., help="A bundle folder."),
+    inputs: List[Path] = typer.Argument(..., help="Images or folders of images."),
+    top_k: int = typer.Option(5, "--top-k", help="How many classes to list per image (classifiers)."),
+    out: Optional[Path] = typer.Option(
+        None, help="Folder for drawn predictions (boxes, masks, overlays) where the task makes pictures."
+    ),
+    score_threshold: Optional[float] = typer.Option(
+        None, help="Detectors: keep detections scoring at least this (default: the bundle's own threshold)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print predictions as JSON."),
+) -> None:
+    """Predict with a bundle on images or folders.
+
+    Every task's predictor returns one JSON-ready dict per image; tasks whose answers are pictures
+    (detection, segmentation) also draw them into --out (default: BUNDLE/predictions).
+    """
+    from omnivis.engine.bundle import load_bundle
+    from omnivis.data.images import expand_image_paths
+    from omnivis.tasks.registry import get_task
+
+    if top_k < 1:
+        raise OmnivisError(f"--top-k must be >= 1, got {top_k}")
+    task = get_task(load_bundle(bundle).task)
+    predictor = task.predictor(bundle)
+    if score_threshold is not None:
+        if not hasattr(predictor, "score_threshold"):
+            raise OmnivisError(f"--score-threshold applies to detection and multitask bundles; {bundle} is a "
+                               f"'{task.name}' bundle")
+        if not 0.0 <= score_threshold <= 1.0:
+            raise OmnivisError(f"--score-threshold must be in [0, 1], got {score_threshold}")
+        predictor.score_threshold = score_threshold
+    paths = expand_image_paths(inputs)
+    results = predictor.predict(paths, top_k=top_k, names=[str(p) for p in paths])
+    drawn: list[Path] = []
+    if hasattr(predictor, "save_visualizations"):
+        drawn = predictor.save_visualizations(paths, results, out or Path(bundle) / "predictions")
+    if as_json:
+        print_json(results)
+        return
+    if results and "top_k" in results[0]:
+        table = Table("image", "prediction", "score", f"top-{top_k}")
+        table.columns[0].overflow = "fold"
+        for r in results:
+            others = ", ".join(f"{t['label']} {t['score']:.2f}" for t in r["top_k"])
+            table.add_row(r["image"], r["label"], f"{r['score']:.3f}", others)
+    else:  # every non-classification predictor gives each result a one-line "summary"
+        table = Table("image", "prediction")
+        table.columns[0].overflow = "fold"
+        for r in results:
+            table.add_row(r["image"], str(r.get("summary", "")))
+    console.print(table)
+    if drawn:
+        console.print(f"drawn predictions: [bold]{Path(drawn[0]).parent}[/] ({len(drawn)} files)")
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    app.command("predict")(predict_command)
