@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from omnivis.config import config_from_dict, config_to_dict
-from omnivis.engine.trainer import last_checkpoint
+from omnivis.engine.trainer import checkpoint_dir, last_checkpoint
 from omnivis.errors import ConfigError
 from omnivis.fileio import atomic_write_bytes
 
@@ -21,11 +21,14 @@ RUN_CONFIG = "run_config.json"
 def check_run_dir(out: str | Path, resume: bool) -> Path | None:
     """The checkpoint to resume from; a folder that already holds a run is never overwritten."""
     out = Path(out)
+    if not resume:  # any checkpoint file, even one too damaged to resume from, marks a run not to overwrite
+        if any(checkpoint_dir(out).glob("*.ckpt")):
+            raise ConfigError(f"{out}: already holds a training run; pass --resume to continue it or choose another --out")
+        return None
     ckpt = last_checkpoint(out)
-    if resume and ckpt is None:
-        raise ConfigError(f"{out}: nothing to resume (no checkpoints/last.ckpt); start without --resume")
-    if not resume and ckpt is not None:
-        raise ConfigError(f"{out}: already holds a training run; pass --resume to continue it or choose another --out")
+    if ckpt is None:
+        raise ConfigError(f"{out}: nothing to resume (no readable checkpoint in {checkpoint_dir(out)}); "
+                          "start without --resume")
     return ckpt
 
 

@@ -80,7 +80,8 @@ def run_training(
 ) -> Path:
     """Train ``config`` as ``make_plan`` declares it and leave a bundle in ``out``; returns ``out``.
 
-    ``out`` also keeps ``checkpoints/`` (``last.ckpt`` for ``resume``, ``best.ckpt``), ``logs/``
+    ``out`` also keeps ``checkpoints/`` (``last.ckpt``, ``best.ckpt``: ``resume`` continues from the
+    newer), ``logs/``
     (CSV + TensorBoard), ``run_config.json``, ``skipped.json``, ``training_curves.png`` and the
     evaluation's pictures. ``callbacks`` are added to the engine's own (monitoring, tests). On
     ranks other than 0 this returns after training: only rank 0 writes and reads the bundle.
