@@ -45,8 +45,8 @@ def run(quick: bool = False, arch: str | None = None, epochs: int | None = None,
         out: str | None = None) -> dict:
     """Train and evaluate; returns the figures (mAP50, mAP, seconds, ms per image) and the settings."""
     from omnivis.engine.trainer import TrainerConfig
-    from omnivis.tasks.detect import DetectConfig, train_detector
     from omnivis.inference.detect import evaluate_detector
+    from omnivis.tasks.detect import DetectConfig, train_detector
 
     torch.set_num_threads(threads)
     defaults = DetectConfig()

@@ -85,10 +85,10 @@ def run(quick: bool = False, workdir: str | None = None, threads: int = 2) -> di
     OpenMP threads that wait for a busy core make each step several times slower.
     """
     from omnivis.engine.trainer import TrainerConfig
+    from omnivis.metrics.generation import fid_kid
     from omnivis.tasks.classify import ClassifyConfig, train_classifier
     from omnivis.tasks.generate import GeneratorPredictor, evaluate_generator
     from omnivis.tasks.generate.evaluate import load_reference
-    from omnivis.metrics.generation import fid_kid
 
     torch.set_num_threads(threads)
     out = Path(workdir or tempfile.mkdtemp(prefix="omnivis-gen-bench-"))

@@ -22,8 +22,8 @@ import torch
 
 def _multitask(tasks: str, epochs: int, img_size: int, train_images: int, test_images: int, model: str) -> dict:
     from omnivis.engine.trainer import TrainerConfig
-    from omnivis.tasks.multitask import MultitaskConfig, train_multitask
     from omnivis.inference.multitask import evaluate_multitask
+    from omnivis.tasks.multitask import MultitaskConfig, train_multitask
 
     config = MultitaskConfig(
         tasks=tasks, train_images=train_images, val_images=test_images, img_size=img_size, model=model,
@@ -40,8 +40,8 @@ def _multitask(tasks: str, epochs: int, img_size: int, train_images: int, test_i
 
 def _detect(epochs: int, img_size: int, train_images: int, test_images: int, model: str) -> dict:
     from omnivis.engine.trainer import TrainerConfig
-    from omnivis.tasks.detect import DetectConfig, train_detector
     from omnivis.inference.detect import evaluate_detector
+    from omnivis.tasks.detect import DetectConfig, train_detector
 
     config = DetectConfig(
         num_train=train_images, num_test=test_images, img_size=img_size, model=model,

@@ -262,8 +262,8 @@ def finetune_comparison(bundle: Path, root: Path, shots: int = 10, draws: int = 
     from omnivis.data.splits import split_indices
     from omnivis.data.transforms import AugmentConfig
     from omnivis.engine.trainer import TrainerConfig
-    from omnivis.tasks.classify import ClassifyConfig, train_classifier
     from omnivis.inference.classify import evaluate_classifier
+    from omnivis.tasks.classify import ClassifyConfig, train_classifier
     from omnivis.tasks.probe import kshot_indices
 
     backbone = json.loads((Path(bundle) / "config.json").read_text())["backbone"]  # the same net, both ways

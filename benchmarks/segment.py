@@ -36,8 +36,8 @@ def run(epochs: int = 60, img_size: int = 64, train_images: int = 600, test_imag
         arch: str = "fpn", model: str = "omnivis_resnet_tiny", threads: int = 2) -> dict:
     """Train the default recipe, evaluate on the seed-1 test scenes; returns figures and ratios."""
     from omnivis.engine.trainer import TrainerConfig
-    from omnivis.tasks.segment import SegmentConfig, train_segmenter
     from omnivis.inference.segment import evaluate_segmenter
+    from omnivis.tasks.segment import SegmentConfig, train_segmenter
 
     torch.set_num_threads(threads)
     config = SegmentConfig(

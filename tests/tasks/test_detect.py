@@ -19,9 +19,10 @@ from omnivis.data.detection import (
 from omnivis.engine.bundle import load_bundle
 from omnivis.engine.trainer import TrainerConfig
 from omnivis.errors import ConfigError, DataError
+from omnivis.inference.detect import DetectPredictor, evaluate_detector
 from omnivis.metrics.detection import new_map_metric, summarize_map
 from omnivis.models.detection import ARCHS
-from omnivis.tasks.detect import DetectConfig, DetectPredictor, build_model, evaluate_detector, model_targets, train_detector
+from omnivis.tasks.detect import DetectConfig, build_model, model_targets, train_detector
 
 
 def tiny_detect_config(**overrides) -> DetectConfig:
@@ -62,23 +63,34 @@ def test_each_arch_trains_a_few_steps(arch):
     assert model.transform.min_size == (64,) and model.transform.max_size == 64  # no upscaling to 800 px
 
 
-def test_default_arch_loss_decreases():
+def test_default_arch_fits_one_batch():
+    """Eight scenes, 30 steps on the same batch: a correct detector fits them.
+
+    Bounds against levels known before training, met with a wide margin on every seed tried (0-39):
+    the focal classification loss ends at 3-6% of where it starts (bound: 25%); the GIoU box loss,
+    ~1.0 for the untrained model's empty boxes, ends at 0.12-0.20 (one seed in 40: 0.58; bound: 0.8).
+    The centerness loss is left out: a binary cross-entropy on soft targets, it has no floor near 0.
+    """
     config = tiny_detect_config()
     assert config.arch == "fcos"
     torch.manual_seed(0)
     model = build_model(config, num_classes=3)
     images, targets = _batch(8, train=False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
     history = []
-    for _ in range(20):
-        loss = sum(model(images, targets).values())
+    for _ in range(30):
+        losses = model(images, targets)
+        loss = sum(losses.values())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        history.append(loss.item())
-    assert all(np.isfinite(history))
-    assert np.mean(history[-5:]) < 0.7 * np.mean(history[:5])
+        history.append({k: v.item() for k, v in losses.items()})
+    assert all(np.isfinite(list(h.values())).all() for h in history)
+    classification = [h["classification"] for h in history]
+    boxes = [h["bbox_regression"] for h in history]
+    assert np.mean(classification[-5:]) < 0.25 * np.mean(classification[:5]), classification
+    assert boxes[0] > 0.9 and np.mean(boxes[-5:]) < 0.8, boxes
 
 
 def test_config_validation():

@@ -12,24 +12,25 @@ from PIL import Image
 
 from omnivis.data.masks import MaskAugment, build_mask_transform
 from omnivis.engine.bundle import load_bundle, save_bundle
-from omnivis.engine.trainer import TrainerConfig, seed_everything
+from omnivis.engine.seed import seed_everything
+from omnivis.engine.trainer import TrainerConfig
 from omnivis.errors import ConfigError
+from omnivis.inference.multitask import MultitaskPredictor, evaluate_multitask
 from omnivis.models.backbones import create_backbone
 from omnivis.models.multitask import LossWeighting, MultiTaskModel
 from omnivis.tasks.multitask import (
     MultitaskConfig,
     MultitaskDataset,
     MultitaskModule,
-    MultitaskPredictor,
     build_model,
     bundle_config,
     drop_labels,
-    evaluate_multitask,
     load_shapes_multitask,
     model_targets,
     multitask_collate,
     train_multitask,
 )
+from tests.toys import colour_square_scenes, write_colour_squares_coco
 
 ALL = "classify,segment,detect"
 
@@ -196,32 +197,34 @@ class _KeepModule(pl.Callback):
 
 
 @pytest.mark.slow
-def test_three_heads_train_one_bundle_that_predicts_all_and_beats_untrained(tmp_path):
-    config = tiny_multitask_config(tasks=ALL, train_images=128, seg_label_fraction=0.5, trainer=dict(epochs=6))
+def test_three_heads_learn_a_toy_into_one_bundle_that_predicts_all(tmp_path):
+    # A known answer for every head: one solid red, green or blue square per image on dark grey; the
+    # image's class is its colour (labels CSV), the mask and the box are the square's (one COCO
+    # category). 72 training images, half with masks, 8 epochs: on every seed tried (0-7) accuracy
+    # 0.96-1.0, mIoU 0.89-0.94 and mAP50 1.0 on the 24 held-out images, far above the bounds below.
+    ann, images, labels = write_colour_squares_coco(tmp_path / "toy", n=96, side=16)
+    config = tiny_multitask_config(data=str(ann), images=str(images), labels=str(labels), tasks=ALL, batch_size=8,
+                                   val_fraction=0.25, seg_label_fraction=0.5, trainer=dict(epochs=8))
     keep = _KeepModule()
     out = train_multitask(config, tmp_path / "run", callbacks=[keep])
     bundle = load_bundle(out, task="multitask")
     assert bundle.config["tasks"] == ["classify", "segment", "detect"]
-    assert bundle.metrics["labelled_masks"] == 64 and bundle.metrics["labelled_classes"] == 128
+    assert bundle.config["classes"] == ["blue", "green", "red"] and bundle.config["det_classes"] == ["square"]
+    assert bundle.metrics["labelled_masks"] == 36 and bundle.metrics["labelled_classes"] == 72
     # the learned uncertainty weights moved away from their start (1, 1, 1)
     assert all(bundle.metrics[f"loss_weight_{t}"] != 1.0 for t in ("classify", "segment", "detect"))
 
-    seed_everything(0)
-    untrained = tmp_path / "untrained"
-    save_bundle(untrained, build_model(config).state_dict(), bundle.config)
-    before = evaluate_multitask(untrained, progress=False)
-    after = evaluate_multitask(out, out_dir=tmp_path / "eval", progress=False)
-    assert after["miou"] == pytest.approx(bundle.metrics["miou"], abs=1e-6)
-    assert after["map50"] == pytest.approx(bundle.metrics["map50"], abs=1e-6)
-    assert after["miou"] > before["miou"] + 0.1
-    assert after["accuracy"] > before["accuracy"]
-    assert after["map50"] > before["map50"] + 0.05  # all three heads learned
-    assert (tmp_path / "eval" / "pr_curve.png").exists() and set(after["det_per_class"]) == {"circle", "square", "triangle"}
+    after = evaluate_multitask(out, out_dir=tmp_path / "eval", progress=False)  # the held-out 25%
+    for key in ("accuracy", "miou", "map50"):
+        assert after[key] == pytest.approx(bundle.metrics[key], abs=1e-6)
+    assert after["num_images"] == 24
+    # all three heads learned (chance: accuracy 1/3, mIoU ~0.4 for an all-background mask, mAP50 ~0)
+    assert after["accuracy"] >= 0.8 and after["miou"] >= 0.75 and after["map50"] >= 0.8, after
+    assert (tmp_path / "eval" / "pr_curve.png").exists() and set(after["det_per_class"]) == {"square"}
 
-    scenes = load_shapes_multitask(3, 32, seed=9)
     paths = [tmp_path / f"s{i}.png" for i in range(3)]
-    for path, image in zip(paths, scenes.images):
-        Image.fromarray(image).save(path)
+    for path, scene in zip(paths, colour_square_scenes(3, 32, side=16, seed=9)):
+        Image.fromarray(scene["image"]).save(path)
     predictor = MultitaskPredictor.from_dir(out)
     # the reloaded bundle gives exactly what the trained model in memory gives, for all three heads
     live = MultitaskPredictor.from_dir(out)
@@ -235,10 +238,9 @@ def test_three_heads_train_one_bundle_that_predicts_all_and_beats_untrained(tmp_
     predictor.score_threshold = 0.0  # report every box, so the pictures have some to draw
     results = predictor.predict(paths, top_k=2, names=[str(p) for p in paths])
     for r in results:
-        assert r["label"] in ("circle", "square", "triangle") and len(r["classification"]["top_k"]) == 2
+        assert r["label"] in ("blue", "green", "red") and len(r["classification"]["top_k"]) == 2
         assert sum(r["class_fractions"].values()) == pytest.approx(1.0, abs=1e-4) and "mask:" in r["summary"]
-        assert r["detections"] and all(d["label"] in ("circle", "square", "triangle") and len(d["box"]) == 4
-                                       for d in r["detections"])
+        assert r["detections"] and all(d["label"] == "square" and len(d["box"]) == 4 for d in r["detections"])
         assert "boxes:" in r["summary"]
     written = predictor.save_visualizations(paths, results, tmp_path / "viz")
     kinds = ("mask", "overlay", "boxes")
@@ -321,7 +323,7 @@ def test_coco_files_train_three_heads_that_reload_and_name_their_classes(tmp_pat
     split = bundle.config["split"]
     assert split["kind"] == "fraction" and split["train_size"] == 18 and bundle.metrics["num_images"] == 6
     assert bundle.metrics["labelled_boxes"] == 18 and bundle.metrics["labelled_masks"] in (17, 18)
-    assert bundle.metrics["skipped_records"] == 0
+    assert bundle.metrics["skipped_inputs"] == 0
     # `omnivis eval BUNDLE`: the same held-out images, found through the bundle's absolute paths
     again = evaluate_multitask(out, progress=False)
     for key in ("accuracy", "miou", "map50"):

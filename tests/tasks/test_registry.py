@@ -10,7 +10,6 @@ import pytest
 from omnivis.errors import BundleError, ConfigError
 from omnivis.tasks.registry import TASKS, get_task
 
-
 BUNDLE_TASKS = [name for name, row in TASKS.items() if row.bundle_task == name and not row.use_instead]
 
 

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from omnivis.data.masks import MaskAugment, load_shapes_segmentation
+from omnivis.data.masks import MaskAugment
 from omnivis.engine.bundle import load_bundle
 from omnivis.engine.trainer import TrainerConfig
 from omnivis.errors import ConfigError, DataError
+from omnivis.inference.segment import SegmentPredictor, evaluate_segmenter
 from omnivis.metrics.segmentation import segmentation_metrics
 from omnivis.models.backbones import create_backbone
 from omnivis.models.segmentation import ARCHS, SegmentationModel
-from omnivis.tasks.segment import SegmentConfig, SegmentPredictor, build_model, evaluate_segmenter, train_segmenter
+from omnivis.tasks.segment import SegmentConfig, build_model, train_segmenter
+from tests.toys import colour_square_scenes, write_colour_squares_masks
 
 
 def tiny_segment_config(**overrides) -> SegmentConfig:
@@ -81,46 +85,38 @@ def test_config_errors_are_one_line():
 
 
 @pytest.mark.slow
-def test_train_improves_and_bundle_round_trip_is_identical(tmp_path):
-    config = tiny_segment_config(trainer=dict(epochs=4))
-    untrained = build_model(config, 4).eval()
+def test_train_learns_a_toy_and_bundle_round_trip_is_identical(tmp_path):
+    # a known answer: one solid coloured square on dark grey per image, masked as "square"; 72 training
+    # images, 6 epochs: mIoU 0.84-0.87 on the 24 held out on every seed tried (0-5; all background: ~0.4)
+    data = write_colour_squares_masks(tmp_path / "toy", n=96)
+    config = tiny_segment_config(data=str(data), val_fraction=0.25, batch_size=8, trainer=dict(epochs=6))
     out = train_segmenter(config, tmp_path / "run")
     bundle = load_bundle(out)
-    test = load_shapes_segmentation(16, 32, seed=1)
-    with torch.no_grad():
-        pred = SegmentPredictor.from_dir(out)
-        batch = torch.stack([pred.preprocess(Image.fromarray(s.image)) for s in test.samples])
-        target = torch.stack([torch.from_numpy(s.mask).long() for s in test.samples])
-        before = segmentation_metrics(untrained(batch), target, 4)["miou"].item()
-    assert bundle.metrics["miou"] > before + 0.1  # training helps clearly
+    assert bundle.config["classes"] == ["background", "square"] and bundle.metrics["num_images"] == 24
+    assert bundle.metrics["miou"] >= 0.7
 
-    images = [s.image for s in test.samples]
+    images = [scene["image"] for scene in colour_square_scenes(8, 32, side=16, seed=9)]
     first = SegmentPredictor.from_dir(out).predict_masks(images)
     second = SegmentPredictor.from_dir(out).predict_masks(images)
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
-    again = evaluate_segmenter(out, progress=False)  # the bundle's own validation scenes (seed 1)
+    again = evaluate_segmenter(out, progress=False)  # the bundle's own held-out images
     assert again["miou"] == pytest.approx(bundle.metrics["miou"], abs=1e-6)
 
     # predictions come back at each image's own size; the summary names foreground classes
-    big = np.asarray(Image.fromarray(test.samples[0].image).resize((50, 40)))
+    big = np.asarray(Image.fromarray(images[0]).resize((50, 40)))
     result = SegmentPredictor.from_dir(out).predict([big], names=["big"])[0]
     assert result["size"] == [50, 40] and sum(result["class_fractions"].values()) == pytest.approx(1.0, abs=1e-4)
     assert result["summary"]
 
-    # evaluation on a mask folder written from the same scenes gives the same numbers
+    # evaluation on another mask folder holding the same images gives the same numbers as all of this one
     folder = tmp_path / "folder"
-    (folder / "images").mkdir(parents=True)
-    (folder / "masks").mkdir()
-    (folder / "classes.txt").write_text("background\ncircle\nsquare\ntriangle\n")
-    for i, s in enumerate(load_shapes_segmentation(16, 32, seed=1).samples):
-        Image.fromarray(s.image).save(folder / "images" / f"{i:02d}.png")
-        Image.fromarray(s.mask, mode="L").save(folder / "masks" / f"{i:02d}.png")
+    shutil.copytree(data, folder)
     on_folder = evaluate_segmenter(out, data=str(folder), progress=False)
-    assert on_folder["miou"] == pytest.approx(bundle.metrics["miou"], abs=1e-6)
-    (folder / "classes.txt").unlink()
-    Image.fromarray(np.full((32, 32), 7, np.uint8), mode="L").save(folder / "masks" / "00.png")
+    assert on_folder["num_images"] == 96
+    assert on_folder["miou"] == pytest.approx(evaluate_segmenter(out, split="all", progress=False)["miou"], abs=1e-6)
+    Image.fromarray(np.full((32, 32), 7, np.uint8), mode="L").save(folder / "masks" / "000.png")
     with pytest.raises(DataError, match="class index 7"):
-        evaluate_segmenter(out, data=str(folder), progress=False)
+        evaluate_segmenter(out, data=str(folder), strict=True, progress=False)
 
 
 def test_init_from_a_pretrain_bundle_loads_the_backbone(tmp_path):
