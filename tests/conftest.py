@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 
-import pytest
-import torch
+# OpenMP threads spin-wait by default; on a loaded 2-core machine that froze a tiny model's step from
+# 0.12 s to 3-7 s. Set before torch loads its OpenMP runtime; subprocesses inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from omnivis.data.transforms import AugmentConfig
 from omnivis.engine.trainer import TrainerConfig
