@@ -12,7 +12,7 @@ from omnivis.data.datamodule import (
     set_batch_position,
 )
 from omnivis.data.transforms import AugmentConfig, build_train_transform
-from omnivis.engine.seed import mix_seed
+from omnivis.seeding import mix_seed
 
 
 def _flatten(batches):
@@ -79,7 +79,7 @@ def test_mix_seed_is_numpys_seed_sequence_hash():
 
 
 def test_reseed_torch_draws_what_manual_seed_draws():
-    from omnivis.engine.seed import reseed_torch
+    from omnivis.seeding import reseed_torch
 
     torch.manual_seed(123)
     expected = torch.rand(5)

@@ -68,7 +68,7 @@ def _same(new, old) -> None:
 
 def test_the_permutation_seed_is_mix_seed_as_the_old_split_used_it():
     from omnivis.data.splits import _permutation_seed
-    from omnivis.engine.seed import mix_seed
+    from omnivis.seeding import mix_seed
 
     for seed in (0, 1, 42, 2**31 - 1, 2**40 + 3):
         assert _permutation_seed(seed) == mix_seed(seed, 7919) == _old_mix_seed(seed, 7919)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from omnivis.data.masks import MaskAugment, build_mask_transform
 from omnivis.engine.bundle import load_bundle, save_bundle
-from omnivis.engine.seed import seed_everything
+from omnivis.seeding import seed_everything
 from omnivis.engine.trainer import TrainerConfig
 from omnivis.errors import ConfigError
 from omnivis.inference.multitask import MultitaskPredictor, evaluate_multitask

@@ -17,7 +17,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from omnivis.data.images import array_to_image, load_image
 from omnivis.data.readers import ClassificationData
-from omnivis.engine.seed import mix_seed, reseed_torch
+from omnivis.seeding import mix_seed, reseed_torch
 
 
 class EpochSampler(Sampler[tuple[int, int]]):

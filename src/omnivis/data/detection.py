@@ -25,7 +25,7 @@ from omnivis.data.builtin import SHAPE_CLASSES, is_builtin_shapes, make_shapes
 from omnivis.data.coco import read_coco
 from omnivis.data.detection_records import DetectionData, DetectionRecord, mask_to_rle
 from omnivis.data.images import array_to_image, load_image
-from omnivis.engine.seed import mix_seed, reseed_torch
+from omnivis.seeding import mix_seed, reseed_torch
 from omnivis.errors import DataError
 from omnivis.fileio import atomic_write_bytes
 

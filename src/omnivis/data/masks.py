@@ -31,7 +31,7 @@ from torchvision.transforms import v2
 from omnivis.data.builtin import SHAPE_CLASSES, make_shapes
 from omnivis.data.images import IMAGE_EXTENSIONS, array_to_image, check_image, load_image
 from omnivis.data.skipped import Skipped, warn_skipped
-from omnivis.engine.seed import mix_seed, reseed_torch
+from omnivis.seeding import mix_seed, reseed_torch
 from omnivis.errors import ConfigError, DataError
 
 IGNORE_INDEX = 255

@@ -34,7 +34,7 @@ from omnivis.data.images import array_to_image, check_image, load_image
 from omnivis.data.masks import IGNORE_INDEX, shapes_class_map, to_tv_tensors
 from omnivis.data.readers import MANIFEST_HEADER
 from omnivis.data.skipped import Skipped, warn_skipped
-from omnivis.engine.seed import mix_seed, reseed_torch
+from omnivis.seeding import mix_seed, reseed_torch
 from omnivis.errors import DataError
 from omnivis.fileio import atomic_write_bytes
 

@@ -20,7 +20,7 @@ _PERMUTATION_STREAM = 7919  # mixed into the seed, so the permutation is not the
 
 
 def _permutation_seed(seed: int) -> int:
-    """``omnivis.engine.seed.mix_seed(seed, 7919)``, by the definition that function re-implements
+    """``omnivis.seeding.mix_seed(seed, 7919)``, by the definition that function re-implements
     (numpy's ``SeedSequence``). Computed here so that this module needs neither torch nor the engine,
     and so that a split can never change with ``mix_seed``'s implementation."""
     words = [int(seed) & 0xFFFFFFFF, _PERMUTATION_STREAM]

@@ -31,7 +31,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.profilers import PassThroughProfiler
 
-from omnivis.engine.seed import mix_seed, reseed_torch, seed_everything
+from omnivis.seeding import mix_seed, reseed_torch, seed_everything
 from omnivis.errors import ConfigError, TrainingError
 from omnivis.fileio import atomic_write_bytes
 

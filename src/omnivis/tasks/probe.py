@@ -37,7 +37,7 @@ from omnivis.data.readers import ClassificationData
 from omnivis.data.splits import split_indices
 from omnivis.data.transforms import build_eval_transform, default_mean_std
 from omnivis.engine.bundle import load_bundle
-from omnivis.engine.seed import mix_seed
+from omnivis.seeding import mix_seed
 from omnivis.errors import BundleError, ConfigError, DataError
 from omnivis.models.backbones import Backbone, create_backbone
 

@@ -20,7 +20,7 @@ import lightning.pytorch as pl
 from omnivis import __version__
 from omnivis.data.skipped import Skipped, skipped_records
 from omnivis.engine.bundle import model_card, save_bundle, update_metrics
-from omnivis.engine.seed import seed_everything
+from omnivis.seeding import seed_everything
 from omnivis.engine.trainer import build_trainer, fit
 from omnivis.fileio import atomic_write_bytes
 from omnivis.metrics.classification import plot_training_curves
