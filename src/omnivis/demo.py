@@ -15,7 +15,7 @@ from omnivis.data.builtin import load_builtin
 from omnivis.data.images import array_to_image
 from omnivis.data.splits import split_indices
 from omnivis.data.transforms import AugmentConfig
-from omnivis.engine.trainer import TrainerConfig
+from omnivis.engine.config import TrainerConfig
 from omnivis.inference.classify import ClassifyPredictor, evaluate_classifier
 from omnivis.metrics.report import ReportSection, write_html_report, write_json
 from omnivis.tasks.classify import ClassifyConfig, train_classifier

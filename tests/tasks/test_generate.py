@@ -99,17 +99,17 @@ def test_bad_input_is_one_clear_error(tmp_path, diffusion_bundle):
 
 
 def test_gan_non_finite_loss_names_the_step(tmp_path, monkeypatch):
-    from omnivis.tasks.generate import gan
+    from omnivis.tasks.generate import modules
 
-    monkeypatch.setattr(gan, "hinge_d_loss", lambda real, fake: (real.mean() + fake.mean()) * float("nan"))
+    monkeypatch.setattr(modules, "hinge_d_loss", lambda real, fake: (real.mean() + fake.mean()) * float("nan"))
     with pytest.raises(TrainingError, match="at step 0"):
         train_generator(tiny("gan"), tmp_path / "nan")
 
 
 def test_gan_collapse_is_reported(tmp_path, monkeypatch):
-    from omnivis.tasks.generate import gan
+    from omnivis.tasks.generate import modules
 
-    monkeypatch.setattr(gan, "COLLAPSE_STEPS", 2)
-    monkeypatch.setattr(gan, "hinge_d_loss", lambda real, fake: (real.mean() + fake.mean()) * 0.0)
+    monkeypatch.setattr(modules, "GAN_COLLAPSE_STEPS", 2)
+    monkeypatch.setattr(modules, "hinge_d_loss", lambda real, fake: (real.mean() + fake.mean()) * 0.0)
     with pytest.raises(TrainingError, match="GAN collapsed"):
         train_generator(tiny("gan", trainer=dict(max_steps=10)), tmp_path / "collapse")

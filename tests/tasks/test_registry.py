@@ -58,3 +58,13 @@ def test_using_a_bundle_imports_no_training_code(name):
             f"'omnivis.tasks.{name}', 'omnivis.data.datamodule') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_sampling_a_generator_imports_no_training_code():
+    """``omnivis generate`` and a generator's eval read the bundle with the nets and samplers only."""
+    code = ("import sys; from omnivis.tasks.registry import get_task; row = get_task('generate'); row.predictor; "
+            "row.evaluate; from omnivis.tasks.generate import GeneratorPredictor; "
+            "print(sorted(m for m in ('lightning', 'lightning.pytorch', 'omnivis.tasks.run', 'omnivis.data.datamodule', "
+            "'omnivis.tasks.generate.train', 'omnivis.tasks.generate.modules') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -11,9 +11,9 @@ augmentation draw is a function of (seed, epoch, index).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,9 +25,9 @@ from omnivis.data.builtin import SHAPE_CLASSES, is_builtin_shapes, make_shapes
 from omnivis.data.coco import read_coco
 from omnivis.data.detection_records import DetectionData, DetectionRecord, mask_to_rle
 from omnivis.data.images import array_to_image, load_image
-from omnivis.seeding import mix_seed, reseed_torch
 from omnivis.errors import DataError
 from omnivis.fileio import atomic_write_bytes
+from omnivis.seeding import mix_seed, reseed_torch
 
 SHAPES_TRAIN_SEED = 0
 SHAPES_TEST_SEED = 1

@@ -17,9 +17,9 @@ nearest neighbour), so they stay aligned.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -29,10 +29,15 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from omnivis.data.builtin import SHAPE_CLASSES, make_shapes
-from omnivis.data.images import IMAGE_EXTENSIONS, array_to_image, check_image, load_image
+from omnivis.data.images import (
+    IMAGE_EXTENSIONS,
+    array_to_image,
+    check_image,
+    load_image,
+)
 from omnivis.data.skipped import Skipped, warn_skipped
-from omnivis.seeding import mix_seed, reseed_torch
 from omnivis.errors import ConfigError, DataError
+from omnivis.seeding import mix_seed, reseed_torch
 
 IGNORE_INDEX = 255
 BACKGROUND = "background"
@@ -61,7 +66,7 @@ class SegmentationData:
     source: str
     skipped: Skipped = field(default_factory=list)
 
-    def subset(self, indices: Sequence[int]) -> "SegmentationData":
+    def subset(self, indices: Sequence[int]) -> SegmentationData:
         return SegmentationData([self.samples[int(i)] for i in indices], self.classes, self.source, list(self.skipped))
 
     def __len__(self) -> int:

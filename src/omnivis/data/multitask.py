@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -34,9 +34,9 @@ from omnivis.data.images import array_to_image, check_image, load_image
 from omnivis.data.masks import IGNORE_INDEX, shapes_class_map, to_tv_tensors
 from omnivis.data.readers import MANIFEST_HEADER
 from omnivis.data.skipped import Skipped, warn_skipped
-from omnivis.seeding import mix_seed, reseed_torch
 from omnivis.errors import DataError
 from omnivis.fileio import atomic_write_bytes
+from omnivis.seeding import mix_seed, reseed_torch
 
 
 @dataclass
@@ -88,7 +88,7 @@ class MultitaskData:
             return None
         return self.boxes[index], self.box_labels[index]
 
-    def subset(self, indices: Sequence[int]) -> "MultitaskData":
+    def subset(self, indices: Sequence[int]) -> MultitaskData:
         """The images at ``indices`` (in that order), with their labels."""
         def pick(values: list) -> list:
             return [values[int(i)] for i in indices] if values else []
@@ -97,7 +97,7 @@ class MultitaskData:
                        boxes=pick(self.boxes), box_labels=pick(self.box_labels), names=pick(self.names),
                        skipped=list(self.skipped))
 
-    def __add__(self, other: "MultitaskData") -> "MultitaskData":
+    def __add__(self, other: MultitaskData) -> MultitaskData:
         def boxes(d: MultitaskData, attr: str) -> list:
             return list(getattr(d, attr)) or [None] * len(d)
 

@@ -7,8 +7,8 @@ batch, so it is built separately and applied in the training step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torchvision.transforms import InterpolationMode, v2

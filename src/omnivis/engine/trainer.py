@@ -15,7 +15,6 @@ import math
 import random
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -31,68 +30,10 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.profilers import PassThroughProfiler
 
-from omnivis.seeding import mix_seed, reseed_torch, seed_everything
-from omnivis.errors import ConfigError, TrainingError
+from omnivis.engine.config import PRECISIONS, TrainerConfig  # noqa: F401  (re-exported)
+from omnivis.errors import TrainingError
 from omnivis.fileio import atomic_write_bytes
-
-PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed", "bf16-true", "64-true")
-
-
-@dataclass(kw_only=True)
-class TrainerConfig:
-    """How a task is trained: length, hardware, precision, checkpoints and logs.
-
-    Attributes:
-        epochs: number of passes over the training data.
-        max_steps: stop after this many optimizer steps (-1: no limit).
-        accelerator: ``auto`` (GPU when there is one), ``cpu``, ``gpu``/``cuda``, ``mps``.
-        devices: ``auto`` or a number of devices per node.
-        strategy: ``auto``, ``ddp``, ``ddp_spawn``, ``fsdp``, ...
-        num_nodes: machines taking part (launch one process per node with the usual env vars).
-        precision: ``auto`` is bf16-mixed on a GPU that supports it, else 32-true.
-        seed: seeds data order, augmentation and the model's RNG.
-        deterministic: use only deterministic kernels (slower on GPU).
-        checkpoint_every_n_steps: also write ``last.ckpt`` every N steps (0: at epoch ends only;
-            a crash or Ctrl-C writes it too).
-        checkpoint_min_interval_s: skip an epoch-end ``last.ckpt`` when the next epoch end still
-            falls within this many seconds of the previous one (0: every epoch). The first and the
-            final epoch, every ``checkpoint_every_n_steps`` step and a crash still write it; a
-            killed run loses at most this long or one epoch, whichever is longer. Epochs of a
-            second (digits) otherwise spend 3-5% of their time writing checkpoints.
-        early_stopping_patience: stop after this many validations without improvement (0: off).
-        log_every_n_steps: how often training metrics are logged.
-        progress: show a progress bar.
-        num_workers: data-loading worker processes.
-    """
-
-    epochs: int = 10
-    max_steps: int = -1
-    accelerator: str = "auto"
-    devices: str = "auto"
-    strategy: str = "auto"
-    num_nodes: int = 1
-    precision: str = "auto"
-    seed: int = 0
-    deterministic: bool = False
-    checkpoint_every_n_steps: int = 0
-    checkpoint_min_interval_s: float = 30.0
-    early_stopping_patience: int = 0
-    log_every_n_steps: int = 10
-    progress: bool = True
-    num_workers: int = 0
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 and self.max_steps < 1:
-            raise ConfigError("set epochs >= 1 or max_steps >= 1")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}")
-        if self.checkpoint_min_interval_s < 0:
-            raise ConfigError(f"checkpoint_min_interval_s must be >= 0, got {self.checkpoint_min_interval_s}")
-        if self.num_workers < 0 or self.num_nodes < 1:
-            raise ConfigError("num_workers must be >= 0 and num_nodes >= 1")
-        devices = str(self.devices)
-        if devices != "auto" and not devices.lstrip("-").isdigit():
-            raise ConfigError(f"devices must be 'auto' or a number, got '{self.devices}'")
+from omnivis.seeding import mix_seed, reseed_torch, seed_everything
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:

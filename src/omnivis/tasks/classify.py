@@ -27,7 +27,7 @@ from omnivis.data.transforms import (
     build_train_transform,
     default_mean_std,
 )
-from omnivis.engine.trainer import TrainerConfig
+from omnivis.engine.config import TrainerConfig
 from omnivis.errors import ConfigError, DataError
 from omnivis.inference.classify import TASK, class_split, evaluate_classifier
 from omnivis.models.backbones import create_backbone

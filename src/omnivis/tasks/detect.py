@@ -27,7 +27,7 @@ from omnivis.data.detection import (
 from omnivis.data.detection_records import DetectionData
 from omnivis.data.splits import split_indices
 from omnivis.data.transforms import default_mean_std
-from omnivis.engine.trainer import TrainerConfig
+from omnivis.engine.config import TrainerConfig
 from omnivis.errors import ConfigError, DataError
 from omnivis.inference.detect import TASK, evaluate_detector
 from omnivis.metrics.detection import new_map_metric

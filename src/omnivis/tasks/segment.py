@@ -32,7 +32,7 @@ from omnivis.data.masks import (
 )
 from omnivis.data.splits import split_indices
 from omnivis.data.transforms import default_mean_std
-from omnivis.engine.trainer import TrainerConfig
+from omnivis.engine.config import TrainerConfig
 from omnivis.errors import ConfigError, DataError
 from omnivis.inference.segment import TASK, evaluate_segmenter
 from omnivis.metrics.segmentation import confusion_to_metrics, pixel_confusion

@@ -1,15 +1,13 @@
-"""Autoencoder (reconstruction only) and VAE (reconstruction + KL) training."""
+"""Autoencoder and VAE: the nets a bundle holds, encoding and decoding (training: ``modules.py``)."""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from omnivis.models.generative.autoencoder import AutoEncoder
 from omnivis.models.generative.vae import VAE
-from omnivis.tasks.common import log_training
-from omnivis.tasks.generate.base import GeneratorModule, MethodSpec, SampleOptions
 from omnivis.tasks.generate.config import GenerateConfig
+from omnivis.tasks.generate.spec import MethodSpec, SampleOptions
 
 
 def net_config(config: GenerateConfig, num_classes: int) -> dict:
@@ -23,28 +21,6 @@ def build_ae(net: dict) -> AutoEncoder:
 
 def build_vae(net: dict) -> VAE:
     return VAE(net["img_size"], net["channels"], net["width"], net["latent_dim"], net["num_classes"])
-
-
-class AEModule(GeneratorModule):
-    def __init__(self, config: GenerateConfig, net: dict) -> None:
-        super().__init__(config, net, build_ae)
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        images, labels = self.split_batch(batch)
-        loss = F.mse_loss(self.model(images, labels), images)
-        log_training(self, {"train/loss": loss})
-        return loss
-
-
-class VAEModule(GeneratorModule):
-    def __init__(self, config: GenerateConfig, net: dict) -> None:
-        super().__init__(config, net, build_vae)
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        images, labels = self.split_batch(batch)
-        parts = self.model.loss(images, labels, self.config.kl_weight)
-        log_training(self, {"train/loss": parts["loss"], "train/recon": parts["recon"], "train/kl": parts["kl"]})
-        return parts["loss"]
 
 
 def encode_ae(model, images: torch.Tensor) -> torch.Tensor:
@@ -68,7 +44,7 @@ def sample_vae(model, net: dict, n: int, labels, options: SampleOptions, generat
     return decode(model, net, random_latent(model, net, n, generator), labels, options)
 
 
-AE = MethodSpec(name="ae", net_config=net_config, build=build_ae, module=AEModule, encode=encode_ae, decode=decode,
+AE = MethodSpec(name="ae", net_config=net_config, build=build_ae, encode=encode_ae, decode=decode,
                 no_sample_hint="an ae has no prior to sample from; use omnivis interpolate, or train --method vae")
-VAE_SPEC = MethodSpec(name="vae", net_config=net_config, build=build_vae, module=VAEModule, sample=sample_vae,
+VAE_SPEC = MethodSpec(name="vae", net_config=net_config, build=build_vae, sample=sample_vae,
                       encode=encode_vae, random_latent=random_latent, decode=decode)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import track
 
 from omnivis.data.builtin import resolve_classification_data
-from omnivis.data.datamodule import ImageClassificationDataset
+from omnivis.data.datasets import ImageClassificationDataset
 from omnivis.data.readers import ClassificationData
 from omnivis.data.splits import split_indices
 from omnivis.data.transforms import generator_transform

@@ -1,9 +1,9 @@
-"""The method table: name -> MethodSpec (net sizing, builder, LightningModule, sampler)."""
+"""The method table: name -> MethodSpec (net sizing, builder, sampler); training: ``modules.TRAINING_MODULES``."""
 
 from __future__ import annotations
 
 from omnivis.tasks.generate import autoencoder, diffusion, gan, vq
-from omnivis.tasks.generate.base import MethodSpec
+from omnivis.tasks.generate.spec import MethodSpec
 
 METHOD_SPECS: dict[str, MethodSpec] = {
     "ae": autoencoder.AE,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -13,9 +13,9 @@ from omnivis.data.images import load_images
 from omnivis.data.transforms import generator_transform
 from omnivis.engine.bundle import Bundle, load_bundle, load_bundle_weights
 from omnivis.errors import BundleError, ConfigError
-from omnivis.tasks.generate.base import SampleOptions
 from omnivis.tasks.generate.config import TASK
 from omnivis.tasks.generate.methods import METHOD_SPECS
+from omnivis.tasks.generate.spec import SampleOptions
 
 MAX_SAMPLES = 1024  # per call: bounds memory and time; call again with another seed for more
 MAX_STEPS = 1000  # sampling steps (and never more than the model's training timesteps)
@@ -96,7 +96,7 @@ class GeneratorPredictor:
         self.device = device
 
     @classmethod
-    def from_dir(cls, path: str | Path, device: str = "cpu") -> "GeneratorPredictor":
+    def from_dir(cls, path: str | Path, device: str = "cpu") -> GeneratorPredictor:
         return cls(load_bundle(path), device=device)
 
     def class_index(self, name: str | int | None) -> int | None:

@@ -15,6 +15,7 @@ from omnivis.data.transforms import generator_transform
 from omnivis.errors import DataError
 from omnivis.tasks.generate.config import TASK, GenerateConfig
 from omnivis.tasks.generate.methods import METHOD_SPECS
+from omnivis.tasks.generate.modules import TRAINING_MODULES
 from omnivis.tasks.run import TrainingPlan, run_training
 
 
@@ -36,6 +37,7 @@ def generate_plan(config: GenerateConfig) -> TrainingPlan:
     with ``config.reference``, FID/KID and class accuracy of the written bundle."""
     data = _load(config)
     spec = METHOD_SPECS[config.method]
+    module = TRAINING_MODULES[config.method]
     net = spec.net_config(config, len(data.classes))  # checks the method's own constraints before any file is written
     seed = config.trainer.seed
     train_idx, val_idx = split_indices(data.labels(), config.val_fraction, seed=seed)
@@ -56,12 +58,12 @@ def generate_plan(config: GenerateConfig) -> TrainingPlan:
     return TrainingPlan(
         command="omnivis train generate",
         datamodule=datamodule,
-        build_module=lambda: spec.module(config, net),
+        build_module=lambda: module(config, net),
         header=header,
         weights=lambda module: module.export_model().state_dict(),
         evaluate=_evaluate if scored else None,
         # the method's module knows whether every parameter gets a gradient each step (a GAN's D loss reaches only D)
-        partial_graph=spec.module.partial_graph,
+        partial_graph=module.partial_graph,
         skipped=data.skipped,
     )
 

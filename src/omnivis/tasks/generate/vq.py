@@ -1,4 +1,7 @@
-"""VQ-VAE training, and the autoregressive code prior trained on a frozen VQ-VAE bundle (vqvae-ar)."""
+"""VQ-VAE, and the autoregressive code prior over a frozen VQ-VAE bundle (vqvae-ar): nets and sampling.
+
+Training: ``modules.VQModule`` and ``modules.PriorModule``.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +15,9 @@ from omnivis.models.generative.vq import (
     DOWNSAMPLE,
     build_vqvae,
     decode_indices,
-    encode_indices,
-    vq_loss,
 )
-from omnivis.tasks.common import log_training
-from omnivis.tasks.generate.base import GeneratorModule, MethodSpec, SampleOptions
 from omnivis.tasks.generate.config import GenerateConfig
+from omnivis.tasks.generate.spec import MethodSpec, SampleOptions
 
 
 def net_config(config: GenerateConfig, num_classes: int) -> dict:
@@ -29,17 +29,6 @@ def net_config(config: GenerateConfig, num_classes: int) -> dict:
 
 def build(net: dict):
     return build_vqvae(net["img_size"], net["channels"], net["width"], net["codebook_size"], net["embed_dim"])
-
-
-class VQModule(GeneratorModule):
-    def __init__(self, config: GenerateConfig, net: dict) -> None:
-        super().__init__(config, net, build)
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        images, _ = batch
-        parts = vq_loss(self.model, images)
-        log_training(self, {"train/loss": parts["loss"], "train/recon": parts["recon"]})
-        return parts["loss"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,7 +47,7 @@ class VQWithPrior(nn.Module):
         self.prior = CodePrior(p["codebook_size"], self.grid * self.grid, net["num_classes"], p["width"], p["layers"])
 
 
-def _vq_bundle(config: GenerateConfig):
+def vq_bundle(config: GenerateConfig):
     bundle = load_bundle(config.vq_bundle, task="generate")
     if bundle.config.get("method") != "vqvae":
         raise BundleError(f"{config.vq_bundle}: is a '{bundle.config.get('method')}' generator, vq_bundle needs a vqvae")
@@ -72,30 +61,10 @@ def _vq_bundle(config: GenerateConfig):
 
 
 def prior_net_config(config: GenerateConfig, num_classes: int) -> dict:
-    vq_net = _vq_bundle(config).config["net"]
+    vq_net = vq_bundle(config).config["net"]
     return {"img_size": config.img_size, "channels": config.channels, "num_classes": num_classes if config.conditional else 0,
             "vq": vq_net, "prior": {"codebook_size": vq_net["codebook_size"], "width": config.prior_width,
                                     "layers": config.prior_layers}}
-
-
-class PriorModule(GeneratorModule):
-    def __init__(self, config: GenerateConfig, net: dict) -> None:
-        super().__init__(config, net, VQWithPrior)
-        self.model.vq.load_state_dict(_vq_bundle(config).state_dict)
-        self.model.vq.requires_grad_(False)
-
-    def trainable(self) -> nn.Module:
-        return self.model.prior
-
-    def on_train_epoch_start(self) -> None:
-        self.model.vq.eval()
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        images, labels = self.split_batch(batch)
-        codes = encode_indices(self.model.vq, images)
-        loss = self.model.prior.loss(codes, labels)
-        log_training(self, {"train/loss": loss})
-        return loss
 
 
 def sample_prior(model: VQWithPrior, net: dict, n: int, labels, options: SampleOptions, generator) -> torch.Tensor:
@@ -105,8 +74,8 @@ def sample_prior(model: VQWithPrior, net: dict, n: int, labels, options: SampleO
     return decode_indices(model.vq, codes, model.grid)
 
 
-VQVAE = MethodSpec(name="vqvae", net_config=net_config, build=build, module=VQModule,
+VQVAE = MethodSpec(name="vqvae", net_config=net_config, build=build,
                    no_sample_hint="a vqvae reconstructs; train its prior to sample: "
                                   "omnivis train generate --method vqvae-ar --vq-bundle THIS_BUNDLE")
-VQVAE_AR = MethodSpec(name="vqvae-ar", net_config=prior_net_config, build=VQWithPrior, module=PriorModule,
+VQVAE_AR = MethodSpec(name="vqvae-ar", net_config=prior_net_config, build=VQWithPrior,
                       sample=sample_prior)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from omnivis.engine.trainer import TrainerConfig
+from omnivis.engine.config import TrainerConfig
 from omnivis.errors import ConfigError
 
 METHODS: tuple[str, ...] = ("simclr", "dino", "rotation", "mae")
