@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "Train an image classifier; the --out folder becomes a bundle."),
     "detect": ("omnivis.tasks.detect:DetectConfig",
                "Train an object detector (or, with --arch maskrcnn, an instance segmenter); --out becomes a bundle."),
-    "multitask": ("omnivis.tasks.multitask:MultitaskConfig",
+    "multitask": ("omnivis.tasks.multitask_config:MultitaskConfig",
                   "Train classification, segmentation and/or detection heads on one backbone; --out becomes one bundle."),
 }
 """task -> (its config dataclass as ``module:Class``, the first line of its help)."""

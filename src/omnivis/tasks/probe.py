@@ -5,13 +5,18 @@ backbone of the same architecture, so :func:`probe` measures both the same way:
 
 1. split the labelled data with the one ``split_indices`` (digits: test 0.3, seed 0, the split of
    scikit-learn's ``train_test_split(test_size=0.3, stratify=y, random_state=0)``);
-2. recalibrate batch-norm statistics on the *training* images (see :func:`recalibrate_batchnorm`);
+2. recalibrate batch-norm statistics on the *training* images
+   (:func:`omnivis.models.features.recalibrate_batchnorm`);
 3. extract frozen pooled features (``Backbone.forward_pooled``, eval mode) once, and score them with
    a cosine kNN classifier, a linear probe (logistic regression on all training features) and,
    with ``shots``, linear probes on ``shots`` labelled images per class over several random draws.
 
 :func:`raw_pixel_baseline` runs the same linear and k-shot protocol on flattened pixels, the
 reference a learned representation has to beat at all.
+
+The feature helpers (image batches, batch-norm reset and recalibration, extraction) live in
+:mod:`omnivis.models.features`, the scoring (kNN, linear, k-shot) in :mod:`omnivis.metrics.representation`;
+both are re-exported here.
 """
 
 from __future__ import annotations
@@ -24,12 +29,6 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
-import torch.nn.functional as F
-from rich.progress import track
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from torch import nn
 
 from omnivis.data.builtin import resolve_classification_data
 from omnivis.data.images import load_images
@@ -37,15 +36,24 @@ from omnivis.data.readers import ClassificationData
 from omnivis.data.splits import split_indices
 from omnivis.data.transforms import build_eval_transform, default_mean_std
 from omnivis.engine.bundle import load_bundle
-from omnivis.seeding import mix_seed
 from omnivis.errors import BundleError, ConfigError, DataError
+from omnivis.metrics.representation import (  # noqa: F401  (re-exported: scoring lives in metrics)
+    KNN_TEMPERATURE,
+    LINEAR_MAX_ITER,
+    check_shots,
+    evaluate_features,
+    knn_accuracy,
+    kshot_indices,
+    linear_probe_accuracy,
+)
 from omnivis.models.backbones import Backbone, create_backbone
-
-KNN_TEMPERATURE = 0.07
-"""Temperature of the kNN vote weights ``exp(cos / T)``, as in DINO (Caron et al., 2021)."""
-
-LINEAR_MAX_ITER = 5000
-"""L-BFGS iterations for the logistic-regression probe: far more than standardized features need."""
+from omnivis.models.features import (
+    extract_features,
+    image_batches,
+    recalibrate_batchnorm,
+    reset_zero_init_scales,
+)
+from omnivis.seeding import mix_seed
 
 DEFAULT_IMG_SIZE = 32
 DEFAULT_CHANNELS = 3
@@ -117,162 +125,6 @@ def load_probe_model(model: str | Path, img_size: int | None = None, channels: i
         backbone = create_backbone(name, in_chans=in_chans, pretrained=bundle, img_size=size)
     reset = reset_zero_init_scales(backbone) if bundle is None else 0
     return ProbeModel(backbone.eval(), size, in_chans, mean, std, bundle, reset)
-
-
-def reset_zero_init_scales(backbone: nn.Module) -> int:
-    """Set batch-norm scales that are exactly zero to 1 (a random initialization only); returns how many.
-
-    timm initializes the last batch-norm of every residual block with scale 0 (``zero_init_last``),
-    a trick that makes *training* start from identity blocks. Left in a network that is never
-    trained, it switches every residual branch off: a random ResNet becomes a chain of strided 1 x 1
-    shortcut convolutions whose pooled output sees only a corner of the image, and probes near
-    chance however its statistics are calibrated (digits, 32 px: kNN 0.18). A random baseline
-    should measure the architecture with random weights, so the scales get the ordinary batch-norm
-    initialization (1), as in torchvision's default random ResNet. Trained weights are never touched.
-    """
-    layers = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
-    zero = [m for m in layers if not bool(m.weight.detach().abs().sum())]
-    with torch.no_grad():
-        for layer in zero:
-            layer.weight.fill_(1.0)
-    return len(zero)
-
-
-def image_batches(
-    sources: Sequence, mode: str, transform, batch_size: int, description: str = "", progress: bool = False,
-    min_batch: int = 1,
-) -> Iterator[torch.Tensor]:
-    """Yield (B, C, H, W) tensors through the one ``load_images`` + eval transform, in order.
-
-    Batches are near-equal (``np.array_split``), at most ``batch_size`` images unless that would
-    leave one below ``min_batch``: batch-norm in train mode cannot normalize a single 1 x 1 feature
-    map, and a cumulative average over equal batches is the exact mean over all images.
-    """
-    count = max(1, min(-(-len(sources) // batch_size), len(sources) // max(min_batch, 1)))
-    chunks = [c for c in np.array_split(np.arange(len(sources)), count) if len(c)]
-    if progress:
-        chunks = track(chunks, description=description, total=len(chunks), transient=True)
-    for chunk in chunks:
-        images = load_images([sources[int(i)] for i in chunk], mode)
-        yield torch.stack([transform(image) for image in images])
-
-
-def recalibrate_batchnorm(backbone: nn.Module, batches: Iterator[torch.Tensor], device: str = "cpu") -> bool:
-    """Re-estimate every batch-norm layer's running statistics on ``batches``; True if it had any.
-
-    A randomly initialized network in eval mode normalizes with mean 0 / variance 1, which does not
-    match its real activations: features collapse and a random ResNet probes near chance, an unfair
-    baseline. Pretrained weights carry statistics of their own training data and views, not of the
-    probe's images. So for every model alike the running statistics are reset and re-estimated as a
-    cumulative average (``momentum=None``) over the probe's training images, with only the batch-norm
-    layers in train mode (dropout and drop-path stay off, as during extraction) and no gradients.
-    The weights are untouched; momenta and the eval mode are restored afterwards.
-    """
-    layers = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not layers:
-        return False
-    momenta = [layer.momentum for layer in layers]
-    backbone.eval()
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None
-        layer.train()
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                backbone(batch.to(device))
-    finally:
-        for layer, momentum in zip(layers, momenta):
-            layer.momentum = momentum
-        backbone.eval()
-    return True
-
-
-def extract_features(backbone: Backbone, batches: Iterator[torch.Tensor], device: str = "cpu") -> np.ndarray:
-    """Frozen pooled features: batches of (B, C, H, W) -> (N, num_features) float32, eval mode."""
-    backbone.eval()
-    out = []
-    with torch.inference_mode():
-        for batch in batches:
-            out.append(backbone.forward_pooled(batch.to(device)).float().cpu().numpy())
-    return np.concatenate(out) if out else np.empty((0, backbone.num_features), np.float32)
-
-
-def knn_accuracy(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, k: int = 20,
-    temperature: float = KNN_TEMPERATURE,
-) -> float:
-    """Weighted cosine kNN accuracy, the DINO protocol.
-
-    Features are L2-normalized; each test image's ``k`` most similar training images vote for their
-    class with weight ``exp(cos / temperature)`` and the class with the largest total wins, so close
-    neighbours count far more than the k-th one.
-    """
-    train = F.normalize(torch.from_numpy(np.asarray(train_x, np.float32)), dim=1)
-    test = F.normalize(torch.from_numpy(np.asarray(test_x, np.float32)), dim=1)
-    labels = torch.from_numpy(np.asarray(train_y, np.int64))
-    num_classes = int(max(labels.max().item(), int(np.max(test_y)))) + 1
-    k = min(k, len(train))
-    predictions = []
-    for start in range(0, len(test), 1024):
-        sims, idx = (test[start : start + 1024] @ train.T).topk(k, dim=1)
-        votes = torch.zeros(len(sims), num_classes).scatter_add_(1, labels[idx], (sims / temperature).exp())
-        predictions.append(votes.argmax(dim=1))
-    return float((torch.cat(predictions).numpy() == np.asarray(test_y)).mean())
-
-
-def linear_probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
-    """Logistic regression (L2, C=1) on features standardized with the fitting rows' statistics."""
-    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=LINEAR_MAX_ITER))
-    classifier.fit(train_x, train_y)
-    return float(classifier.score(test_x, test_y))
-
-
-def kshot_indices(train_y: np.ndarray, shots: int, draw: int, seed: int) -> np.ndarray:
-    """``shots`` training rows per class for one draw, from ``np.random.default_rng([seed, draw])``."""
-    rng = np.random.default_rng([seed, draw])
-    chosen = [rng.choice(np.flatnonzero(train_y == c), shots, replace=False) for c in np.unique(train_y)]
-    return np.sort(np.concatenate(chosen))
-
-
-def check_shots(train_y: np.ndarray, shots: int, classes: Sequence[str]) -> None:
-    """Every class needs ``shots`` training images; else a ``DataError`` naming the smallest class."""
-    present, counts = np.unique(train_y, return_counts=True)
-    if shots > counts.min():
-        c = int(present[np.argmin(counts)])
-        name = classes[c] if 0 <= c < len(classes) else str(c)
-        raise DataError(
-            f"shots={shots} is more than class '{name}' has training images ({counts.min()}); "
-            f"use shots <= {counts.min()} or a smaller val_fraction"
-        )
-
-
-def evaluate_features(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,
-    classes: Sequence[str], shots: int | None, draws: int, seed: int, knn_k: int | None,
-) -> dict:
-    """kNN (unless ``knn_k`` is None), linear and k-shot accuracies of one set of features.
-
-    Raises:
-        DataError: ``shots`` is more than the smallest class has training images.
-    """
-    if shots is not None:
-        check_shots(train_y, shots, classes)
-    result: dict = {}
-    if knn_k is not None:
-        result["knn_accuracy"] = knn_accuracy(train_x, train_y, test_x, test_y, knn_k)
-    result["linear_accuracy"] = linear_probe_accuracy(train_x, train_y, test_x, test_y)
-    if shots is not None:
-        accuracies = []
-        for draw in range(draws):
-            rows = kshot_indices(train_y, shots, draw, seed)
-            accuracies.append(linear_probe_accuracy(train_x[rows], train_y[rows], test_x, test_y))
-        result.update(
-            kshot_accuracy_mean=float(np.mean(accuracies)),
-            kshot_accuracy_std=float(np.std(accuracies)),
-            kshot_accuracies=accuracies,
-        )
-    return result
 
 
 def _check_args(val_fraction: float, shots: int | None, draws: int) -> None:

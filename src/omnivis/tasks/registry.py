@@ -111,7 +111,8 @@ def _segment_inference() -> Inference:
 
 
 def _multitask_training() -> Training:
-    from omnivis.tasks.multitask import MultitaskConfig, train_multitask
+    from omnivis.tasks.multitask import train_multitask
+    from omnivis.tasks.multitask_config import MultitaskConfig
 
     return Training(MultitaskConfig, train_multitask)
 
