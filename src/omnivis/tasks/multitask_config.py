@@ -1,8 +1,8 @@
 """The multi-task run's configuration: :class:`MultitaskConfig` and :func:`parse_tasks`.
 
 Kept apart from :mod:`omnivis.tasks.multitask` (the LightningModule and training) so the CLI and the
-docs generator can read the config without importing the training code. It still imports
-``TrainerConfig`` (engine, so Lightning) and the task, weighting and decoder names (models, so torch).
+docs generator can read the config without importing the training code or Lightning (``TrainerConfig``
+comes from ``engine/config.py``); the task, weighting and decoder names still come from models/, so torch.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from omnivis.data.builtin import is_builtin_shapes
 from omnivis.data.masks import MaskAugment
-from omnivis.engine.trainer import TrainerConfig
+from omnivis.engine.config import TrainerConfig
 from omnivis.errors import ConfigError
 from omnivis.models.multitask import DEFAULT_TASKS, TASK_NAMES, WEIGHTINGS
 from omnivis.models.segmentation import ARCHS, SIZE_MULTIPLE
