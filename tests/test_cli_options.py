@@ -183,7 +183,7 @@ def test_config_file_then_command_line(tmp_path, captured):
     config = captured[0]
     assert config.channels == 1 and config.lr == 3e-3  # YAML reads 3e-3 as a string: it is taken as the number
     assert config.augment.hflip is False and config.augment.rotation == 10.0
-    assert config.augment.preset == "light" and config.img_size == 32  # left out: the defaults
+    assert config.augment.preset == "light" and config.img_size is None  # left out: the defaults (read off the data)
     assert config.trainer.epochs == 7 and config.trainer.max_steps == 3  # the command line wins over the file
     assert config.trainer.progress is False  # --json
     assert json.loads(result.stdout) == {"bundle": str(tmp_path / "r")}
@@ -216,7 +216,7 @@ def test_plain_options_give_the_dataclass_defaults_plus_the_given(tmp_path, capt
     ("trainer: {epoch: 3}\n", "trainer: unknown key 'epoch'; did you mean 'epochs'"),
     ("epochs: 3\n", "unknown key 'epochs'; did you mean 'epochs' under 'trainer' (trainer.epochs)"),
     ("img_szie: 3\n", "unknown key 'img_szie'; did you mean 'img_size'"),
-    ("trainer: {epochs: ten}\n", "trainer.epochs must be an integer, got 'ten'"),
+    ("trainer: {epochs: ten}\n", "trainer.epochs must be an integer or null, got 'ten'"),
     ("- 1\n", "expected a mapping of config fields"),
 ])
 def test_config_file_mistakes_are_one_line_errors(tmp_path, captured, text, message):
@@ -237,11 +237,12 @@ def test_config_file_must_exist_and_not_go_with_resume(tmp_path, captured):
 
 def test_resume_reads_the_run_config_and_names_what_it_ignores(tmp_path, captured):
     from omnivis.config import config_to_dict
+    from omnivis.engine.config import TrainerConfig
     from omnivis.tasks.classify import ClassifyConfig
 
     out = tmp_path / "r"
     out.mkdir()
-    (out / "run_config.json").write_text(json.dumps(config_to_dict(ClassifyConfig(channels=1))))
+    (out / "run_config.json").write_text(json.dumps(config_to_dict(ClassifyConfig(channels=1, trainer=TrainerConfig(epochs=10)))))
     result = run("train", "classify", "--out", str(out), "--resume", "--epochs", "99", "--no-progress")
     assert result.exit_code == 0, result.output
     assert captured[0].channels == 1 and captured[0].trainer.epochs == 10 and captured[0].trainer.progress is False

@@ -165,3 +165,39 @@ def write_colour_squares_masks(root: str | Path, n: int = 48, size: int = 32, si
         Image.fromarray(scene["image"]).save(root / "images" / f"{i:03d}.png")
         Image.fromarray(mask, mode="L").save(root / "masks" / f"{i:03d}.png")
     return root
+
+
+#: The classes of :func:`arrow_images`: ``left``/``right`` swap under a horizontal mirror, ``up``/``down`` do not.
+ARROW_CLASSES = ("left", "right", "up", "down")
+
+
+def arrow_images(classes: tuple[str, ...], per_class: int, size: int = 24, seed: int = 0) -> list[tuple[np.ndarray, int]]:
+    """``per_class`` grey (size, size) arrows of each class in ``classes`` (a subset of
+    :data:`ARROW_CLASSES`): a shaft and a triangular head, shifted by up to 2 px, plus noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    c = size // 2
+    out = []
+    for label, name in enumerate(classes):
+        for _ in range(per_class):
+            dy, dx = rng.integers(-2, 3, size=2)
+            y, x = yy - c - dy, xx - c - dx
+            if name in ("up", "down"):
+                x, y = y, x  # the same arrow along the other axis
+            sign = 1 if name in ("right", "down") else -1
+            along, across = sign * x, np.abs(y)
+            shaft = (np.abs(along) <= 7) & (across <= 1)
+            head = (along >= 3) & (along <= 9) & (across <= 9 - along)
+            image = np.where(shaft | head, 220, 30) + rng.normal(0, 10, (size, size))
+            out.append((np.clip(image, 0, 255).astype(np.uint8), label))
+    return out
+
+
+def write_arrows(root: str | Path, classes: tuple[str, ...], per_class: int = 40, size: int = 24, seed: int = 0) -> Path:
+    """A class-folder dataset of :func:`arrow_images` (``root/left/000.png`` ...)."""
+    root = Path(root)
+    for i, (image, label) in enumerate(arrow_images(classes, per_class, size, seed)):
+        folder = root / classes[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i:03d}.png")
+    return root

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import lightning.pytorch as pl
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
+from omnivis.data.cache import loader_workers
 from omnivis.data.datasets import (  # noqa: F401  (re-exported: the data API tasks import)
     EpochSampler,
     ImageClassificationDataset,
@@ -36,18 +37,19 @@ class SeededDataModule(pl.LightningDataModule):
         *,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int = -1,
         seed: int = 0,
         collate_fn: Callable | None = None,
     ) -> None:
         """``collate_fn``: how samples become a batch (None: torch's default stacking; detection
-        passes one that keeps per-image targets as a list)."""
+        passes one that keeps per-image targets as a list). ``num_workers`` -1: chosen from the
+        data's size, its cache and the cores (``data.cache.loader_workers``)."""
         super().__init__()
         self.collate_fn = collate_fn
         self.train_set, self.val_set, self.test_set = train, val, test
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
+        self.num_workers = loader_workers(num_workers, (train, val, test))
         self.seed = seed
         self._train_batches: BatchSampler | None = None
         self._pending_position: int | None = None

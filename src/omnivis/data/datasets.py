@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, Dataset, Sampler
 
-from omnivis.data.images import array_to_image, load_image
+from omnivis.data.decode import decode_tensor
 from omnivis.data.readers import ClassificationData
 from omnivis.seeding import mix_seed, reseed_torch
 
@@ -85,7 +85,9 @@ def set_batch_position(batches: BatchSampler, consumed_batches: int) -> None:
 class ImageClassificationDataset(Dataset):
     """``ClassificationData`` as (image tensor, label) pairs, with reproducible augmentation.
 
-    Items are addressed by ``(epoch, index)`` (from ``EpochSampler``) or a plain index.
+    Items are addressed by ``(epoch, index)`` (from ``EpochSampler``) or a plain index. Images are
+    (C, H, W) uint8 tensors from ``decode_tensor``, taken from ``decoded`` when ``cache_decoded``
+    filled it; ``transform`` (transforms v2) turns one into the model's input.
     """
 
     def __init__(self, data: ClassificationData, transform: Callable, mode: str = "RGB", seed: int = 0) -> None:
@@ -93,16 +95,19 @@ class ImageClassificationDataset(Dataset):
         self.transform = transform
         self.mode = mode
         self.seed = seed
+        self.decoded: list[torch.Tensor | None] | None = None
 
     def __len__(self) -> int:
         return len(self.data.samples)
 
-    def load(self, index: int):
-        """The decoded PIL image of sample ``index`` (files go through the one ``load_image``)."""
-        source = self.data.samples[index].source
-        if isinstance(source, np.ndarray):
-            return array_to_image(source, self.mode)
-        return load_image(source, self.mode)
+    def sources(self) -> list:
+        return [sample.source for sample in self.data.samples]
+
+    def load(self, index: int) -> torch.Tensor:
+        """Sample ``index`` as a (C, H, W) uint8 tensor in ``mode``: cached, or decoded now."""
+        if self.decoded is not None and self.decoded[index] is not None:
+            return self.decoded[index]
+        return decode_tensor(self.data.samples[index].source, self.mode)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         epoch, index = key if isinstance(key, tuple) else (0, key)

@@ -1,7 +1,8 @@
 """torchvision.transforms.v2 presets for training and evaluation, chosen from the config.
 
-Train and eval pipelines take a PIL image (RGB or L, as ``load_image`` returns it) and give a
-normalized float tensor (C, H, W). Batch-level mixing (Mixup/CutMix) needs the labels of the whole
+Train and eval pipelines take a (C, H, W) uint8 tensor (``decode_tensor``; a PIL image also works)
+and give a normalized float tensor (C, H, W): the augmentation works on uint8 pixels, and only the
+model's input is float. Batch-level mixing (Mixup/CutMix) needs the labels of the whole
 batch, so it is built separately and applied in the training step.
 """
 
@@ -28,7 +29,8 @@ class AugmentConfig:
     Attributes:
         preset: ``none`` (resize only), ``light`` (random resized crop), ``randaugment`` or
             ``trivialaugment`` (light plus the named policy).
-        hflip: random horizontal flips (off for digits and text, where flips change the class).
+        hflip: random horizontal flips (None: decided from the data by a short held-out check,
+            ``data/profile.py``; off for digits, arrows and text, where a mirror changes the class).
         rotation: maximum random rotation in degrees (0 disables).
         color_jitter: brightness/contrast (and, for RGB, saturation) jitter strength (0 disables).
         scale_min: smallest crop area fraction for the random resized crop.
@@ -37,7 +39,7 @@ class AugmentConfig:
     """
 
     preset: str = "light"
-    hflip: bool = True
+    hflip: bool | None = None
     rotation: float = 0.0
     color_jitter: float = 0.0
     scale_min: float = 0.8

@@ -18,8 +18,11 @@ class TrainerConfig:
     """How a task is trained: length, hardware, precision, checkpoints and logs.
 
     Attributes:
-        epochs: number of passes over the training data.
+        epochs: number of passes over the training data (None: sized by the data, see
+            ``tasks/budget.py``: 20 epochs' worth of steps within [400, 3000]).
         max_steps: stop after this many optimizer steps (-1: no limit).
+        time_budget: train for as many steps as fit in this long (``90s``, ``5m``, ``1.5h``),
+            measured on a few real steps first; the schedule follows (one device only).
         accelerator: ``auto`` (GPU when there is one), ``cpu``, ``gpu``/``cuda``, ``mps``.
         devices: ``auto`` or a number of devices per node.
         strategy: ``auto``, ``ddp``, ``ddp_spawn``, ``fsdp``, ...
@@ -37,11 +40,16 @@ class TrainerConfig:
         early_stopping_patience: stop after this many validations without improvement (0: off).
         log_every_n_steps: how often training metrics are logged.
         progress: show a progress bar.
-        num_workers: data-loading worker processes.
+        num_workers: data-loading worker processes (-1: chosen from the data's size, whether it
+            is all decoded in memory, and the cores; 0: load in the training process).
+        cache_mb: decode the training and held-out images once into memory when they fit in this
+            many MB of uint8 pixels (images beyond it are decoded each epoch; 0: off). Classify,
+            distill, pretrain and generate; detect, segment and multitask decode every epoch.
     """
 
-    epochs: int = 10
+    epochs: int | None = 10
     max_steps: int = -1
+    time_budget: str | None = None
     accelerator: str = "auto"
     devices: str = "auto"
     strategy: str = "auto"
@@ -54,17 +62,18 @@ class TrainerConfig:
     early_stopping_patience: int = 0
     log_every_n_steps: int = 10
     progress: bool = True
-    num_workers: int = 0
+    num_workers: int = -1
+    cache_mb: float = 2048.0
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 and self.max_steps < 1:
-            raise ConfigError("set epochs >= 1 or max_steps >= 1")
+        if self.epochs is not None and self.epochs < 1 and self.max_steps < 1 and not self.time_budget:
+            raise ConfigError("set epochs >= 1, max_steps >= 1 or a time_budget")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}")
         if self.checkpoint_min_interval_s < 0:
             raise ConfigError(f"checkpoint_min_interval_s must be >= 0, got {self.checkpoint_min_interval_s}")
-        if self.num_workers < 0 or self.num_nodes < 1:
-            raise ConfigError("num_workers must be >= 0 and num_nodes >= 1")
+        if self.num_workers < -1 or self.num_nodes < 1 or self.cache_mb < 0:
+            raise ConfigError("num_workers must be >= -1 (-1: auto), num_nodes >= 1 and cache_mb >= 0")
         devices = str(self.devices)
         if devices != "auto" and not devices.lstrip("-").isdigit():
             raise ConfigError(f"devices must be 'auto' or a number, got '{self.devices}'")

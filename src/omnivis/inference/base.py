@@ -10,10 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Iterator, Sequence
 
+import torch
 from PIL import Image
 from rich.progress import track
 from torch import nn
 
+from omnivis.data.decode import decode_tensor
 from omnivis.data.images import load_images
 from omnivis.engine.bundle import Bundle, load_bundle, load_bundle_weights
 from omnivis.errors import BundleError, ConfigError
@@ -53,13 +55,18 @@ class Predictor:
         return model.eval().to(self.device)
 
     def batches(self, images: Sequence, batch_size: int, progress: bool = False, description: str = "predicting",
-                mode: str | None = None) -> Iterator[list[Image.Image]]:
-        """``images`` (paths, PIL images or arrays) as lists of at most ``batch_size`` PIL images, in order."""
+                mode: str | None = None, tensors: bool = False) -> Iterator[list[Image.Image] | list[torch.Tensor]]:
+        """``images`` (paths, PIL images or arrays) as lists of at most ``batch_size`` PIL images, in order;
+        with ``tensors``, (C, H, W) uint8 tensors from ``decode_tensor``, exactly what training decoded."""
         chunks = range(0, len(images), batch_size)
         if progress:
             chunks = track(chunks, description=description, total=len(chunks), transient=True)
         for start in chunks:
-            yield load_images(images[start : start + batch_size], mode or self.mode)
+            part = images[start : start + batch_size]
+            if tensors:
+                yield [decode_tensor(item, mode or self.mode) for item in part]
+            else:
+                yield load_images(part, mode or self.mode)
 
 
 def image_names(images: Sequence, names: Sequence[str] | None = None) -> list[str]:

@@ -50,8 +50,8 @@ class ClassifyPredictor(Predictor):
     def predict_proba(self, images: Sequence, batch_size: int = 128, progress: bool = False) -> torch.Tensor:
         """Images (paths, PIL images or arrays) -> (N, C) class probabilities."""
         out = []
-        for pil in self.batches(images, batch_size, progress):
-            batch = torch.stack([self.transform(im) for im in pil]).to(self.device)
+        for decoded in self.batches(images, batch_size, progress, tensors=True):
+            batch = torch.stack([self.transform(im) for im in decoded]).to(self.device)
             out.append(self.model(batch).float().softmax(dim=1).cpu())
         return torch.cat(out) if out else torch.empty(0, len(self.classes))
 

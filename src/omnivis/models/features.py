@@ -1,6 +1,6 @@
 """Frozen backbone features: batch-norm handling of untrained or re-used weights, and extraction.
 
-Used by :mod:`omnivis.tasks.probe`: image batches through the one ``load_images`` and an eval
+Used by :mod:`omnivis.tasks.probe`: image batches through the one ``decode_tensor`` (as training decodes) and an eval
 transform, batch-norm scales and statistics made fair for a random or pretrained backbone, and the
 pooled features ``(N, num_features)`` of ``Backbone.forward_pooled``. Never imports Lightning.
 """
@@ -14,7 +14,7 @@ import torch
 from rich.progress import track
 from torch import nn
 
-from omnivis.data.images import load_images
+from omnivis.data.decode import decode_tensor
 from omnivis.models.backbones import Backbone
 
 
@@ -41,7 +41,7 @@ def image_batches(
     sources: Sequence, mode: str, transform, batch_size: int, description: str = "", progress: bool = False,
     min_batch: int = 1,
 ) -> Iterator[torch.Tensor]:
-    """Yield (B, C, H, W) tensors through the one ``load_images`` + eval transform, in order.
+    """Yield (B, C, H, W) tensors through the one ``decode_tensor`` + eval transform, in order.
 
     Batches are near-equal (``np.array_split``), at most ``batch_size`` images unless that would
     leave one below ``min_batch``: batch-norm in train mode cannot normalize a single 1 x 1 feature
@@ -52,8 +52,7 @@ def image_batches(
     if progress:
         chunks = track(chunks, description=description, total=len(chunks), transient=True)
     for chunk in chunks:
-        images = load_images([sources[int(i)] for i in chunk], mode)
-        yield torch.stack([transform(image) for image in images])
+        yield torch.stack([transform(decode_tensor(sources[int(i)], mode)) for i in chunk])
 
 
 def recalibrate_batchnorm(backbone: nn.Module, batches: Iterator[torch.Tensor], device: str = "cpu") -> bool:

@@ -7,9 +7,9 @@ pretrained bundle (``init_from``). Training runs on the shared engine; the resul
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -19,13 +19,15 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from omnivis.config import config_to_dict
 from omnivis.data.builtin import resolve_classification_data
+from omnivis.data.cache import cache_datasets
 from omnivis.data.datamodule import ImageClassificationDataset, SeededDataModule
+from omnivis.data.profile import flip_keeps_labels, profile_images, size_for
+from omnivis.data.readers import ClassificationData
 from omnivis.data.transforms import (
     AugmentConfig,
     build_batch_mix,
     build_eval_transform,
     build_train_transform,
-    default_mean_std,
 )
 from omnivis.engine.config import TrainerConfig
 from omnivis.errors import ConfigError, DataError
@@ -46,8 +48,10 @@ class ClassifyConfig:
         strict: unreadable images are an error instead of being skipped with a warning.
         val_fraction: held-out fraction (stratified, fixed by ``trainer.seed``; 0: no held-out split).
         model: any timm name or omnivis preset (``omnivis models list``).
-        img_size: square input size in pixels.
-        channels: 3 (RGB) or 1 (grayscale); images are converted to match.
+        img_size: square input size in pixels (None: read off the data, ``data/profile.py``: the
+            images' median shorter side rounded up to a multiple of 8, within [32, 128]).
+        channels: 3 (RGB) or 1 (grayscale); images are converted to match (None: 1 when every
+            sampled training image is grey, else 3).
         init_from: a bundle or safetensors file to initialize the backbone from.
         freeze_backbone: train only the head (the backbone stays in eval mode, batch-norm included).
         unfreeze_after: with ``freeze_backbone``, train the whole model from this epoch on (0: never).
@@ -70,8 +74,8 @@ class ClassifyConfig:
     strict: bool = False
     val_fraction: float = 0.2
     model: str = "omnivis_resnet_tiny"
-    img_size: int = 32
-    channels: int = 3
+    img_size: int | None = None
+    channels: int | None = None
     init_from: str | None = None
     freeze_backbone: bool = False
     unfreeze_after: int = 0
@@ -84,12 +88,12 @@ class ClassifyConfig:
     dropout: float = 0.0
     drop_path: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(epochs=None))
 
     def __post_init__(self) -> None:
-        if self.channels not in (1, 3):
+        if self.channels not in (None, 1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
-        if self.img_size < 8:
+        if self.img_size is not None and self.img_size < 8:
             raise ConfigError(f"img_size must be >= 8, got {self.img_size}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
@@ -164,8 +168,8 @@ class ClassifyModule(pl.LightningModule):
                                  param_groups=groups)
 
 
-def bundle_config(config: ClassifyConfig, classes: Sequence[str], train_size: int) -> dict:
-    mean, std = default_mean_std(config.channels)
+def bundle_config(config: ClassifyConfig, classes: Sequence[str], train_size: int,
+                  mean: Sequence[float], std: Sequence[float]) -> dict:
     return {
         "task": TASK,
         "backbone": config.model,
@@ -182,34 +186,68 @@ def bundle_config(config: ClassifyConfig, classes: Sequence[str], train_size: in
     }
 
 
-def classify_plan(config: ClassifyConfig) -> TrainingPlan:
-    """The classification run: a stratified seeded split, the augmented train set, accuracy monitored."""
+def resolve_from_data(config: ClassifyConfig, train: ClassificationData,
+                      stats: tuple[Sequence[float], Sequence[float]] | None = None,
+                      ) -> tuple[ClassifyConfig, tuple[tuple[float, ...], tuple[float, ...]], list[str]]:
+    """``config`` with channels, size and flips read off the training images where it left them None;
+    the mean/std to normalize with (``stats`` if given, e.g. a teacher's); one line per choice."""
+    profile = profile_images([s.source for s in train.samples], seed=config.trainer.seed)
+    choices = []
+    channels, img_size, hflip = config.channels, config.img_size, config.augment.hflip
+    if channels is None:
+        channels = profile.channels
+        why = (f"all {profile.sampled} sampled training images are grey" if profile.grey
+               else "the training images are in colour (grey ones among them are read as RGB)")
+        choices.append(f"channels {channels}: {why} (--channels to choose)")
+    if img_size is None:
+        img_size = size_for(profile.native_size)
+        choices.append(f"img_size {img_size}: the images' median shorter side is {profile.native_size} px "
+                       "(--img-size to choose)")
+    mode = "RGB" if channels == 3 else "L"
+    if hflip is None:
+        check = flip_keeps_labels([s.source for s in train.samples], train.labels(), mode, config.trainer.seed)
+        hflip = check.hflip
+        choices.append(f"horizontal flips {'on' if hflip else 'off'}: {check.reason} (--hflip / --no-hflip)")
+    if stats is None:
+        stats = profile.stats(channels)
+        choices.append(f"mean {list(stats[0])}, std {list(stats[1])}: from {profile.sampled} sampled training images")
+    resolved = replace(config, channels=channels, img_size=img_size, augment=replace(config.augment, hflip=hflip))
+    return resolved, (tuple(stats[0]), tuple(stats[1])), choices
+
+
+def classify_plan(config: ClassifyConfig, stats: tuple[Sequence[float], Sequence[float]] | None = None) -> TrainingPlan:
+    """The classification run: a stratified seeded split, the augmented train set, accuracy monitored;
+    what the config leaves None is read off the training images (``resolve_from_data``)."""
     data = resolve_classification_data(config.data, manifest=config.manifest, strict=config.strict)
     if len(data.classes) < 2:
         raise DataError(f"{config.data}: classification needs at least 2 classes, found {len(data.classes)}")
     train_idx, val_idx = class_split(data, config.val_fraction, config.trainer.seed)
-    mean, std = default_mean_std(config.channels)
+    train = data.subset(train_idx)
+    config, (mean, std), choices = resolve_from_data(config, train, stats)
     seed = config.trainer.seed
     held_out = data.subset(val_idx) if len(val_idx) else None
-    datamodule = SeededDataModule(
-        ImageClassificationDataset(data.subset(train_idx), build_train_transform(config.img_size, mean, std, config.augment),
-                                   config.mode, seed),
-        ImageClassificationDataset(held_out, build_eval_transform(config.img_size, mean, std), config.mode, seed)
-        if held_out else None,
-        batch_size=min(config.batch_size, len(train_idx)),
-        num_workers=config.trainer.num_workers,
-        seed=seed,
-    )
+    train_set = ImageClassificationDataset(train, build_train_transform(config.img_size, mean, std, config.augment),
+                                           config.mode, seed)
+    val_set = (ImageClassificationDataset(held_out, build_eval_transform(config.img_size, mean, std), config.mode, seed)
+               if held_out else None)
+    choices += cache_datasets({"training images": train_set, "held-out images": val_set}, config.trainer.cache_mb,
+                              config.trainer.progress)
+    datamodule = SeededDataModule(train_set, val_set, batch_size=min(config.batch_size, len(train_idx)),
+                                  num_workers=config.trainer.num_workers, seed=seed)
+    choices.append(f"loader workers: {datamodule.num_workers}" + (" (auto; --workers N to choose)"
+                                                                   if config.trainer.num_workers < 0 else ""))
     return TrainingPlan(
         command="omnivis train classify",
         datamodule=datamodule,
         build_module=lambda: ClassifyModule(config, data.classes),
-        header=bundle_config(config, data.classes, len(train_idx)),
+        header=bundle_config(config, data.classes, len(train_idx), mean, std),
         evaluate=(lambda bundle, progress: evaluate_classifier(bundle, data=held_out, out_dir=bundle, progress=progress))
         if held_out else None,
         summary_keys=SUMMARY_KEYS,
         monitor="val/accuracy" if held_out else None,
         skipped=data.skipped,
+        config=config,
+        choices=choices,
     )
 
 

@@ -162,7 +162,7 @@ def distill_plan(config: DistillConfig) -> TrainingPlan:
     config.img_size, config.channels = int(tcfg["img_size"]), int(tcfg["in_chans"])
     if not config.data:
         config.data, config.manifest = tcfg["data"], tcfg.get("manifest")
-    plan = classify_plan(config)
+    plan = classify_plan(config, stats=(tcfg["mean"], tcfg["std"]))  # the teacher sees what the student sees
     classes = plan.header["classes"]
     if list(classes) != teacher.classes:
         raise ConfigError(f"{config.data}: classes {list(classes)[:10]} differ from the teacher's {teacher.classes[:10]}")

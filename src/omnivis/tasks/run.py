@@ -10,23 +10,28 @@ and whatever the readers skipped is kept in ``skipped.json`` and counted in ``me
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import lightning.pytorch as pl
+from rich.console import Console
 
 from omnivis import __version__
 from omnivis.data.skipped import Skipped, skipped_records
 from omnivis.engine.bundle import model_card, save_bundle, update_metrics
-from omnivis.seeding import seed_everything
 from omnivis.engine.trainer import build_trainer, fit
 from omnivis.fileio import atomic_write_bytes
 from omnivis.metrics.classification import plot_training_curves
+from omnivis.seeding import seed_everything
+from omnivis.tasks.budget import fit_schedule
 from omnivis.tasks.common import check_run_dir, keep_previous_logs, write_run_config
 
 SKIPPED = "skipped.json"
+_console = Console(stderr=True)  # stdout stays for results (--json)
 
 
 def _model_weights(module: pl.LightningModule) -> dict:
@@ -54,6 +59,10 @@ class TrainingPlan:
         partial_graph: some parameters may get no gradient in a step (DDP must look for them).
         skipped: inputs the readers left out, ``(name, reason)`` each (the data's ``.skipped``).
         card: (header, metrics) -> the model card text (default: ``engine.bundle.model_card``).
+        config: the config with what was read off the data filled in (channels, size, flips ...;
+            None: the config as given); it is what ``run_config.json`` keeps and ``--resume`` reads.
+        choices: one line per default taken from the data, printed at the start of the run and
+            kept in the bundle under ``data_defaults``.
     """
 
     command: str
@@ -69,6 +78,8 @@ class TrainingPlan:
     partial_graph: bool = False
     skipped: Skipped = field(default_factory=list)
     card: Callable[[dict, dict], str] = model_card
+    config: Any = None
+    choices: list[str] = field(default_factory=list)
 
 
 def run_training(
@@ -89,6 +100,12 @@ def run_training(
     out = Path(out)
     ckpt = check_run_dir(out, resume)
     plan = make_plan(config)  # reads the data and checks the config before any file is written
+    config = plan.config if plan.config is not None else config
+    config, schedule = fit_schedule(config, plan.build_module, plan.datamodule)
+    choices = [*plan.choices, *([schedule] if schedule else [])]
+    if choices and _is_rank_zero():
+        for line in choices:
+            _console.print(f"[dim]omnivis:[/] {line}", highlight=False, soft_wrap=True)
     seed_everything(config.trainer.seed)
     module = plan.build_module()
     if resume:
@@ -107,8 +124,8 @@ def run_training(
     if plan.finish is not None:
         metrics.update(plan.finish(module, trainer))
     metrics["skipped_inputs"] = len(plan.skipped)
-    header = {**plan.header, "omnivis_version": __version__}
-    save_bundle(out, plan.weights(module), plan.header, metrics=metrics, card=plan.card(header, metrics))
+    header = {**plan.header, "data_defaults": choices, "omnivis_version": __version__}
+    save_bundle(out, plan.weights(module), {**plan.header, "data_defaults": choices}, metrics=metrics, card=plan.card(header, metrics))
     if (out / "logs" / "metrics.csv").exists():
         plot_training_curves(out / "logs" / "metrics.csv", out / "training_curves.png")
     if plan.evaluate is not None:
@@ -117,6 +134,11 @@ def run_training(
         update_metrics(out, metrics)
         atomic_write_bytes(out / "README.md", plan.card(header, metrics).encode("utf-8"))
     return out
+
+
+def _is_rank_zero() -> bool:
+    """Before the trainer exists: the launcher's rank variables (absent in a single process)."""
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
 def summarize(metrics: dict, keys: Sequence[str] | None) -> dict:

@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 
 from omnivis.config import config_to_dict
 from omnivis.data.builtin import resolve_classification_data
+from omnivis.data.cache import cache_datasets
 from omnivis.data.datamodule import ImageClassificationDataset, SeededDataModule
 from omnivis.data.readers import ClassificationData
 from omnivis.data.splits import split_indices
@@ -43,6 +44,7 @@ def generate_plan(config: GenerateConfig) -> TrainingPlan:
     train_idx, val_idx = split_indices(data.labels(), config.val_fraction, seed=seed)
     dataset = ImageClassificationDataset(data.subset(train_idx), generator_transform(config.img_size, config.hflip),
                                          config.mode, seed)
+    cached = cache_datasets({"training images": dataset}, config.trainer.cache_mb, config.trainer.progress)
     datamodule = SeededDataModule(dataset, None, batch_size=min(config.batch_size, len(train_idx)),
                                   num_workers=config.trainer.num_workers, seed=seed)
     header = {
@@ -65,6 +67,7 @@ def generate_plan(config: GenerateConfig) -> TrainingPlan:
         # the method's module knows whether every parameter gets a gradient each step (a GAN's D loss reaches only D)
         partial_graph=module.partial_graph,
         skipped=data.skipped,
+        choices=cached,
     )
 
 

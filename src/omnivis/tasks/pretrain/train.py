@@ -15,6 +15,7 @@ import torch
 
 from omnivis.config import config_to_dict
 from omnivis.data.builtin import resolve_classification_data
+from omnivis.data.cache import cache_datasets
 from omnivis.data.datamodule import ImageClassificationDataset, SeededDataModule
 from omnivis.data.readers import ClassificationData
 from omnivis.data.transforms import build_eval_transform, default_mean_std
@@ -135,8 +136,10 @@ def pretrain_plan(config: PretrainConfig) -> TrainingPlan:
     data = load_pretrain_data(config)
     mean, std = default_mean_std(config.channels)
     seed = config.trainer.seed
+    dataset = ImageClassificationDataset(data, build_views(config, mean, std), config.mode, seed)
+    cached = cache_datasets({"images": dataset}, config.trainer.cache_mb, config.trainer.progress)
     datamodule = SeededDataModule(
-        ImageClassificationDataset(data, build_views(config, mean, std), config.mode, seed),
+        dataset,
         batch_size=min(config.batch_size, len(data)),
         num_workers=config.trainer.num_workers,
         seed=seed,
@@ -167,6 +170,7 @@ def pretrain_plan(config: PretrainConfig) -> TrainingPlan:
         finish=finish,
         skipped=data.skipped,
         card=model_card,
+        choices=cached,
     )
 
 

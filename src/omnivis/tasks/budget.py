@@ -1,0 +1,125 @@
+"""How long a run trains when the user does not say: steps from the dataset's size, or a time budget.
+
+Ten full epochs are 160 steps for 1,000 images and 9,400 for 60,000; neither is what either needs.
+``default_steps`` sizes the schedule by the data: 20 epochs' worth of steps, at least 400 (a small
+set still needs that many updates) and at most 3,000 (a large one reaches its accuracy in a few
+epochs). ``--time-budget 5m`` instead measures the step time with a few real steps (data loading
+included) and fits the number of steps into the budget. Either way the result is written into the
+run's config as ``max_steps`` (and the epochs that cover it), so the learning-rate schedule follows
+it and ``--resume`` continues the same schedule.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import re
+import statistics
+import time
+from dataclasses import replace
+
+from omnivis.errors import ConfigError
+
+EPOCHS_OF_STEPS = 20
+MIN_STEPS, MAX_STEPS = 400, 3000
+CALIBRATION_STEPS = 6  # the first is left out of the timing (allocations, lazy init)
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """``"90s"``, ``"5m"``, ``"1.5h"`` or plain seconds -> seconds."""
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text).lower())
+    if not found:
+        raise ConfigError(f"time budget '{text}' is not a duration; write e.g. 90s, 5m or 1.5h")
+    seconds = float(found.group(1)) * _UNITS[found.group(2) or "s"]
+    if seconds <= 0:
+        raise ConfigError(f"time budget '{text}' must be longer than 0 s")
+    return seconds
+
+
+def steps_per_epoch(train_size: int, batch_size: int, world_size: int = 1) -> int:
+    """Optimizer steps in one epoch: full batches per rank (the last incomplete one is dropped)."""
+    return max(1, (train_size // world_size) // max(1, min(batch_size, train_size)))
+
+
+def default_steps(train_size: int, batch_size: int) -> int:
+    """The data-sized default (module docstring)."""
+    return int(min(MAX_STEPS, max(MIN_STEPS, EPOCHS_OF_STEPS * steps_per_epoch(train_size, batch_size))))
+
+
+def with_steps(trainer_config, steps: int, per_epoch: int):
+    """``trainer_config`` set to train exactly ``steps`` steps (and the epochs that cover them)."""
+    return replace(trainer_config, max_steps=int(steps), epochs=math.ceil(steps / per_epoch))
+
+
+def measure_step_time(build_module, datamodule, trainer_config) -> float:
+    """Median seconds per training step (loading included) over a few real steps on a copy of the run,
+    with no checkpoints, logs or validation; the weights trained here are thrown away."""
+    import lightning.pytorch as pl
+
+    from omnivis.engine.trainer import resolve_precision
+
+    ends: list[float] = []
+
+    class _Clock(pl.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            ends.append(time.perf_counter())
+
+    trainer = pl.Trainer(
+        max_steps=CALIBRATION_STEPS, max_epochs=-1, accelerator=trainer_config.accelerator, devices=1,
+        precision=resolve_precision(trainer_config.precision, trainer_config.accelerator), logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        num_sanity_val_steps=0, use_distributed_sampler=False, callbacks=[_Clock()],
+    )
+    trainer.fit(build_module(), datamodule=copy.copy(datamodule))
+    gaps = [b - a for a, b in itertools.pairwise(ends)]
+    if not gaps:
+        raise ConfigError("could not time a training step: the training set gives fewer than two batches")
+    return statistics.median(gaps)
+
+
+def steps_for_budget(budget_s: float, step_s: float, budget_text: str) -> int:
+    """Whole steps that fit in the budget; a budget shorter than one step is an error."""
+    steps = int(budget_s // step_s)
+    if steps < 1:
+        raise ConfigError(f"time budget {budget_text} is shorter than one training step ({step_s:.2f} s measured "
+                          "here); give a longer budget")
+    return steps
+
+
+def _single_device(trainer_config) -> bool:
+    return trainer_config.num_nodes == 1 and str(trainer_config.devices) in ("auto", "1") and \
+        trainer_config.strategy in ("auto", "single_device")
+
+
+def fit_schedule(config, build_module, datamodule) -> tuple[object, str | None]:
+    """``config`` with ``trainer.max_steps``/``epochs`` fixed from the data or the time budget, and the
+    line that says what was chosen (None when the user fixed the length)."""
+    t = config.trainer
+    if not t.time_budget and t.epochs is not None:
+        return config, None
+    train_size, batch_size = len(datamodule.train_set), datamodule.batch_size
+    per_epoch = steps_per_epoch(train_size, batch_size)
+    if t.time_budget:
+        if not _single_device(t):
+            raise ConfigError("--time-budget measures one device's step time; on several devices or nodes "
+                              "give --epochs or --max-steps instead")
+        budget = parse_duration(t.time_budget)
+        step_s = measure_step_time(build_module, datamodule, t)
+        steps = steps_for_budget(budget, step_s, t.time_budget)
+        if t.max_steps > 0:
+            steps = min(steps, t.max_steps)
+        line = (f"schedule: {steps} steps ({steps / per_epoch:.1f} epochs of {train_size} images) fit the "
+                f"{t.time_budget} budget at {step_s:.3f} s a step (measured on {CALIBRATION_STEPS} steps)")
+    elif t.max_steps > 0:
+        steps = t.max_steps
+        line = f"schedule: {steps} steps (--max-steps), {steps / per_epoch:.1f} epochs of {train_size} images"
+    else:
+        steps = default_steps(train_size, batch_size)
+        line = (f"schedule: {steps} steps = {steps / per_epoch:.1f} epochs of {train_size} images (sized by the "
+                f"data: {EPOCHS_OF_STEPS} epochs' worth within [{MIN_STEPS}, {MAX_STEPS}]; --epochs N or "
+                "--time-budget 5m to choose)")
+    trainer = replace(with_steps(t, steps, per_epoch), time_budget=None)
+    return replace(config, trainer=trainer), line
