@@ -232,7 +232,9 @@ def orl_benchmark(work: Path) -> dict:
     metrics = json.loads((out / "metrics.json").read_text())
     data = read_class_folder(faces)
     train_idx, test_idx = class_split(data, config["split"]["val_fraction"], config["split"]["seed"])
-    pixels = np.stack([np.asarray(Image.open(s.source), dtype=np.float32).ravel() / 255.0 for s in data.samples])
+    size = Image.open(data.samples[0].source).size  # a few photos differ in size: all to the first one's
+    pixels = np.stack([np.asarray(Image.open(s.source).convert("L").resize(size), dtype=np.float32).ravel() / 255.0
+                       for s in data.samples])
     labels = data.labels()
     start = time.perf_counter()
     svm = make_pipeline(PCA(50, whiten=True, random_state=0), SVC(kernel="linear")).fit(pixels[train_idx], labels[train_idx])
