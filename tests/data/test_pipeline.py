@@ -56,6 +56,18 @@ def test_cache_and_workers_give_exactly_the_plain_batches(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_decoding_in_worker_processes_gives_the_same_images(tmp_path, monkeypatch):
+    monkeypatch.setattr("omnivis.data.cache.PARALLEL_FROM", 4)  # real datasets: from 2,000 images on
+    monkeypatch.setattr("omnivis.data.cache.DECODE_CHUNK", 5)
+    data = _mixed_folder(tmp_path)
+    serial, parallel = _dataset(data), _dataset(data)
+    cache_decoded(serial, limit_mb=100, progress=False)
+    monkeypatch.setattr("omnivis.data.cache.available_cores", lambda: 2)
+    report = cache_decoded(parallel, limit_mb=100, progress=False)
+    assert report.complete
+    assert all(torch.equal(a, b) for a, b in zip(serial.decoded, parallel.decoded))
+
+
 def test_a_cache_smaller_than_the_data_streams_the_rest_and_says_so(tmp_path):
     data = _mixed_folder(tmp_path)
     plain = _batches(SeededDataModule(_dataset(data), batch_size=4, seed=5), epochs=1)

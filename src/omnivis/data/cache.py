@@ -80,11 +80,16 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _as_is(chunk: list[np.ndarray]) -> list[np.ndarray]:
+    return chunk
+
+
 def _decoded_chunks(sources: Sequence, mode: str, workers: int) -> Iterable[list[np.ndarray]]:
     if workers == 0:
         chunks = _Chunks(sources, mode)
         return (chunks[i] for i in range(len(chunks)))
-    return DataLoader(_Chunks(sources, mode), batch_size=None, num_workers=workers)
+    # numpy arrays travel through the workers' pipes; tensors would each take a shared-memory file
+    return DataLoader(_Chunks(sources, mode), batch_size=None, num_workers=workers, collate_fn=_as_is)
 
 
 def cache_decoded(dataset, limit_mb: float, progress: bool = True, what: str = "images") -> CacheReport:
