@@ -191,7 +191,8 @@ def resolve_from_data(config: ClassifyConfig, train: ClassificationData,
                       ) -> tuple[ClassifyConfig, tuple[tuple[float, ...], tuple[float, ...]], list[str]]:
     """``config`` with channels, size and flips read off the training images where it left them None;
     the mean/std to normalize with (``stats`` if given, e.g. a teacher's); one line per choice."""
-    profile = profile_images([s.source for s in train.samples], seed=config.trainer.seed)
+    sources = [s.source for s in train.samples]
+    profile = profile_images(sources, seed=config.trainer.seed)
     choices = []
     channels, img_size, hflip = config.channels, config.img_size, config.augment.hflip
     if channels is None:
@@ -205,7 +206,7 @@ def resolve_from_data(config: ClassifyConfig, train: ClassificationData,
                        "(--img-size to choose)")
     mode = "RGB" if channels == 3 else "L"
     if hflip is None:
-        check = flip_keeps_labels([s.source for s in train.samples], train.labels(), mode, config.trainer.seed)
+        check = flip_keeps_labels(sources, train.labels(), mode, config.trainer.seed)
         hflip = check.hflip
         choices.append(f"horizontal flips {'on' if hflip else 'off'}: {check.reason} (--hflip / --no-hflip)")
     if stats is None:

@@ -124,8 +124,9 @@ def run_training(
     if plan.finish is not None:
         metrics.update(plan.finish(module, trainer))
     metrics["skipped_inputs"] = len(plan.skipped)
-    header = {**plan.header, "data_defaults": choices, "omnivis_version": __version__}
-    save_bundle(out, plan.weights(module), {**plan.header, "data_defaults": choices}, metrics=metrics, card=plan.card(header, metrics))
+    bundle_header = {**plan.header, "data_defaults": choices}
+    header = {**bundle_header, "omnivis_version": __version__}  # what the card shows; save_bundle adds the version too
+    save_bundle(out, plan.weights(module), bundle_header, metrics=metrics, card=plan.card(header, metrics))
     if (out / "logs" / "metrics.csv").exists():
         plot_training_curves(out / "logs" / "metrics.csv", out / "training_curves.png")
     if plan.evaluate is not None:
