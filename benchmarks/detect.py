@@ -11,6 +11,7 @@ issue's target: mAP50 >= 0.95 within 10 minutes of CPU training on 2 cores.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -54,16 +55,18 @@ def run(quick: bool = False, arch: str | None = None, epochs: int | None = None,
                  if v is not None}
     if quick:
         overrides.update(num_train=overrides.get("num_train", 32), num_test=16)
-    n_epochs = epochs if epochs is not None else (1 if quick else defaults.trainer.epochs)
+    n_epochs = epochs if epochs is not None else (1 if quick else defaults.trainer.epochs)  # None: sized by the data
     config = DetectConfig(**overrides, trainer=TrainerConfig(epochs=n_epochs, progress=False, seed=0))
     folder = Path(out) if out else Path(tempfile.mkdtemp(prefix="omnivis-bench-detect-")) / "run"
     start = time.perf_counter()
     train_detector(config, folder)
     train_s = time.perf_counter() - start
     metrics = evaluate_detector(folder, out_dir=None, progress=False)  # test scenes, seed 1
-    ms = latency_ms(folder, config.img_size, repeats=5 if quick else 30)
+    header = json.loads((folder / "config.json").read_text())
+    ms = latency_ms(folder, header["img_size"], repeats=5 if quick else 30)
     return {
-        "arch": config.arch, "model": config.model, "img_size": config.img_size, "epochs": n_epochs,
+        "arch": config.arch, "model": config.model, "img_size": header["img_size"],
+        "epochs": header["train_config"]["trainer"]["epochs"], "steps": json.loads((folder / "metrics.json").read_text())["train_steps"],
         "num_train": config.num_train, "num_test": config.num_test, "batch_size": config.batch_size, "lr": config.lr,
         "map50": metrics["map50"], "map": metrics["map"], "train_seconds": train_s, "latency_ms": ms,
         "bundle": str(folder),
@@ -84,7 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     r = run(args.quick, args.arch, args.epochs, args.num_train, args.lr, args.batch_size, args.model, args.threads, args.out)
     print(f"detect benchmark: {r['arch']} on {r['model']}, {r['img_size']} px, {r['num_train']} train scenes (seed 0), "
-          f"{r['num_test']} test scenes (seed 1), {r['epochs']} epochs, batch {r['batch_size']}, lr {r['lr']}")
+          f"{r['num_test']} test scenes (seed 1), {r['epochs']} epochs ({r['steps']} steps), batch {r['batch_size']}, lr {r['lr']}")
     print(f"| metric | value | reference | ratio |")
     print(f"|---|---|---|---|")
     print(f"| mAP50 | {r['map50']:.4f} | {TARGET_MAP50} | {r['map50'] / TARGET_MAP50:.3f} |")

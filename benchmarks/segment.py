@@ -4,13 +4,14 @@ Train scenes come from seed 0, test scenes from seed 1 (new pictures, not a held
 references: the target (mIoU >= 0.85 within 10 minutes of CPU training on 2 cores) and the
 all-background baseline (what a model that learned nothing scores).
 
-    python benchmarks/segment.py            # train segment's default recipe, 60 epochs
+    python benchmarks/segment.py            # train segment's defaults (the steps sized by the data)
     python benchmarks/segment.py --quick    # a 1-epoch smoke run at 32 px
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ def background_baseline(n: int, img_size: int, seed: int) -> dict:
     return {k: float(values[k]) for k in ("miou", "dice", "pixel_accuracy")}
 
 
-def run(epochs: int = 60, img_size: int = 64, train_images: int = 600, test_images: int = 200,
+def run(epochs: int | None = None, img_size: int | None = None, train_images: int = 600, test_images: int = 200,
         arch: str = "fpn", model: str = "omnivis_resnet_tiny", threads: int = 2) -> dict:
     """Train the default recipe, evaluate on the seed-1 test scenes; returns figures and ratios."""
     from omnivis.engine.trainer import TrainerConfig
@@ -50,9 +51,12 @@ def run(epochs: int = 60, img_size: int = 64, train_images: int = 600, test_imag
     train_segmenter(config, out)
     seconds = time.perf_counter() - start
     metrics = evaluate_segmenter(out, progress=False)  # the seed-1 test scenes
-    baseline = background_baseline(test_images, img_size, 1)
+    header = json.loads((out / "config.json").read_text())
+    steps = json.loads((out / "metrics.json").read_text())["train_steps"]
+    baseline = background_baseline(test_images, header["img_size"], 1)
     return {
-        "recipe": f"{arch} on {model}, {img_size} px, {train_images} train scenes, {epochs} epochs, {threads} threads",
+        "recipe": f"{arch} on {model}, {header['img_size']} px, {train_images} train scenes, "
+                  f"{header['train_config']['trainer']['epochs']} epochs ({steps} steps), {threads} threads",
         "miou": metrics["miou"],
         "dice": metrics["dice"],
         "pixel_accuracy": metrics["pixel_accuracy"],
@@ -69,7 +73,7 @@ def run(epochs: int = 60, img_size: int = 64, train_images: int = 600, test_imag
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 epoch, 32 px, 64 scenes: checks the script runs")
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=None, help="default: sized by the data, as train segment")
     parser.add_argument("--arch", default="fpn")
     parser.add_argument("--model", default="omnivis_resnet_tiny")
     parser.add_argument("--threads", type=int, default=2)

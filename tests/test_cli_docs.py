@@ -16,8 +16,9 @@ def test_every_config_command_has_a_table():
 
 def test_a_table_lists_each_option_once_with_its_default():
     table = render("<!-- options:train segment -->\n<!-- /options -->\n")
-    assert "| `--epochs` | `trainer.epochs` | 60 |" in table
-    assert "| `--hflip/--no-hflip` | `augment.hflip` | on |" in table
+    assert "| `--epochs` | `trainer.epochs` | none |" in table
+    assert "| `--hflip/--no-hflip` | `augment.hflip` | none |" in table
+    assert "| `--scale-min` | `augment.scale_min` | 0.5 |" in table
     assert "| `--out` | - | required |" in table
     rows = [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| `--")]
     assert len(rows) == len(set(rows))

@@ -63,6 +63,10 @@ def test_the_default_schedule_follows_the_dataset_size():
     assert budget.default_steps(1_000, 64) == 400  # 15 steps an epoch: 20 epochs would be 300
     assert budget.default_steps(10_000, 64) == 3000  # 156 an epoch: capped
     assert budget.default_steps(60_000, 64) == 3000  # 3.2 epochs, not 10 (9,370 steps)
+    # detection and segmentation: an answer per object or pixel takes more updates
+    assert budget.default_steps(240, 8, budget.DENSE_STEPS) == 2000  # 30 steps an epoch: 20 epochs would be 600
+    assert budget.default_steps(1_200, 8, budget.DENSE_STEPS) == 3000  # 20 epochs of 150 steps
+    assert budget.default_steps(10_000, 8, budget.DENSE_STEPS) == 6000  # capped
     config, datamodule = _fake_run(5_000)
     resolved, line = budget.fit_schedule(config, None, datamodule)
     assert resolved.trainer.max_steps == 1560 and resolved.trainer.epochs == 20 and "sized by the data" in line
@@ -92,3 +96,34 @@ def test_a_budget_shorter_than_a_step_is_a_clear_error_before_anything_is_writte
     with pytest.raises(ConfigError, match="shorter than one training step"):
         train_classifier(config, tmp_path / "run")
     assert not (tmp_path / "run" / "run_config.json").exists()
+
+
+def test_early_stopping_is_on_with_held_out_data_and_scales_with_the_epochs():
+    config = _Config(trainer=TrainerConfig(epochs=40))
+    resolved, line = budget.resolve_patience(config, "val/accuracy")
+    assert resolved.trainer.early_stopping_patience == 10 and "a quarter of the 40 epochs" in line
+    assert budget.resolve_patience(_Config(trainer=TrainerConfig(epochs=5)), "val/miou")[0].trainer.early_stopping_patience == 3
+    resolved, line = budget.resolve_patience(config, None)  # nothing held out: nothing to watch
+    assert resolved.trainer.early_stopping_patience == 0 and line is None
+    chosen = _Config(trainer=TrainerConfig(epochs=40, early_stopping_patience=0))
+    assert budget.resolve_patience(chosen, "val/accuracy") == (chosen, None)
+
+
+def test_a_run_stopped_early_keeps_its_best_weights(tmp_path):
+    import torch
+
+    from omnivis.tasks.run import keep_best_if_stopped_early
+
+    module = torch.nn.Linear(3, 2)
+    best = {k: torch.full_like(v, 0.5) for k, v in module.state_dict().items()}
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"state_dict": best, "epoch": 4}, tmp_path / "checkpoints" / "best.ckpt")
+    stopper = SimpleNamespace(stopped_epoch=0, monitor="val/accuracy", best_score=torch.tensor(0.75))
+    trainer = SimpleNamespace(early_stopping_callback=stopper)
+    assert keep_best_if_stopped_early(trainer, module, tmp_path) == {}  # ran to the end: the last weights stay
+    assert not torch.equal(module.weight, best["weight"])
+
+    stopper.stopped_epoch = 9
+    assert keep_best_if_stopped_early(trainer, module, tmp_path) == {
+        "early_stopped_epoch": 9, "best_epoch": 4, "best_val_accuracy": 0.75}
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in best.items())

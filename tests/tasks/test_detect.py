@@ -239,9 +239,10 @@ def test_saved_bundle_predicts_exactly_what_the_model_did(tmp_path):
 
     config = tiny_detect_config(score_threshold=0.0)
     data = shapes_detection_data(3, 64, seed=1)
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)  # the bundle's own statistics reach the predictor
     torch.manual_seed(0)
-    model = build_model(config, num_classes=3).eval()
-    save_bundle(tmp_path / "b", model.state_dict(), bundle_config(config, data, {"kind": "shapes"}))
+    model = build_model(config, num_classes=3, mean=mean, std=std).eval()
+    save_bundle(tmp_path / "b", model.state_dict(), bundle_config(config, data, {"kind": "shapes"}, mean, std))
     images = [r.source for r in data.records]
     with torch.no_grad():
         expected = model([torch.from_numpy(im).permute(2, 0, 1).float() / 255 for im in images])

@@ -30,9 +30,8 @@ KINDS = ("semantic", "instance")
 
 # --kind instance fills a DetectConfig (arch maskrcnn): SegmentConfig field -> DetectConfig field.
 # These (and every trainer option) always carry over, defaults included; INSTANCE_IF_GIVEN only when given.
-INSTANCE_ALWAYS = {"data": "data", "model": "model", "img_size": "img_size", "channels": "channels",
-                   "init_from": "init_from"}
-INSTANCE_IF_GIVEN = {"batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
+INSTANCE_ALWAYS = {"data": "data", "model": "model", "img_size": "img_size", "init_from": "init_from"}
+INSTANCE_IF_GIVEN = {"channels": "channels", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
                      "warmup_epochs": "warmup_epochs", "val_fraction": "val_fraction", "strict": "strict",
                      "train_images": "num_train", "val_images": "num_test", "augment.hflip": "hflip",
                      "augment.scale_min": "scale_min"}

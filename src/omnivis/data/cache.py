@@ -144,3 +144,8 @@ def loader_workers(requested: int, datasets: Sequence) -> int:
     if cores <= 2 and all(fully_decoded(d) for d in present):
         return 0
     return max(1, min(8, cores - 1))
+
+
+def workers_line(chosen: int, requested: int) -> str:
+    """The line a run prints about its loader processes."""
+    return f"loader workers: {chosen}" + (" (auto; --workers N to choose)" if requested < 0 else "")

@@ -23,8 +23,8 @@ from torchvision.transforms import v2
 
 from omnivis.data.builtin import SHAPE_CLASSES, is_builtin_shapes, make_shapes
 from omnivis.data.coco import read_coco
+from omnivis.data.decode import decode_tensor
 from omnivis.data.detection_records import DetectionData, DetectionRecord, mask_to_rle
-from omnivis.data.images import array_to_image, load_image
 from omnivis.errors import DataError
 from omnivis.fileio import atomic_write_bytes
 from omnivis.seeding import mix_seed, reseed_torch
@@ -135,31 +135,38 @@ class DetectionDataset(Dataset):
     Items are addressed by ``(epoch, index)`` (from ``EpochSampler``) or a plain index.
     """
 
+    mode = "RGB"
+
     def __init__(self, data: DetectionData, transform: Callable, seed: int = 0, masks: bool = False) -> None:
         self.data = data
         self.transform = transform
         self.seed = seed
         self.masks = masks
+        self.decoded: list[torch.Tensor | None] | None = None  # filled by ``data.cache.cache_decoded``
 
     def __len__(self) -> int:
         return len(self.data.records)
 
-    def load(self, index: int):
-        source = self.data.records[index].source
-        if isinstance(source, np.ndarray):
-            return array_to_image(source, "RGB")
-        return load_image(source, "RGB")
+    def sources(self) -> list:
+        return [record.source for record in self.data.records]
+
+    def load(self, index: int) -> torch.Tensor:
+        """Record ``index``'s image as a (3, H, W) uint8 tensor: cached, or decoded now."""
+        if self.decoded is not None and self.decoded[index] is not None:
+            return self.decoded[index]
+        return decode_tensor(self.data.records[index].source, "RGB")
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, dict]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
         record = self.data.records[index]
         image = self.load(index)
-        if record.masks is not None and record.masks.shape[1:] != (image.height, image.width):
-            raise DataError(f"{record.name}: masks are {record.masks.shape[1:]} but the image is {image.height}x{image.width}")
-        target = record_target(record if self.masks else replace(record, masks=None), image.height, image.width)
+        height, width = image.shape[-2:]
+        if record.masks is not None and record.masks.shape[1:] != (height, width):
+            raise DataError(f"{record.name}: masks are {record.masks.shape[1:]} but the image is {height}x{width}")
+        target = record_target(record if self.masks else replace(record, masks=None), height, width)
         with torch.random.fork_rng(devices=[]):
             reseed_torch(mix_seed(self.seed, epoch, index))
-            tensor, target = self.transform(image, target)
+            tensor, target = self.transform(tv_tensors.Image(image), target)
         target["index"] = index
         return tensor, target
 

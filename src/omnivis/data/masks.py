@@ -29,6 +29,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from omnivis.data.builtin import SHAPE_CLASSES, make_shapes
+from omnivis.data.decode import decode_tensor
 from omnivis.data.images import (
     IMAGE_EXTENSIONS,
     array_to_image,
@@ -196,12 +197,13 @@ class MaskAugment:
     """Training augmentation applied jointly to image and mask.
 
     Attributes:
-        hflip: random horizontal flips.
+        hflip: random horizontal flips; None (``train segment``'s default): on unless a held-out check
+            on the class regions of the training images says mirroring changes their class.
         scale_min: smallest area fraction of the random resized crop (1: no crop).
         color_jitter: brightness/contrast/saturation strength on the image only (0: off).
     """
 
-    hflip: bool = True
+    hflip: bool | None = None
     scale_min: float = 0.5
     color_jitter: float = 0.2
 
@@ -253,13 +255,25 @@ class SegmentationDataset(Dataset):
         self.transform = transform
         self.mode = mode
         self.seed = seed
+        self.decoded: list[torch.Tensor | None] | None = None  # filled by ``data.cache.cache_decoded``
 
     def __len__(self) -> int:
         return len(self.data.samples)
 
+    def sources(self) -> list:
+        return [sample.image for sample in self.data.samples]
+
+    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        """Pair ``index``: the image (cached, or decoded now) and its mask, as tv_tensors."""
+        sample = self.data.samples[index]
+        cached = self.decoded[index] if self.decoded is not None else None
+        image = cached if cached is not None else decode_tensor(sample.image, self.mode)
+        mask = sample.mask if isinstance(sample.mask, np.ndarray) else read_mask(sample.mask)
+        return tv_tensors.Image(image), tv_tensors.Mask(torch.from_numpy(mask.astype(np.int64)))
+
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
-        image, mask = to_tv_tensors(*load_pair(self.data.samples[index], self.mode))
+        image, mask = self.load(index)
         with torch.random.fork_rng(devices=[]):
             reseed_torch(mix_seed(self.seed, epoch, index))
             image, mask = self.transform(image, mask)

@@ -61,6 +61,12 @@ class DataProfile:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def channels_line(self, what: str = "training images") -> str:
+        """What a run prints when it takes :attr:`channels` from the data."""
+        why = (f"all {self.sampled} sampled {what} are grey" if self.grey
+               else f"the {what} are in colour (grey ones among them are read as RGB)")
+        return f"channels {self.channels}: {why} (--channels to choose)"
+
 
 def _is_grey(image: torch.Tensor) -> bool:
     return image.shape[0] == 1 or bool((image[0] == image[1]).all() and (image[1] == image[2]).all())
@@ -92,11 +98,11 @@ def _mean_std(pixels: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...
     return mean, std
 
 
-def size_for(native: int) -> int:
+def size_for(native: int, step: int = SIZE_STEP, high: int = MAX_SIZE) -> int:
     """The input size for images of median shorter side ``native``: the native size rounded up to a
-    multiple of 8, within [32, 128] (small images are not blown up beyond what the backbone's strides
-    need; large ones are not trained at full size on a CPU: pass --img-size for that)."""
-    return int(min(MAX_SIZE, max(MIN_SIZE, SIZE_STEP * math.ceil(native / SIZE_STEP))))
+    multiple of ``step``, within [32, ``high``] (small images are not blown up beyond what the
+    backbone's strides need; large ones are not trained at full size on a CPU: pass --img-size for that)."""
+    return int(min(high, max(MIN_SIZE, step * math.ceil(native / step))))
 
 
 @dataclass(frozen=True)
@@ -131,26 +137,65 @@ def _features(images: list[torch.Tensor]) -> torch.Tensor:
 
 def flip_keeps_labels(sources: Sequence, labels: Sequence[int], mode: str, seed: int = 0) -> FlipCheck:
     """Whether horizontal flips keep the labels of these images (see the module docstring)."""
+    keep = sample_indices(len(sources), FLIP_SAMPLE, seed)
+    labels = np.asarray(labels)[keep]
+    return flip_check([decode_tensor(sources[int(i)], mode) for i in keep], labels, seed)
+
+
+def flip_check(images: Sequence[torch.Tensor], labels: Sequence[int], seed: int = 0) -> FlipCheck:
+    """The check of :func:`flip_keeps_labels` on decoded (C, H, W) images (or object crops: detection
+    and segmentation ask it of the objects, whose class is what a flip could change)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
 
-    labels = np.asarray(labels)
-    keep = sample_indices(len(sources), FLIP_SAMPLE, seed)
-    y = labels[keep]
-    classes, counts = np.unique(y, return_counts=True)
+    y = np.asarray(labels)
+    classes, counts = np.unique(y, return_counts=True) if len(y) else (np.array([]), np.array([0]))
     if len(classes) < 2 or counts.min() < 2:
-        return FlipCheck(0.0, 0.0, 1.0, 0.0, len(keep), True)
-    x = _features([decode_tensor(sources[int(i)], mode) for i in keep])
-    fit_idx, check_idx = train_test_split(np.arange(len(keep)), test_size=0.3, stratify=y, random_state=seed)
+        return FlipCheck(0.0, 0.0, 1.0, 0.0, len(y), True)
+    x = _features(list(images))
+    fit_idx, check_idx = train_test_split(np.arange(len(y)), test_size=0.3, stratify=y, random_state=seed)
     model = LogisticRegression(max_iter=300, C=1.0)
     model.fit(x[fit_idx].numpy(), y[fit_idx])
-    held = x[check_idx]
-    mirrored = _features([decode_tensor(sources[int(keep[i])], mode).flip(-1) for i in check_idx])
-    accuracy = float((model.predict(held.numpy()) == y[check_idx]).mean())
+    mirrored = _features([images[int(i)].flip(-1) for i in check_idx])
+    accuracy = float((model.predict(x[check_idx].numpy()) == y[check_idx]).mean())
     mirrored_accuracy = float((model.predict(mirrored.numpy()) == y[check_idx]).mean())
     n = len(check_idx)
     tolerance = max(0.03, 2.0 * math.sqrt(max(accuracy * (1 - accuracy), 0.01) / n))
     chance = float(counts.max() / counts.sum())
     hflip = accuracy - mirrored_accuracy <= tolerance
     return FlipCheck(round(accuracy, 4), round(mirrored_accuracy, 4), round(chance, 4), round(tolerance, 4),
-                     len(keep), hflip)
+                     len(y), hflip)
+
+DETECT_MAX_SIZE = 320  # a larger image is shrunk to this unless its small objects would fall below:
+MIN_OBJECT_SIDE = 8  # pixels: two cells of the finest pyramid level (stride 4)
+DETECT_STEP = 32  # the deepest stride the FPN may read
+
+
+def detection_size_for(native: int, small_side: float) -> tuple[int, str]:
+    """The detector's input size for images of median shorter side ``native`` whose small objects
+    (10th percentile of the boxes' shorter sides) are ``small_side`` px, and why.
+
+    Small images are not blown up: the native size rounded up to a multiple of 32. Images above
+    ``DETECT_MAX_SIZE`` are shrunk to it unless that would bring the small objects under
+    ``MIN_OBJECT_SIDE`` px, in which case they are shrunk only as far as those objects allow."""
+    native_size = DETECT_STEP * max(1, math.ceil(native / DETECT_STEP))
+    why = f"the images' median shorter side is {native} px, the 10th percentile of the objects' shorter side {small_side:.0f} px"
+    if native_size <= DETECT_MAX_SIZE:
+        return native_size, f"{why}: the native size, rounded up to a multiple of {DETECT_STEP}"
+    needed = DETECT_STEP * math.ceil(MIN_OBJECT_SIDE * native / max(small_side, 1e-6) / DETECT_STEP)
+    size = int(min(native_size, max(DETECT_MAX_SIZE, needed)))
+    return size, f"{why}: shrunk to {size} px, which keeps those objects >= {MIN_OBJECT_SIDE} px where possible"
+
+
+def region_crops(image: torch.Tensor, boxes: np.ndarray, margin: float = 0.1) -> list[torch.Tensor]:
+    """(C, H, W) image, (N, 4) ``x1 y1 x2 y2`` boxes -> one crop per box, widened by ``margin`` of its
+    size (the flip check reads objects, not whole scenes)."""
+    _, height, width = image.shape
+    crops = []
+    for x1, y1, x2, y2 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+        dx, dy = margin * (x2 - x1) + 1, margin * (y2 - y1) + 1
+        left, top = max(0, int(x1 - dx)), max(0, int(y1 - dy))
+        right, bottom = min(width, math.ceil(x2 + dx)), min(height, math.ceil(y2 + dy))
+        if right - left >= 2 and bottom - top >= 2:
+            crops.append(image[:, top:bottom, left:right])
+    return crops

@@ -19,7 +19,8 @@ class TrainerConfig:
 
     Attributes:
         epochs: number of passes over the training data (None: sized by the data, see
-            ``tasks/budget.py``: 20 epochs' worth of steps within [400, 3000]).
+            ``tasks/budget.py``: 20 epochs' worth of steps within [400, 3000]; detection and
+            segmentation within [2000, 6000]).
         max_steps: stop after this many optimizer steps (-1: no limit).
         time_budget: train for as many steps as fit in this long (``90s``, ``5m``, ``1.5h``),
             measured on a few real steps first; the schedule follows (one device only).
@@ -37,14 +38,16 @@ class TrainerConfig:
             final epoch, every ``checkpoint_every_n_steps`` step and a crash still write it; a
             killed run loses at most this long or one epoch, whichever is longer. Epochs of a
             second (digits) otherwise spend 3-5% of their time writing checkpoints.
-        early_stopping_patience: stop after this many validations without improvement (0: off).
+        early_stopping_patience: stop after this many validations without improvement and keep
+            the best weights (-1: a quarter of the epochs, at least 3, when the run has held-out
+            data; 0: off).
         log_every_n_steps: how often training metrics are logged.
         progress: show a progress bar.
         num_workers: data-loading worker processes (-1: chosen from the data's size, whether it
             is all decoded in memory, and the cores; 0: load in the training process).
         cache_mb: decode the training and held-out images once into memory when they fit in this
-            many MB of uint8 pixels (images beyond it are decoded each epoch; 0: off). Classify,
-            distill, pretrain and generate; detect, segment and multitask decode every epoch.
+            many MB of uint8 pixels (images beyond it are decoded each epoch; 0: off). Every task
+            but multitask, which decodes every epoch.
     """
 
     epochs: int | None = 10
@@ -59,7 +62,7 @@ class TrainerConfig:
     deterministic: bool = False
     checkpoint_every_n_steps: int = 0
     checkpoint_min_interval_s: float = 30.0
-    early_stopping_patience: int = 0
+    early_stopping_patience: int = -1
     log_every_n_steps: int = 10
     progress: bool = True
     num_workers: int = -1

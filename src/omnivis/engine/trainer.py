@@ -286,7 +286,9 @@ def build_trainer(
             ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=monitor_mode, save_top_k=1, enable_version_counter=False)
         )
         if config.early_stopping_patience:
-            callbacks.append(EarlyStopping(monitor=monitor, mode=monitor_mode, patience=config.early_stopping_patience))
+            # strict=False: a run whose --max-steps ends before its first validation has nothing to watch
+            callbacks.append(EarlyStopping(monitor=monitor, mode=monitor_mode, patience=config.early_stopping_patience,
+                                           strict=False))
     callbacks.append(LearningRateMonitor(logging_interval="step"))
     if config.progress:
         callbacks.append(RichProgressBar(leave=True))

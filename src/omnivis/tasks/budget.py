@@ -3,10 +3,16 @@
 Ten full epochs are 160 steps for 1,000 images and 9,400 for 60,000; neither is what either needs.
 ``default_steps`` sizes the schedule by the data: 20 epochs' worth of steps, at least 400 (a small
 set still needs that many updates) and at most 3,000 (a large one reaches its accuracy in a few
-epochs). ``--time-budget 5m`` instead measures the step time with a few real steps (data loading
-included) and fits the number of steps into the budget. Either way the result is written into the
+epochs). Detection and segmentation learn an answer per object or per pixel and take
+``DENSE_STEPS``: at least 2,000 and at most 6,000 (their builtin recipes needed ~2,200 steps).
+``--time-budget 5m`` instead measures the step time with a few real steps (data loading included)
+and fits the number of steps into the budget. Either way the result is written into the
 run's config as ``max_steps`` (and the epochs that cover it), so the learning-rate schedule follows
 it and ``--resume`` continues the same schedule.
+
+Early stopping is on by default where a run has held-out data (``resolve_patience``): it stops
+after a quarter of the planned epochs (at least 3) without a better validation score, and the bundle
+then keeps the best weights rather than the last.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from omnivis.errors import ConfigError
 
 EPOCHS_OF_STEPS = 20
 MIN_STEPS, MAX_STEPS = 400, 3000
+DENSE_STEPS = (2000, 6000)  # detection, segmentation
+PATIENCE_FRACTION, MIN_PATIENCE = 4, 3
 CALIBRATION_STEPS = 6  # the first is left out of the timing (allocations, lazy init)
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -44,9 +52,10 @@ def steps_per_epoch(train_size: int, batch_size: int, world_size: int = 1) -> in
     return max(1, (train_size // world_size) // max(1, min(batch_size, train_size)))
 
 
-def default_steps(train_size: int, batch_size: int) -> int:
-    """The data-sized default (module docstring)."""
-    return int(min(MAX_STEPS, max(MIN_STEPS, EPOCHS_OF_STEPS * steps_per_epoch(train_size, batch_size))))
+def default_steps(train_size: int, batch_size: int, step_range: tuple[int, int] = (MIN_STEPS, MAX_STEPS)) -> int:
+    """The data-sized default (module docstring): 20 epochs' worth within ``step_range``."""
+    low, high = step_range
+    return int(min(high, max(low, EPOCHS_OF_STEPS * steps_per_epoch(train_size, batch_size))))
 
 
 def with_steps(trainer_config, steps: int, per_epoch: int):
@@ -94,9 +103,10 @@ def _single_device(trainer_config) -> bool:
         trainer_config.strategy in ("auto", "single_device")
 
 
-def fit_schedule(config, build_module, datamodule) -> tuple[object, str | None]:
-    """``config`` with ``trainer.max_steps``/``epochs`` fixed from the data or the time budget, and the
-    line that says what was chosen (None when the user fixed the length)."""
+def fit_schedule(config, build_module, datamodule,
+                 step_range: tuple[int, int] = (MIN_STEPS, MAX_STEPS)) -> tuple[object, str | None]:
+    """``config`` with ``trainer.max_steps``/``epochs`` fixed from the data (within ``step_range``) or
+    the time budget, and the line that says what was chosen (None when the user fixed the length)."""
     t = config.trainer
     if not t.time_budget and t.epochs is not None:
         return config, None
@@ -117,9 +127,24 @@ def fit_schedule(config, build_module, datamodule) -> tuple[object, str | None]:
         steps = t.max_steps
         line = f"schedule: {steps} steps (--max-steps), {steps / per_epoch:.1f} epochs of {train_size} images"
     else:
-        steps = default_steps(train_size, batch_size)
+        steps = default_steps(train_size, batch_size, step_range)
         line = (f"schedule: {steps} steps = {steps / per_epoch:.1f} epochs of {train_size} images (sized by the "
-                f"data: {EPOCHS_OF_STEPS} epochs' worth within [{MIN_STEPS}, {MAX_STEPS}]; --epochs N or "
+                f"data: {EPOCHS_OF_STEPS} epochs' worth within [{step_range[0]}, {step_range[1]}]; --epochs N or "
                 "--time-budget 5m to choose)")
     trainer = replace(with_steps(t, steps, per_epoch), time_budget=None)
     return replace(config, trainer=trainer), line
+
+
+def resolve_patience(config, monitor: str | None) -> tuple[object, str | None]:
+    """``config`` with an automatic ``early_stopping_patience`` (-1) made concrete: off without held-out
+    data (``monitor`` None), else a quarter of the epochs, at least 3; and the line that says so."""
+    t = config.trainer
+    if t.early_stopping_patience >= 0:
+        return config, None
+    patience = 0 if monitor is None else max(MIN_PATIENCE, math.ceil((t.epochs or 1) / PATIENCE_FRACTION))
+    resolved = replace(config, trainer=replace(t, early_stopping_patience=patience))
+    if not patience:
+        return resolved, None
+    return resolved, (f"early stopping: after {patience} validations without a better {monitor} (a quarter of the "
+                      f"{t.epochs} epochs, at least {MIN_PATIENCE}); the bundle then keeps the best weights "
+                      "(--patience 0 to turn off)")

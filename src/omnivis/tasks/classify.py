@@ -19,7 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from omnivis.config import config_to_dict
 from omnivis.data.builtin import resolve_classification_data
-from omnivis.data.cache import cache_datasets
+from omnivis.data.cache import cache_datasets, workers_line
 from omnivis.data.datamodule import ImageClassificationDataset, SeededDataModule
 from omnivis.data.profile import flip_keeps_labels, profile_images, size_for
 from omnivis.data.readers import ClassificationData
@@ -197,9 +197,7 @@ def resolve_from_data(config: ClassifyConfig, train: ClassificationData,
     channels, img_size, hflip = config.channels, config.img_size, config.augment.hflip
     if channels is None:
         channels = profile.channels
-        why = (f"all {profile.sampled} sampled training images are grey" if profile.grey
-               else "the training images are in colour (grey ones among them are read as RGB)")
-        choices.append(f"channels {channels}: {why} (--channels to choose)")
+        choices.append(profile.channels_line())
     if img_size is None:
         img_size = size_for(profile.native_size)
         choices.append(f"img_size {img_size}: the images' median shorter side is {profile.native_size} px "
@@ -235,8 +233,7 @@ def classify_plan(config: ClassifyConfig, stats: tuple[Sequence[float], Sequence
                               config.trainer.progress)
     datamodule = SeededDataModule(train_set, val_set, batch_size=min(config.batch_size, len(train_idx)),
                                   num_workers=config.trainer.num_workers, seed=seed)
-    choices.append(f"loader workers: {datamodule.num_workers}" + (" (auto; --workers N to choose)"
-                                                                   if config.trainer.num_workers < 0 else ""))
+    choices.append(workers_line(datamodule.num_workers, config.trainer.num_workers))
     return TrainingPlan(
         command="omnivis train classify",
         datamodule=datamodule,

@@ -18,16 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from rich.console import Console
 
 from omnivis import __version__
+from omnivis.config import config_to_dict
 from omnivis.data.skipped import Skipped, skipped_records
 from omnivis.engine.bundle import model_card, save_bundle, update_metrics
-from omnivis.engine.trainer import build_trainer, fit
+from omnivis.engine.trainer import build_trainer, checkpoint_dir, fit
 from omnivis.fileio import atomic_write_bytes
 from omnivis.metrics.classification import plot_training_curves
 from omnivis.seeding import seed_everything
-from omnivis.tasks.budget import fit_schedule
+from omnivis.tasks.budget import MAX_STEPS, MIN_STEPS, fit_schedule, resolve_patience
 from omnivis.tasks.common import check_run_dir, keep_previous_logs, write_run_config
 
 SKIPPED = "skipped.json"
@@ -63,6 +65,7 @@ class TrainingPlan:
             None: the config as given); it is what ``run_config.json`` keeps and ``--resume`` reads.
         choices: one line per default taken from the data, printed at the start of the run and
             kept in the bundle under ``data_defaults``.
+        step_range: the fewest and most steps a data-sized schedule takes (``tasks/budget.py``).
     """
 
     command: str
@@ -80,6 +83,7 @@ class TrainingPlan:
     card: Callable[[dict, dict], str] = model_card
     config: Any = None
     choices: list[str] = field(default_factory=list)
+    step_range: tuple[int, int] = (MIN_STEPS, MAX_STEPS)
 
 
 def run_training(
@@ -101,8 +105,9 @@ def run_training(
     ckpt = check_run_dir(out, resume)
     plan = make_plan(config)  # reads the data and checks the config before any file is written
     config = plan.config if plan.config is not None else config
-    config, schedule = fit_schedule(config, plan.build_module, plan.datamodule)
-    choices = [*plan.choices, *([schedule] if schedule else [])]
+    config, schedule = fit_schedule(config, plan.build_module, plan.datamodule, plan.step_range)
+    config, stopping = resolve_patience(config, plan.monitor)
+    choices = [*plan.choices, *(line for line in (schedule, stopping) if line)]
     if choices and _is_rank_zero():
         for line in choices:
             _console.print(f"[dim]omnivis:[/] {line}", highlight=False, soft_wrap=True)
@@ -121,10 +126,13 @@ def run_training(
     if not trainer.is_global_zero:
         return out
     metrics: dict = {"train_time_s": round(time.perf_counter() - started, 2), "train_steps": int(trainer.global_step)}
+    metrics.update(keep_best_if_stopped_early(trainer, module, out))
     if plan.finish is not None:
         metrics.update(plan.finish(module, trainer))
     metrics["skipped_inputs"] = len(plan.skipped)
     bundle_header = {**plan.header, "data_defaults": choices}
+    if "train_config" in bundle_header:  # the plan built it before the schedule was fixed
+        bundle_header["train_config"] = config_to_dict(config)
     header = {**bundle_header, "omnivis_version": __version__}  # what the card shows; save_bundle adds the version too
     save_bundle(out, plan.weights(module), bundle_header, metrics=metrics, card=plan.card(header, metrics))
     if (out / "logs" / "metrics.csv").exists():
@@ -135,6 +143,19 @@ def run_training(
         update_metrics(out, metrics)
         atomic_write_bytes(out / "README.md", plan.card(header, metrics).encode("utf-8"))
     return out
+
+
+def keep_best_if_stopped_early(trainer: pl.Trainer, module: pl.LightningModule, out: Path) -> dict:
+    """After early stopping, load ``best.ckpt``'s weights into ``module`` (the last ones are
+    ``patience`` validations past the best); the numbers that say where it stopped."""
+    stopper = trainer.early_stopping_callback
+    best = checkpoint_dir(out) / "best.ckpt"
+    if stopper is None or not stopper.stopped_epoch or not best.exists():
+        return {}
+    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+    module.load_state_dict(checkpoint["state_dict"])
+    return {"early_stopped_epoch": int(stopper.stopped_epoch), "best_epoch": int(checkpoint["epoch"]),
+            f"best_{stopper.monitor.replace('/', '_')}": float(stopper.best_score)}
 
 
 def _is_rank_zero() -> bool:

@@ -9,29 +9,41 @@ classes, architecture and preprocessing, so ``SegmentPredictor`` needs nothing e
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torch.nn.functional as F
 from segmentation_models_pytorch.losses import DiceLoss
 
 from omnivis.config import config_to_dict
 from omnivis.data.builtin import is_builtin_shapes
+from omnivis.data.cache import cache_datasets, workers_line
 from omnivis.data.datamodule import SeededDataModule
+from omnivis.data.decode import decode_tensor
 from omnivis.data.masks import (
+    BACKGROUND,
     IGNORE_INDEX,
     MaskAugment,
     SegmentationData,
     SegmentationDataset,
     build_mask_transform,
     load_shapes_segmentation,
+    read_mask,
     resolve_segmentation_data,
 )
+from omnivis.data.profile import (
+    FLIP_SAMPLE,
+    flip_check,
+    profile_images,
+    region_crops,
+    sample_indices,
+    size_for,
+)
 from omnivis.data.splits import split_indices
-from omnivis.data.transforms import default_mean_std
 from omnivis.engine.config import TrainerConfig
 from omnivis.errors import ConfigError, DataError
 from omnivis.inference.segment import TASK, evaluate_segmenter
@@ -43,6 +55,7 @@ from omnivis.models.segmentation import (
     SegmentationModel,
     segmentation_loss,
 )
+from omnivis.tasks.budget import DENSE_STEPS
 from omnivis.tasks.common import log_training, warmup_cosine_for
 from omnivis.tasks.run import TrainingPlan, run_training
 
@@ -61,8 +74,9 @@ class SegmentConfig:
         val_seed: ``builtin:shapes`` only: the seed that draws the validation scenes (keep it
             different from ``train_seed``: the validation scenes are then new pictures, not copies).
         model: any timm name or omnivis preset (``omnivis models list``).
-        img_size: square input size; a multiple of 32 (the deepest backbone stride).
-        channels: 3 (RGB) or 1 (grayscale).
+        img_size: square input size; a multiple of 32 (the deepest backbone stride); default: the
+            images' native size rounded up to a multiple of 32, within [32, 256].
+        channels: 3 (RGB) or 1 (grayscale); default: 1 when every sampled training image is grey.
         arch: decoder: ``unet``, ``fpn`` or ``deeplabv3plus``.
         decoder_width: decoder size (channels of its middle blocks).
         init_from: a bundle or safetensors file to initialize the backbone from.
@@ -72,8 +86,8 @@ class SegmentConfig:
         warmup_epochs: length of the linear learning-rate warmup, in epochs.
         dice_weight: weight of the Dice loss added to cross-entropy (0: cross-entropy only).
         augment: joint image/mask augmentation.
-        trainer: engine settings (epochs, devices, precision, checkpoints ...); 60 epochs (the
-            recipe of BENCHMARKS.md (f): about 3 minutes on 2 CPU cores at 64 px).
+        trainer: engine settings (epochs, devices, precision, checkpoints ...); by default the
+            number of steps follows the data's size.
     """
 
     data: str = "builtin:shapes"
@@ -84,8 +98,8 @@ class SegmentConfig:
     train_seed: int = 0
     val_seed: int = 1
     model: str = "omnivis_resnet_tiny"
-    img_size: int = 64
-    channels: int = 3
+    img_size: int | None = None
+    channels: int | None = None
     arch: str = "fpn"
     decoder_width: int = 64
     init_from: str | None = None
@@ -95,14 +109,14 @@ class SegmentConfig:
     warmup_epochs: float = 0.5
     dice_weight: float = 1.0
     augment: MaskAugment = field(default_factory=MaskAugment)
-    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(epochs=60))
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(epochs=None))
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ConfigError(f"unknown arch '{self.arch}'; choose one of {', '.join(ARCHS)}")
-        if self.channels not in (1, 3):
+        if self.channels not in (None, 1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
-        if self.img_size < SIZE_MULTIPLE or self.img_size % SIZE_MULTIPLE:
+        if self.img_size is not None and (self.img_size < SIZE_MULTIPLE or self.img_size % SIZE_MULTIPLE):
             raise ConfigError(f"img_size must be a multiple of {SIZE_MULTIPLE} (the deepest stride), got {self.img_size}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
@@ -157,11 +171,16 @@ class SegmentModule(pl.LightningModule):
         return warmup_cosine_for(self, self.model, self.config.lr, self.config.weight_decay, self.config.warmup_epochs)
 
 
+SHAPES_SIZE = 64  # builtin:shapes scenes are drawn at the img_size asked for; this when none is
+MAX_SEGMENT_SIZE = 256
+
+
 def load_splits(config: SegmentConfig) -> tuple[SegmentationData, SegmentationData | None]:
     """(train, val) data: two seeds for ``builtin:shapes``, a seeded split of a mask folder."""
     if is_builtin_shapes(config.data):
-        train = load_shapes_segmentation(config.train_images, config.img_size, config.train_seed)
-        val = load_shapes_segmentation(config.val_images, config.img_size, config.val_seed) if config.val_images else None
+        size = config.img_size or SHAPES_SIZE
+        train = load_shapes_segmentation(config.train_images, size, config.train_seed)
+        val = load_shapes_segmentation(config.val_images, size, config.val_seed) if config.val_images else None
         return train, val
     data = resolve_segmentation_data(config.data, strict=config.strict)
     if config.val_fraction == 0:
@@ -170,8 +189,8 @@ def load_splits(config: SegmentConfig) -> tuple[SegmentationData, SegmentationDa
     return data.subset(train_idx), data.subset(val_idx)
 
 
-def bundle_config(config: SegmentConfig, classes: Sequence[str], train_size: int) -> dict:
-    mean, std = default_mean_std(config.channels)
+def bundle_config(config: SegmentConfig, classes: Sequence[str], train_size: int, mean: Sequence[float],
+                  std: Sequence[float]) -> dict:
     return {
         "task": TASK,
         "backbone": config.model,
@@ -192,36 +211,89 @@ def bundle_config(config: SegmentConfig, classes: Sequence[str], train_size: int
     }
 
 
-def make_datamodule(config: SegmentConfig, train: SegmentationData, val: SegmentationData | None) -> SeededDataModule:
-    mean, std = default_mean_std(config.channels)
+def make_datamodule(config: SegmentConfig, train: SegmentationData, val: SegmentationData | None,
+                    mean: Sequence[float], std: Sequence[float]) -> tuple[SeededDataModule, list[str]]:
+    """The seeded loaders, their images decoded once into memory when they fit; the lines that say so."""
     seed = config.trainer.seed
-    train_tf = build_mask_transform(config.img_size, mean, std, config.augment)
-    eval_tf = build_mask_transform(config.img_size, mean, std, None)
-    return SeededDataModule(
-        SegmentationDataset(train, train_tf, config.mode, seed),
-        SegmentationDataset(val, eval_tf, config.mode, seed) if val is not None and len(val) else None,
-        batch_size=min(config.batch_size, len(train)),
-        num_workers=config.trainer.num_workers,
-        seed=seed,
-    )
+    train_set = SegmentationDataset(train, build_mask_transform(config.img_size, mean, std, config.augment),
+                                    config.mode, seed)
+    val_set = (SegmentationDataset(val, build_mask_transform(config.img_size, mean, std, None), config.mode, seed)
+               if val is not None and len(val) else None)
+    lines = cache_datasets({"training images": train_set, "held-out images": val_set}, config.trainer.cache_mb,
+                           config.trainer.progress)
+    datamodule = SeededDataModule(train_set, val_set, batch_size=min(config.batch_size, len(train)),
+                                  num_workers=config.trainer.num_workers, seed=seed)
+    return datamodule, [*lines, workers_line(datamodule.num_workers, config.trainer.num_workers)]
+
+
+def class_region_crops(data: SegmentationData, seed: int) -> tuple[list[torch.Tensor], list[int]]:
+    """For a seeded sample of the images: the bounding box of each class's pixels (background and
+    ignored pixels left out) cropped from the image, with that class."""
+    crops: list[torch.Tensor] = []
+    labels: list[int] = []
+    for i in sample_indices(len(data), FLIP_SAMPLE // 4, seed):
+        sample = data.samples[int(i)]
+        image = decode_tensor(sample.image, "RGB")
+        mask = sample.mask if isinstance(sample.mask, np.ndarray) else read_mask(sample.mask)
+        if mask.shape != tuple(image.shape[1:]):
+            continue
+        present = [int(c) for c in np.unique(mask) if 0 < c < len(data.classes) and data.classes[c] != BACKGROUND]
+        for c in present:
+            ys, xs = np.nonzero(mask == c)
+            box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]])
+            crops += region_crops(image, box)
+            labels += [c] * (len(crops) - len(labels))
+    return crops, labels
+
+
+def resolve_from_data(config: SegmentConfig, train: SegmentationData) -> tuple[SegmentConfig, tuple, tuple, list[str]]:
+    """``config`` with channels, size and flips read off the training images where it left them None,
+    the mean/std to normalize with, and one line per choice."""
+    seed = config.trainer.seed
+    profile = profile_images([s.image for s in train.samples], seed=seed)
+    choices = []
+    channels, img_size, hflip = config.channels, config.img_size, config.augment.hflip
+    if channels is None:
+        channels = profile.channels
+        choices.append(profile.channels_line())
+    if img_size is None:
+        img_size = size_for(profile.native_size, step=SIZE_MULTIPLE, high=MAX_SEGMENT_SIZE)
+        choices.append(f"img_size {img_size}: the images' median shorter side is {profile.native_size} px, rounded "
+                       f"up to a multiple of {SIZE_MULTIPLE} within [{SIZE_MULTIPLE}, {MAX_SEGMENT_SIZE}] "
+                       "(--img-size to choose)")
+    if hflip is None:
+        check = flip_check(*class_region_crops(train, seed), seed=seed)
+        hflip = check.hflip
+        choices.append(f"horizontal flips {'on' if hflip else 'off'}: on {check.images} class regions, "
+                       f"{check.reason} (--hflip / --no-hflip)")
+    mean, std = profile.stats(channels)
+    choices.append(f"mean {list(mean)}, std {list(std)}: from {profile.sampled} sampled training images")
+    resolved = replace(config, channels=channels, img_size=img_size, augment=replace(config.augment, hflip=hflip))
+    return resolved, mean, std, choices
 
 
 def segment_plan(config: SegmentConfig) -> TrainingPlan:
-    """The segmentation run: train and validation scenes (or a seeded split of a mask folder), mIoU monitored."""
+    """The segmentation run: train and validation scenes (or a seeded split of a mask folder), mIoU
+    monitored; what the config leaves None is read off the training images (``resolve_from_data``)."""
     train, val = load_splits(config)
     if len(train.classes) < 2:
         raise DataError(f"{config.data}: segmentation needs at least 2 classes, found {len(train.classes)}")
     has_val = val is not None and len(val) > 0
+    config, mean, std, choices = resolve_from_data(config, train)
+    datamodule, loading = make_datamodule(config, train, val, mean, std)
     return TrainingPlan(
         command="omnivis train segment",
-        datamodule=make_datamodule(config, train, val),
+        datamodule=datamodule,
         build_module=lambda: SegmentModule(config, train.classes),
-        header=bundle_config(config, train.classes, len(train)),
+        header=bundle_config(config, train.classes, len(train), mean, std),
         evaluate=(lambda bundle, progress: evaluate_segmenter(bundle, data=val, out_dir=bundle, progress=progress))
         if has_val else None,
         summary_keys=("miou", "dice", "pixel_accuracy", "num_images"),
         monitor="val/miou" if has_val else None,
         skipped=train.skipped,
+        config=config,
+        choices=[*choices, *loading],
+        step_range=DENSE_STEPS,
     )
 
 

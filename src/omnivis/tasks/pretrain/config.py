@@ -33,13 +33,15 @@ class PretrainConfig:
         method: ``simclr``, ``dino``, ``rotation`` or ``mae``.
         model: any timm name or omnivis preset; None picks the method's default
             (``omnivis_vit_tiny`` for mae, ``omnivis_resnet_tiny`` otherwise). mae needs a ViT.
-        img_size: square input size (a multiple of the ViT patch size for mae).
-        channels: 3 (RGB) or 1 (grayscale).
+        img_size: square input size (a multiple of the ViT patch size for mae); default: the
+            images' median shorter side rounded up to a multiple of 8, within [32, 128].
+        channels: 3 (RGB) or 1 (grayscale); default: 1 when every sampled image is grey.
         batch_size: images per step on each device.
         lr: peak AdamW learning rate: linear warmup, then cosine decay, stepped per batch.
         weight_decay: AdamW weight decay (none on norm and bias parameters).
         warmup_epochs: length of the linear learning-rate warmup, in epochs.
-        hflip: random horizontal flips in the views (turn off where mirror images differ in meaning).
+        hflip: random horizontal flips in the views (turn off where mirror images differ in meaning:
+            without labels the run cannot check it).
         crop_scale: smallest crop area fraction of the simclr/dino global views (raise it for tiny
             images such as 8 x 8 digits, where a 20% crop keeps too little of the object).
         temperature: NT-Xent temperature (simclr).
@@ -54,8 +56,8 @@ class PretrainConfig:
     strict: bool = False
     method: str = "simclr"
     model: str | None = None
-    img_size: int = 32
-    channels: int = 3
+    img_size: int | None = None
+    channels: int | None = None
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -73,9 +75,9 @@ class PretrainConfig:
             raise ConfigError(f"unknown pretraining method '{self.method}'; choose one of {', '.join(METHODS)}")
         if self.model is None:
             self.model = DEFAULT_MODELS[self.method]
-        if self.channels not in (1, 3):
+        if self.channels not in (None, 1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
-        if self.img_size < 8:
+        if self.img_size is not None and self.img_size < 8:
             raise ConfigError(f"img_size must be >= 8, got {self.img_size}")
         if self.batch_size < 2:
             raise ConfigError(f"batch_size must be >= 2 (the methods compare images in a batch), got {self.batch_size}")

@@ -7,6 +7,7 @@ other names, which ``create_backbone(name, in_chans, pretrained=bundle)`` ignore
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -17,8 +18,9 @@ from omnivis.config import config_to_dict
 from omnivis.data.builtin import resolve_classification_data
 from omnivis.data.cache import cache_datasets
 from omnivis.data.datamodule import ImageClassificationDataset, SeededDataModule
+from omnivis.data.profile import profile_images, size_for
 from omnivis.data.readers import ClassificationData
-from omnivis.data.transforms import build_eval_transform, default_mean_std
+from omnivis.data.transforms import build_eval_transform
 from omnivis.errors import DataError
 from omnivis.tasks.pretrain.config import PretrainConfig
 from omnivis.tasks.pretrain.mae import MAE
@@ -45,8 +47,7 @@ def load_pretrain_data(config: PretrainConfig) -> ClassificationData:
     return data
 
 
-def bundle_config(config: PretrainConfig, num_images: int) -> dict:
-    mean, std = default_mean_std(config.channels)
+def bundle_config(config: PretrainConfig, num_images: int, mean: tuple, std: tuple) -> dict:
     return {
         "task": TASK,
         "backbone": config.model,
@@ -105,9 +106,9 @@ def _embeddings(module: PretrainModule, dataset: ImageClassificationDataset, ind
     return torch.cat(out).numpy()
 
 
-def write_pictures(module: PretrainModule, data: ClassificationData, config: PretrainConfig, out: Path) -> Path:
+def write_pictures(module: PretrainModule, data: ClassificationData, config: PretrainConfig, out: Path,
+                   mean: tuple, std: tuple) -> Path:
     """``reconstructions.png`` for mae, else ``embeddings.png`` (PCA of pooled embeddings)."""
-    mean, std = default_mean_std(config.channels)
     transform = build_eval_transform(config.img_size, mean, std)
     dataset = ImageClassificationDataset(data, transform, config.mode, config.trainer.seed)
     rng = np.random.default_rng(config.trainer.seed)
@@ -131,10 +132,29 @@ def write_pictures(module: PretrainModule, data: ClassificationData, config: Pre
     return plot_embeddings(embeddings, labels, list(data.classes), out / "embeddings.png", title)
 
 
+def resolve_from_data(config: PretrainConfig, data: ClassificationData) -> tuple[PretrainConfig, tuple, list[str]]:
+    """``config`` with channels and size read off the images where it left them None, the mean/std
+    measured on them, and one line per choice (flips stay as set: without labels nothing can check
+    whether a mirror changes what an image means)."""
+    profile = profile_images([s.source for s in data.samples], seed=config.trainer.seed)
+    choices = []
+    channels, img_size = config.channels, config.img_size
+    if channels is None:
+        channels = profile.channels
+        choices.append(profile.channels_line("images"))
+    if img_size is None:
+        img_size = size_for(profile.native_size)
+        choices.append(f"img_size {img_size}: the images' median shorter side is {profile.native_size} px "
+                       "(--img-size to choose)")
+    mean, std = profile.stats(channels)
+    choices.append(f"mean {list(mean)}, std {list(std)}: from {profile.sampled} sampled images")
+    return replace(config, channels=channels, img_size=img_size), (mean, std), choices
+
+
 def pretrain_plan(config: PretrainConfig) -> TrainingPlan:
     """The pretraining run: every image (labels unused) seen through the method's views, no validation."""
     data = load_pretrain_data(config)
-    mean, std = default_mean_std(config.channels)
+    config, (mean, std), choices = resolve_from_data(config, data)
     seed = config.trainer.seed
     dataset = ImageClassificationDataset(data, build_views(config, mean, std), config.mode, seed)
     cached = cache_datasets({"images": dataset}, config.trainer.cache_mb, config.trainer.progress)
@@ -146,7 +166,7 @@ def pretrain_plan(config: PretrainConfig) -> TrainingPlan:
     )
 
     def finish(module: PretrainModule, trainer: pl.Trainer) -> dict:
-        picture = write_pictures(module, data, config, Path(trainer.default_root_dir))
+        picture = write_pictures(module, data, config, Path(trainer.default_root_dir), mean, std)
         metrics = {
             "method": config.method,
             "train_loss": module.last_loss,
@@ -165,12 +185,13 @@ def pretrain_plan(config: PretrainConfig) -> TrainingPlan:
         command="omnivis pretrain",
         datamodule=datamodule,
         build_module=lambda: PretrainModule(config),  # refuses a backbone the method cannot use
-        header=bundle_config(config, len(data)),
+        header=bundle_config(config, len(data), mean, std),
         weights=lambda module: module.method.bundle_state_dict(),
         finish=finish,
         skipped=data.skipped,
         card=model_card,
-        choices=cached,
+        config=config,
+        choices=[*choices, *cached],
     )
 
 
