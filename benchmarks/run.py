@@ -10,6 +10,7 @@
     python benchmarks/run.py generate   # (g) diffusion vs GAN vs VAE on digits: FID, class accuracy (benchmarks/generate.py)
     python benchmarks/run.py multitask  # (h) three heads on one backbone vs detection alone (benchmarks/multitask.py)
     python benchmarks/run.py folder     # (i) defaults on a PNG folder vs SVC and a hand-written CNN (benchmarks/folder.py)
+    python benchmarks/run.py scenes     # (k) detect + segment defaults on 128 px scenes unlike the builtin ones (benchmarks/scenes.py)
 
 Results are printed with ratios and merged into benchmarks/results.json.
 """
@@ -250,7 +251,7 @@ def ssl_benchmark(method: str, epochs: int, shots: int = 10, draws: int = 5) -> 
             "raw_pixels": {k: pixels[k] for k in pick}, "finetune": finetune}
 
 
-SCRIPTS = ("detect", "segment", "generate", "multitask", "folder")
+SCRIPTS = ("detect", "segment", "generate", "multitask", "folder", "scenes")
 ALL = ("digits", "engine", "distill", "ssl", *SCRIPTS)
 
 
