@@ -163,9 +163,9 @@ def run(task: str, quick: bool = False, out: str | None = None, train_scenes: in
             "data_defaults": header.get("data_defaults"), "bundle": str(bundle)}
 
 
-def report(task: str, r: dict, train_scenes: int) -> None:
+def report(task: str, r: dict, train_scenes: int, test_scenes: int) -> None:
     sides = object_sides(100, TRAIN_SEED)
-    print(f"scenes benchmark ({task}): {train_scenes} training scenes (seed {TRAIN_SEED}), 100 test scenes "
+    print(f"scenes benchmark ({task}): {train_scenes} training scenes (seed {TRAIN_SEED}), {test_scenes} test scenes "
           f"(seed {TEST_SEED}), {SIZE} px; object shorter side p10/median/p90 {np.percentile(sides, 10):.0f}/"
           f"{np.median(sides):.0f}/{np.percentile(sides, 90):.0f} px; defaults only")
     print("| metric | omnivis defaults | target | ratio |")
@@ -194,7 +194,7 @@ def main() -> None:
     for task in ("detect", "segment") if args.task == "all" else (args.task,):
         folder = str(Path(args.folder) / task) if args.folder and args.task == "all" else args.folder
         r = run(task, args.quick, folder, args.train_scenes)
-        report(task, r, args.train_scenes)
+        report(task, r, *((24, 8) if args.quick else (args.train_scenes, 100)))
         if not args.quick:
             results = json.loads(path.read_text()) if path.exists() else {}
             results[f"scenes_{task}_{args.train_scenes}"] = {**r, "train_scenes": args.train_scenes}
