@@ -67,6 +67,11 @@ class DataProfile:
                else f"the {what} are in colour (grey ones among them are read as RGB)")
         return f"channels {self.channels}: {why} (--channels to choose)"
 
+    def stats_line(self, channels: int, what: str = "training images") -> str:
+        """What a run prints when it normalizes with :meth:`stats`."""
+        mean, std = self.stats(channels)
+        return f"mean {list(mean)}, std {list(std)}: from {self.sampled} sampled {what}"
+
 
 def _is_grey(image: torch.Tensor) -> bool:
     return image.shape[0] == 1 or bool((image[0] == image[1]).all() and (image[1] == image[2]).all())

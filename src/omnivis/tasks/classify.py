@@ -209,7 +209,7 @@ def resolve_from_data(config: ClassifyConfig, train: ClassificationData,
         choices.append(f"horizontal flips {'on' if hflip else 'off'}: {check.reason} (--hflip / --no-hflip)")
     if stats is None:
         stats = profile.stats(channels)
-        choices.append(f"mean {list(stats[0])}, std {list(stats[1])}: from {profile.sampled} sampled training images")
+        choices.append(profile.stats_line(channels))
     resolved = replace(config, channels=channels, img_size=img_size, augment=replace(config.augment, hflip=hflip))
     return resolved, (tuple(stats[0]), tuple(stats[1])), choices
 

@@ -246,7 +246,7 @@ def resolve_from_data(config: DetectConfig, train: DetectionData) -> tuple[Detec
         choices.append(f"horizontal flips {'on' if hflip else 'off'}: on {check.images} object crops, "
                        f"{check.reason} (--hflip / --no-hflip)")
     mean, std = profile.stats(3)
-    choices.append(f"mean {list(mean)}, std {list(std)}: from {profile.sampled} sampled training images")
+    choices.append(profile.stats_line(3))
     return replace(config, img_size=img_size, hflip=hflip), mean, std, choices
 
 

@@ -240,9 +240,9 @@ def class_region_crops(data: SegmentationData, seed: int) -> tuple[list[torch.Te
         present = [int(c) for c in np.unique(mask) if 0 < c < len(data.classes) and data.classes[c] != BACKGROUND]
         for c in present:
             ys, xs = np.nonzero(mask == c)
-            box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]])
-            crops += region_crops(image, box)
-            labels += [c] * (len(crops) - len(labels))
+            for crop in region_crops(image, np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]])):
+                crops.append(crop)
+                labels.append(c)
     return crops, labels
 
 
@@ -267,7 +267,7 @@ def resolve_from_data(config: SegmentConfig, train: SegmentationData) -> tuple[S
         choices.append(f"horizontal flips {'on' if hflip else 'off'}: on {check.images} class regions, "
                        f"{check.reason} (--hflip / --no-hflip)")
     mean, std = profile.stats(channels)
-    choices.append(f"mean {list(mean)}, std {list(std)}: from {profile.sampled} sampled training images")
+    choices.append(profile.stats_line(channels))
     resolved = replace(config, channels=channels, img_size=img_size, augment=replace(config.augment, hflip=hflip))
     return resolved, mean, std, choices
 

@@ -147,7 +147,7 @@ def resolve_from_data(config: PretrainConfig, data: ClassificationData) -> tuple
         choices.append(f"img_size {img_size}: the images' median shorter side is {profile.native_size} px "
                        "(--img-size to choose)")
     mean, std = profile.stats(channels)
-    choices.append(f"mean {list(mean)}, std {list(std)}: from {profile.sampled} sampled images")
+    choices.append(profile.stats_line(channels, "images"))
     return replace(config, channels=channels, img_size=img_size), (mean, std), choices
 
 
