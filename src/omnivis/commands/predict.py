@@ -23,11 +23,15 @@ def predict_command(
         None, help="Detectors: keep detections scoring at least this (default: the bundle's own threshold)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print predictions as JSON."),
+    backend: str = typer.Option("torch", help="torch, or onnx: run the file of `omnivis export` with onnxruntime."),
+    onnx_file: Optional[Path] = typer.Option(
+        None, "--onnx", help="--backend onnx: the ONNX file (default: BUNDLE/model.onnx)."),
 ) -> None:
     """Predict with a bundle on images or folders.
 
     Every task's predictor returns one JSON-ready dict per image; tasks whose answers are pictures
-    (detection, segmentation) also draw them into --out (default: BUNDLE/predictions).
+    (detection, segmentation) also draw them into --out (default: BUNDLE/predictions). --backend onnx
+    gives the same JSON from an exported file (classify and segment bundles).
     """
     from omnivis.engine.bundle import load_bundle
     from omnivis.data.images import expand_image_paths
@@ -36,7 +40,11 @@ def predict_command(
     if top_k < 1:
         raise OmnivisError(f"--top-k must be >= 1, got {top_k}")
     task = get_task(load_bundle(bundle).task)
+    if backend not in ("torch", "onnx"):
+        raise OmnivisError(f"--backend must be torch or onnx, got '{backend}'")
     predictor = task.predictor(bundle)
+    if backend == "onnx":
+        predictor.use_onnx(onnx_file or Path(bundle) / "model.onnx")
     if score_threshold is not None:
         if not hasattr(predictor, "score_threshold"):
             raise OmnivisError(f"--score-threshold applies to detection and multitask bundles; {bundle} is a "

@@ -66,16 +66,21 @@ def _finish(mean: tuple[float, ...], std: tuple[float, ...]) -> list[v2.Transfor
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
 
 
-def build_eval_transform(img_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Callable:
-    """Resize the short side to ``img_size`` and center-crop: the one eval/predict/serve pipeline."""
+def build_eval_geometry(img_size: int) -> Callable:
+    """Resize the short side to ``img_size`` and center-crop, on uint8: what a deployed graph's client
+    does before the graph (which normalizes inside, ``omnivis.deploy.graphs``)."""
     return v2.Compose(
         [
             v2.ToImage(),
             v2.Resize(img_size, interpolation=InterpolationMode.BILINEAR, antialias=True),
             v2.CenterCrop(img_size),
-            *_finish(mean, std),
         ]
     )
+
+
+def build_eval_transform(img_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Callable:
+    """Resize the short side to ``img_size`` and center-crop: the one eval/predict/serve pipeline."""
+    return v2.Compose([build_eval_geometry(img_size), *_finish(mean, std)])
 
 
 def build_train_transform(

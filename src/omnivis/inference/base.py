@@ -34,6 +34,7 @@ class Predictor:
 
     task: ClassVar[str]
     noun: ClassVar[str] = "model"
+    graph: nn.Module | None = None  # uint8 images -> outputs (``omnivis.deploy.graphs``); None: not exportable
 
     def __init__(self, bundle: Bundle, device: str = "cpu") -> None:
         if bundle.task != self.task:
@@ -48,6 +49,24 @@ class Predictor:
     @classmethod
     def from_dir(cls, path: str | Path, device: str = "cpu"):
         return cls(load_bundle(path, task=cls.task), device=device)
+
+    def use_onnx(self, path: str | Path) -> None:
+        """Run ``path`` (an ``omnivis export`` of this bundle) with onnxruntime instead of the torch graph;
+        everything before and after the graph stays the same, so the answers keep their form."""
+        if self.graph is None:
+            raise BundleError(f"{self.bundle.path}: '{self.task}' bundles have no ONNX backend yet (classify and "
+                              "segment have)")
+        from omnivis.deploy.runtime import OnnxGraph
+
+        self.session = OnnxGraph(path, channels=3 if self.mode == "RGB" else 1, size=self.img_size)
+
+    def run_graph(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """uint8 (N, C, S, S) images -> the graph's outputs, from torch or from the ONNX file in use."""
+        session = getattr(self, "session", None)
+        if session is not None:
+            return session(images)
+        with torch.inference_mode():
+            return tuple(out.cpu() for out in self.graph(images.to(self.device)))
 
     def ready(self, model: nn.Module) -> nn.Module:
         """Load the bundle's weights into ``model`` (rebuilt from the header), eval mode, on the device."""

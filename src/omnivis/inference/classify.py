@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from omnivis.data.builtin import resolve_classification_data
+from omnivis.data.decode import decode_tensor
 from omnivis.data.readers import ClassificationData
 from omnivis.data.splits import split_indices
-from omnivis.data.transforms import (
-    build_eval_transform,
-)
+from omnivis.data.transforms import build_eval_geometry
+from omnivis.deploy.graphs import ClassifierGraph
 from omnivis.engine.bundle import Bundle
 from omnivis.errors import DataError
 from omnivis.inference.base import Predictor, held_out_wanted, image_names
@@ -44,15 +44,19 @@ class ClassifyPredictor(Predictor):
         cfg = self.config
         backbone = create_backbone(cfg["backbone"], in_chans=int(cfg["in_chans"]), img_size=self.img_size)
         self.model = self.ready(ImageClassifier(backbone, len(self.classes)))
-        self.transform = build_eval_transform(self.img_size, tuple(cfg["mean"]), tuple(cfg["std"]))
+        self.graph = ClassifierGraph(self.model, cfg["mean"], cfg["std"], len(self.classes)).eval()
+        self.geometry = build_eval_geometry(self.img_size)
 
-    @torch.inference_mode()
+    def prepare(self, images: Sequence) -> torch.Tensor:
+        """Images (paths, PIL images or arrays) -> the graph's input, uint8 (N, C, S, S)."""
+        return torch.stack([self.geometry(decode_tensor(im, self.mode)) for im in images])
+
     def predict_proba(self, images: Sequence, batch_size: int = 128, progress: bool = False) -> torch.Tensor:
         """Images (paths, PIL images or arrays) -> (N, C) class probabilities."""
         out = []
         for decoded in self.batches(images, batch_size, progress, tensors=True):
-            batch = torch.stack([self.transform(im) for im in decoded]).to(self.device)
-            out.append(self.model(batch).float().softmax(dim=1).cpu())
+            batch = torch.stack([self.geometry(im) for im in decoded])
+            out.append(self.run_graph(batch)[0].float())
         return torch.cat(out) if out else torch.empty(0, len(self.classes))
 
     def predict(self, images: Sequence, top_k: int = 5, names: Sequence[str] | None = None) -> list[dict]:
@@ -100,7 +104,10 @@ def evaluate_classifier(
             is the training data, else ``all``.
     """
     # metrics (torchmetrics) are imported to evaluate, not to predict
-    from omnivis.metrics.classification import classification_metrics, plot_confusion_matrix
+    from omnivis.metrics.classification import (
+        classification_metrics,
+        plot_confusion_matrix,
+    )
 
     predictor = ClassifyPredictor.from_dir(bundle_dir)
     cfg = predictor.config

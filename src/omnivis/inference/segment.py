@@ -14,18 +14,20 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from rich.progress import track
+from torchvision.transforms import v2
 
 from omnivis.data.builtin import is_builtin_shapes
+from omnivis.data.images import load_images
 from omnivis.data.masks import (
     IGNORE_INDEX,
     SegmentationData,
-    build_mask_transform,
     load_pair,
     load_shapes_segmentation,
     resolve_segmentation_data,
     to_tv_tensors,
 )
 from omnivis.data.splits import split_indices
+from omnivis.deploy.graphs import SegmenterGraph
 from omnivis.engine.bundle import Bundle
 from omnivis.errors import DataError
 from omnivis.inference.base import Predictor, held_out_wanted, image_names
@@ -50,26 +52,30 @@ class SegmentPredictor(Predictor):
         self.model = self.ready(
             SegmentationModel(backbone, len(self.classes), arch=cfg["arch"], decoder_width=int(cfg["decoder_width"]))
         )
-        self.transform = build_mask_transform(self.img_size, cfg["mean"], cfg["std"], None)
+        self.graph = SegmenterGraph(self.model, cfg["mean"], cfg["std"]).eval()
+        self.geometry = v2.Resize((self.img_size, self.img_size), antialias=True)
         self._last: dict[str, np.ndarray] = {}
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """PIL image -> (C, S, S) normalized tensor (resize only)."""
+        """PIL image -> (C, S, S) uint8 tensor, the graph's input (resize only)."""
         tensor, _ = to_tv_tensors(image, np.zeros((1, 1), dtype=np.uint8))
-        return self.transform(tensor).as_subclass(torch.Tensor)
+        return self.geometry(tensor).as_subclass(torch.Tensor)
 
-    @torch.inference_mode()
+    def prepare(self, images: Sequence) -> torch.Tensor:
+        """Images (paths, PIL images or arrays) -> the graph's input, uint8 (N, C, S, S)."""
+        return torch.stack([self.preprocess(im) for im in load_images(images, self.mode)])
+
     def predict_masks(self, images: Sequence, batch_size: int = 32, progress: bool = False) -> list[np.ndarray]:
         """Images (paths, PIL images or arrays) -> one (H, W) uint8 class-index mask per image, at its size."""
         masks: list[np.ndarray] = []
         for pil in self.batches(images, batch_size, progress, "segmenting"):
-            batch = torch.stack([self.preprocess(im) for im in pil]).to(self.device)
-            logits = self.model(batch).float()
-            for im, logit in zip(pil, logits):
+            logits, classes = self.run_graph(torch.stack([self.preprocess(im) for im in pil]))
+            for im, logit, mask in zip(pil, logits.float(), classes):
                 size = (im.height, im.width)
                 if logit.shape[-2:] != size:
                     logit = F.interpolate(logit[None], size=size, mode="bilinear", align_corners=False)[0]
-                masks.append(logit.argmax(dim=0).to(torch.uint8).cpu().numpy())
+                    mask = logit.argmax(dim=0).to(torch.uint8)
+                masks.append(mask.numpy())
         return masks
 
     def predict(self, images: Sequence, top_k: int = 5, names: Sequence[str] | None = None) -> list[dict]:
@@ -148,7 +154,12 @@ def evaluate_segmenter(
             (the image ids' names and sizes). None: nothing is written.
     """
     # metrics (torchmetrics) are imported to evaluate, not to predict
-    from omnivis.metrics.segmentation import confusion_to_metrics, metrics_report, pixel_confusion, plot_per_class_iou
+    from omnivis.metrics.segmentation import (
+        confusion_to_metrics,
+        metrics_report,
+        pixel_confusion,
+        plot_per_class_iou,
+    )
 
     predictor = SegmentPredictor.from_dir(bundle_dir)
     loaded = _eval_data(predictor.config, data, split, strict)

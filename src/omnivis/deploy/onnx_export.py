@@ -1,0 +1,240 @@
+"""``omnivis export``: a bundle's deployable graph as one ONNX file, checked against PyTorch.
+
+The file takes uint8 NCHW images at the bundle's size (``images``, dynamic batch) and does the rest
+inside: normalization, the model, and the task's post-processing (``omnivis.deploy.graphs``). Every
+export runs a parity check (the same images through PyTorch and onnxruntime at batch 1, 3 and 7) and
+writes it to ``BUNDLE/export.json``. ``int8=True`` quantizes with onnxruntime's static QDQ
+quantization (per-channel weights, activations calibrated on images of the bundle's own training
+data or ``calibration``); while int8 changes more answers than the budget allows, the most sensitive
+nodes (the first and last weighted layers, then the head's side of the network) are kept in float,
+and as a last resort weights alone are quantized (dynamic quantization). The report lists each try.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from omnivis.engine.bundle import load_bundle
+from omnivis.errors import BundleError, DataError
+from omnivis.inference.base import Predictor
+
+EXPORTABLE = ("classify", "segment")
+PARITY_BATCHES = (1, 3, 7)
+INT8_AGREEMENT = 0.98  # share of answers (top-1 classes, pixel classes) int8 must keep from float
+REFERENCE_IMAGES = 64  # half calibrate int8, half check it
+OPSET = 18
+
+
+def default_onnx_path(bundle_dir: str | Path, int8: bool = False) -> Path:
+    return Path(bundle_dir) / ("model.int8.onnx" if int8 else "model.onnx")
+
+
+def reference_images(predictor: Predictor, calibration: str | None, n: int = REFERENCE_IMAGES) -> tuple[list, str]:
+    """Up to ``n`` images spread evenly over ``calibration`` (a folder of images, or any data spec the
+    bundle's task reads) or, by default, over the bundle's own training data; with their description."""
+    from omnivis.data.images import expand_image_paths
+
+    spec = calibration or predictor.config.get("data")
+    if not spec:
+        raise DataError(f"{predictor.bundle.path}: the bundle does not say what it was trained on; pass --calibration DIR")
+    if calibration and Path(calibration).is_dir() and not (Path(calibration) / "masks").is_dir():
+        sources: Sequence = expand_image_paths([Path(calibration)])
+    elif predictor.task == "classify":
+        from omnivis.data.builtin import resolve_classification_data
+
+        sources = [s.source for s in resolve_classification_data(spec).samples]
+    else:
+        from omnivis.data.builtin import is_builtin_shapes
+        from omnivis.data.masks import (
+            load_shapes_segmentation,
+            resolve_segmentation_data,
+        )
+
+        data = (load_shapes_segmentation(n, predictor.img_size, seed=0) if is_builtin_shapes(spec)
+                else resolve_segmentation_data(spec))
+        sources = [s.image for s in data.samples]
+    if not len(sources):
+        raise DataError(f"{spec}: no images to check the export with")
+    picks = np.unique(np.linspace(0, len(sources) - 1, min(n, len(sources))).round().astype(int))
+    return [sources[int(i)] for i in picks], f"{len(picks)} images of {spec}"
+
+
+def write_onnx(graph: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    """Export ``graph`` with a dynamic batch dimension (torch.export-based exporter)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = example[:2] if len(example) >= 2 else example.repeat(2, 1, 1, 1)  # batch 1 would be specialized
+    chatter = io.StringIO()  # the exporter prints each of its stages; keep them for a failure only
+    try:
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            torch.onnx.export(
+                graph, (example,), str(path), input_names=["images"], output_names=list(graph.output_names),
+                dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=4096)}}, dynamo=True,
+                opset_version=OPSET, verbose=False, external_data=False,
+            )
+    except Exception:
+        sys.stderr.write(chatter.getvalue())
+        raise
+
+
+def _batch(images: torch.Tensor, n: int) -> torch.Tensor:
+    repeats = -(-n // len(images))
+    return images.repeat(repeats, 1, 1, 1)[:n]
+
+
+def parity_check(predictor: Predictor, path: Path, images: torch.Tensor) -> list[dict]:
+    """PyTorch vs onnxruntime on the same uint8 images at each of ``PARITY_BATCHES``."""
+    from omnivis.deploy.runtime import OnnxGraph
+
+    session = OnnxGraph(path, channels=images.shape[1], size=images.shape[-1])
+    rows = []
+    for n in PARITY_BATCHES:
+        batch = _batch(images, n)
+        with torch.inference_mode():
+            expected = predictor.graph(batch)
+        got = session(batch)
+        floats = [(e.float() - g.float()).abs().max().item() for e, g in zip(expected, got) if e.is_floating_point()]
+        same = (predictor.graph.decisions(expected) == predictor.graph.decisions(got)).float().mean().item()
+        rows.append({"batch": n, "max_abs_difference": max(floats), "same_answers": same})
+    return rows
+
+
+def _latency_ms(path: Path, image: torch.Tensor, runs: int = 20) -> float:
+    """Median onnxruntime time of one image (batch 1), after one warm-up run."""
+    from omnivis.deploy.runtime import OnnxGraph
+
+    session = OnnxGraph(path, channels=image.shape[1], size=image.shape[-1])
+    session(image)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session(image)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
+
+
+def agreement(graph_decisions, float_path: Path, int8_path: Path, images: torch.Tensor) -> tuple[float, float]:
+    """(share of answers int8 keeps, max |difference| of the first output) on ``images``."""
+    from omnivis.deploy.runtime import OnnxGraph
+
+    reference = OnnxGraph(float_path, channels=images.shape[1], size=images.shape[-1])(images)
+    quantized = OnnxGraph(int8_path, channels=images.shape[1], size=images.shape[-1])(images)
+    same = (graph_decisions(reference) == graph_decisions(quantized)).float().mean().item()
+    return same, (reference[0].float() - quantized[0].float()).abs().max().item()
+
+
+def _weighted_nodes(path: Path) -> list[str]:
+    import onnx
+
+    model = onnx.load(str(path))
+    return [node.name for node in model.graph.node if node.op_type in ("Conv", "Gemm", "MatMul")]
+
+
+def quantize_int8(float_path: Path, out: Path, calibrate: torch.Tensor, check: torch.Tensor, decisions) -> dict:
+    """Static QDQ int8 of ``float_path`` into ``out``, keeping sensitive nodes in float until int8 keeps
+    ``INT8_AGREEMENT`` of the answers on ``check`` (or falling back to dynamic quantization)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"images": calibrate[i : i + 1].numpy()} for i in range(len(calibrate))])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    work = Path(tempfile.mkdtemp(prefix="omnivis-int8-"))
+    prepared = work / "prepared.onnx"
+    try:
+        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
+    except Exception:  # pre-processing only helps; quantize the file as exported when it fails
+        prepared = float_path
+    weighted = _weighted_nodes(prepared)
+    head_side = weighted[len(weighted) * 3 // 4 :]
+    plans = [[], [weighted[0], weighted[-1]], sorted({weighted[0], *head_side})] if weighted else [[]]
+
+    def static(excluded: list[str]) -> None:
+        quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded)
+
+    def dynamic(excluded: list[str]) -> None:
+        quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8)
+
+    tries = []
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs a warning per tensor it leaves alone
+    try:
+        for method, write, excluded in [*(("static QDQ, per-channel", static, e) for e in plans),
+                                        ("dynamic (weights only)", dynamic, [])]:
+            write(excluded)
+            same, max_abs = agreement(decisions, float_path, out, check)
+            tries.append({"method": method, "kept_in_float": excluded, "same_answers": same,
+                          "max_abs_difference": max_abs, "write": write})
+            if same >= INT8_AGREEMENT:
+                break
+        best = tries[-1] if tries[-1]["same_answers"] >= INT8_AGREEMENT else max(tries, key=lambda t: t["same_answers"])
+        if best is not tries[-1]:
+            best["write"](best["kept_in_float"])
+    finally:
+        root.setLevel(level)
+    for t in tries:
+        del t["write"]
+    return {"method": best["method"], "kept_in_float": best["kept_in_float"], "same_answers": best["same_answers"],
+            "within_budget": best["same_answers"] >= INT8_AGREEMENT, "budget": INT8_AGREEMENT, "tries": tries}
+
+
+def export_bundle(bundle_dir: str | Path, out: str | Path | None = None, int8: bool = False,
+                  calibration: str | None = None) -> dict:
+    """Write the bundle's graph as ONNX (float, or int8 with ``int8``) and return the export report,
+    which is also merged into ``BUNDLE/export.json`` under the file's name."""
+    from omnivis.tasks.registry import get_task
+
+    bundle = load_bundle(bundle_dir)
+    if bundle.task not in EXPORTABLE:
+        raise BundleError(f"{bundle_dir}: '{bundle.task}' bundles cannot be exported yet; "
+                          f"ONNX export covers {', '.join(EXPORTABLE)}")
+    predictor = get_task(bundle.task).predictor(bundle_dir)
+    out = Path(out) if out else default_onnx_path(bundle_dir, int8)
+    images, described = reference_images(predictor, calibration)
+    batch = predictor.prepare(images)
+    float_path = Path(tempfile.mkdtemp(prefix="omnivis-export-")) / "model.onnx" if int8 else out
+    write_onnx(predictor.graph, batch, float_path)
+    report = {
+        "file": str(out), "task": bundle.task, "format": "onnx", "opset": OPSET,
+        "input": {"name": "images", "dtype": "uint8", "layout": "NCHW",
+                  "shape": ["batch", int(batch.shape[1]), predictor.img_size, predictor.img_size]},
+        "outputs": list(predictor.graph.output_names),
+        "reference_images": described,
+        "parity": parity_check(predictor, float_path, batch),
+        "latency_ms_batch1": {"float": _latency_ms(float_path, batch[:1])},
+        "bytes": {"float": float_path.stat().st_size},
+    }
+    if int8:
+        half = max(1, len(batch) // 2)
+        calibrate, check = batch[:half], batch[half:] if len(batch) > half else batch
+        report["int8"] = quantize_int8(float_path, out, calibrate, check, predictor.graph.decisions)
+        report["int8"]["calibration"] = f"{len(calibrate)} of the {described}; checked on the other {len(check)}"
+        report["latency_ms_batch1"]["int8"] = _latency_ms(out, batch[:1])
+        report["bytes"]["int8"] = out.stat().st_size
+    record = Path(bundle_dir) / "export.json"
+    exports = json.loads(record.read_text()) if record.is_file() else {}
+    exports[out.name] = report
+    record.write_text(json.dumps(exports, indent=2) + "\n")
+    return report

@@ -1,0 +1,151 @@
+"""ONNX export: the file answers as PyTorch does, int8 stays close and says what it kept in float,
+``--backend onnx`` gives the same predictions, and a wrong or broken file is a clear error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from omnivis.cli import app
+from omnivis.deploy.onnx_export import PARITY_BATCHES, export_bundle
+from omnivis.deploy.runtime import OnnxGraph
+from omnivis.errors import BundleError
+from omnivis.inference.classify import ClassifyPredictor
+from omnivis.inference.segment import SegmentPredictor
+from omnivis.tasks.classify import train_classifier
+from omnivis.tasks.segment import train_segmenter
+from tests.conftest import tiny_classify_config
+from tests.tasks.test_segment import tiny_segment_config
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    out = tmp_path_factory.mktemp("clf") / "run"
+    train_classifier(tiny_classify_config(), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def segmenter(tmp_path_factory):
+    out = tmp_path_factory.mktemp("seg") / "run"
+    train_segmenter(tiny_segment_config(), out)
+    return out
+
+
+def _digit_images(n: int = 12) -> list[np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images[-n:]
+    return [(im * 16).clip(0, 255).astype(np.uint8) for im in images]
+
+
+def test_classifier_export_matches_torch_at_every_batch_size(classifier):
+    report = export_bundle(classifier)
+    path = classifier / "model.onnx"
+    assert report["file"] == str(path) and path.is_file()
+    assert [row["batch"] for row in report["parity"]] == list(PARITY_BATCHES)
+    for row in report["parity"]:
+        assert row["same_answers"] == 1.0 and row["max_abs_difference"] < 1e-4
+    assert json.loads((classifier / "export.json").read_text())["model.onnx"]["parity"] == report["parity"]
+
+    graph = onnx.load(str(path)).graph
+    (images,) = graph.input
+    assert images.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    dims = images.type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, 16, 16]  # dynamic batch, 1 x 16 x 16
+
+    torch_predictor = ClassifyPredictor.from_dir(classifier)
+    onnx_predictor = ClassifyPredictor.from_dir(classifier)
+    onnx_predictor.use_onnx(path)
+    images = _digit_images()
+    expected = torch_predictor.predict_proba(images)
+    got = onnx_predictor.predict_proba(images)
+    assert torch.allclose(expected, got, atol=1e-5)
+    assert [r["label"] for r in torch_predictor.predict(images)] == [r["label"] for r in onnx_predictor.predict(images)]
+
+
+def test_int8_export_is_smaller_stays_close_and_reports_its_tries(classifier, tmp_path):
+    out = tmp_path / "int8.onnx"
+    report = export_bundle(classifier, out=out, int8=True)
+    q = report["int8"]
+    assert q["tries"] and q["tries"][0]["kept_in_float"] == []  # fully quantized first
+    assert q["within_budget"] == (q["same_answers"] >= q["budget"])
+    chosen = [t for t in q["tries"] if t["method"] == q["method"] and t["kept_in_float"] == q["kept_in_float"]]
+    assert chosen and chosen[0]["same_answers"] == q["same_answers"]
+    assert report["bytes"]["int8"] < report["bytes"]["float"] / 2  # int8 weights: a quarter of float's, plus scales
+    nodes = {n.name for n in onnx.load(str(out)).graph.node}
+    assert set(q["kept_in_float"]) <= nodes
+
+    images = torch.stack([torch.from_numpy(im)[None] for im in _digit_images(64)])
+    images = torch.nn.functional.interpolate(images.float(), size=16, mode="bilinear").round().to(torch.uint8)
+    predictor = ClassifyPredictor.from_dir(classifier)
+    with torch.inference_mode():
+        expected = predictor.graph(images)
+    got = OnnxGraph(out, channels=1, size=16)(images)
+    assert (got[0] - expected[0]).abs().max() < 0.25  # probabilities stay close
+    assert (got[2][:, 0] == expected[2][:, 0]).float().mean() >= 0.8
+
+
+def test_segmenter_export_gives_the_same_masks_at_any_image_size(segmenter, tmp_path):
+    report = export_bundle(segmenter)
+    assert all(row["same_answers"] == 1.0 for row in report["parity"])
+    torch_predictor = SegmentPredictor.from_dir(segmenter)
+    onnx_predictor = SegmentPredictor.from_dir(segmenter)
+    onnx_predictor.use_onnx(segmenter / "model.onnx")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8),
+              rng.integers(0, 256, size=(45, 70, 3), dtype=np.uint8)]  # the bundle's size and another
+    for expected, got in zip(torch_predictor.predict_masks(images), onnx_predictor.predict_masks(images)):
+        assert expected.shape == got.shape
+        assert (expected == got).mean() > 0.999  # float rounding may flip a pixel on a tie, nothing more
+
+
+def test_cli_export_then_predict_with_the_onnx_backend(classifier, tmp_path):
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for i, im in enumerate(_digit_images(4)):
+        Image.fromarray(im).save(folder / f"{i}.png")
+    result = runner.invoke(app, ["export", str(classifier), "--out", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 0, result.output
+    assert "same answers" in result.output
+    by_torch = runner.invoke(app, ["predict", str(classifier), str(folder), "--json"])
+    by_onnx = runner.invoke(app, ["predict", str(classifier), str(folder), "--json", "--backend", "onnx",
+                                  "--onnx", str(tmp_path / "m.onnx")])
+    assert by_torch.exit_code == 0 and by_onnx.exit_code == 0, by_onnx.output
+    a, b = json.loads(by_torch.stdout), json.loads(by_onnx.stdout)
+    assert [r["label"] for r in a] == [r["label"] for r in b]
+    assert all(abs(x["score"] - y["score"]) < 1e-5 for x, y in zip(a, b))
+
+
+def test_wrong_or_broken_files_are_clear_errors(classifier, segmenter, tmp_path):
+    export_bundle(segmenter)
+    predictor = ClassifyPredictor.from_dir(classifier)
+    with pytest.raises(BundleError, match="export this bundle again"):
+        predictor.use_onnx(segmenter / "model.onnx")  # 3 x 32 x 32 input for a 1 x 16 x 16 bundle
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(BundleError, match="not a readable ONNX model"):
+        predictor.use_onnx(broken)
+    with pytest.raises(BundleError, match="no ONNX file here"):
+        predictor.use_onnx(tmp_path / "missing.onnx")
+    result = runner.invoke(app, ["predict", str(classifier), str(tmp_path), "--backend", "tensorrt"])
+    assert result.exit_code != 0 and "--backend must be torch or onnx" in str(result.exception)
+
+
+def test_tasks_without_an_onnx_graph_say_so(classifier, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(classifier, other)
+    config = json.loads((other / "config.json").read_text())
+    config["task"] = "generate"
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BundleError, match="cannot be exported yet"):
+        export_bundle(other)
