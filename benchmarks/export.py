@@ -1,0 +1,123 @@
+"""Exported classifier vs eager PyTorch: latency at batch 1, accuracy and agreement (issue 13).
+
+Trains the default digits classifier (`omnivis train classify --data builtin:digits`, nothing else
+set) unless `--bundle` names one, exports it with `omnivis export` (fp32) and `omnivis export --int8`
+(calibrated on its own training images), and scores the three on the bundle's held-out split (360
+images with the defaults). Latency is one image, batch 1, the same thread count for PyTorch and onnxruntime, measured
+in blocks of 50 calls that take turns (torch, fp32, int8, torch, ...), so a busy machine slows
+all three alike; the figure is the median. Targets (issue 13): fp32 <= 0.44x eager, int8 <= 0.3x with top-1 agreement >= 99%
+with fp32 and <= 0.5 points of accuracy lost.
+
+    python benchmarks/export.py
+    python benchmarks/export.py --bundle runs/digits --rounds 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TARGETS = {"fp32_latency_ratio": 0.44, "int8_latency_ratio": 0.3, "int8_agreement": 0.99, "int8_accuracy_drop": 0.005}
+
+
+def held_out(bundle: Path):
+    """The bundle's held-out images as the graph's uint8 input, and their labels in the model's order."""
+    from omnivis.data.builtin import resolve_classification_data
+    from omnivis.inference.classify import ClassifyPredictor, _align_classes, class_split
+
+    predictor = ClassifyPredictor.from_dir(bundle)
+    split = predictor.config["split"]
+    data = resolve_classification_data(predictor.config["data"])
+    _, val_idx = class_split(data, split["val_fraction"], split["seed"])
+    data = _align_classes(data.subset(val_idx), predictor.classes)
+    images = predictor.prepare([s.source for s in data.samples])
+    return predictor, images, torch.tensor([s.label for s in data.samples])
+
+
+def latencies(runners: dict, image: torch.Tensor, rounds: int, block: int = 50) -> dict[str, float]:
+    """Median ms of each runner on ``image``: blocks of ``block`` calls per runner, the runners taking
+    turns until each made ``rounds`` calls. Blocks, not single calls in turn: onnxruntime's threads
+    spin for a while after each call and would slow the PyTorch call that follows."""
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(max(1, rounds // block)):
+        for name, run in runners.items():
+            for _ in range(5):  # warm up, and let the previous runner's threads go quiet
+                run(image)
+            for _ in range(block):
+                start = time.perf_counter()
+                run(image)
+                times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t) * 1000) for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", help="a classify bundle (default: train the default digits classifier)")
+    parser.add_argument("--rounds", type=int, default=300)
+    args = parser.parse_args()
+    from omnivis.deploy.onnx_export import export_bundle
+    from omnivis.deploy.runtime import OnnxGraph
+
+    bundle = Path(args.bundle) if args.bundle else None
+    if bundle is None:
+        from omnivis.engine.config import TrainerConfig
+        from omnivis.tasks.classify import ClassifyConfig, train_classifier
+
+        bundle = Path(tempfile.mkdtemp(prefix="omnivis-bench-export-")) / "digits"
+        train_classifier(ClassifyConfig(data="builtin:digits", trainer=TrainerConfig(progress=False, epochs=None)), bundle)
+    fp32 = export_bundle(bundle)
+    int8 = export_bundle(bundle, int8=True)
+    predictor, images, labels = held_out(bundle)
+    threads = torch.get_num_threads()
+    size, channels = predictor.img_size, images.shape[1]
+    sessions = {"fp32": OnnxGraph(fp32["file"], channels, size, threads=threads),
+                "int8": OnnxGraph(int8["file"], channels, size, threads=threads)}
+
+    def eager(batch: torch.Tensor) -> tuple:
+        with torch.inference_mode():
+            return predictor.graph(batch)
+
+    runners = {"eager": eager, **sessions}
+    top1 = {name: run(images)[2][:, 0] for name, run in runners.items()}
+    accuracy = {name: float((t == labels).float().mean()) for name, t in top1.items()}
+    agreement = float((top1["int8"] == top1["fp32"]).float().mean())
+    ms = latencies(runners, images[:1], args.rounds)
+    result = {
+        "bundle": str(bundle), "images": len(labels), "threads": threads, "img_size": size,
+        "accuracy": accuracy, "latency_ms": ms,
+        "fp32_latency_ratio": ms["fp32"] / ms["eager"], "int8_latency_ratio": ms["int8"] / ms["eager"],
+        "int8_agreement": agreement, "int8_accuracy_drop": accuracy["fp32"] - accuracy["int8"],
+        "fp32_parity": fp32["parity"], "int8_method": int8["int8"]["method"],
+        "int8_kept_in_float": int8["int8"]["kept_in_float"], "bytes": int8["bytes"],
+    }
+    print(f"export benchmark: {bundle} ({size} px, {channels} channel(s)), {len(labels)} held-out digits, "
+          f"{threads} threads, {args.rounds} calls each in blocks of 50 taking turns")
+    print("| run | latency, 1 image (ms) | ratio to eager | accuracy | agreement with fp32 |")
+    print("|---|---|---|---|---|")
+    for name in ("eager", "fp32", "int8"):
+        agree = "-" if name == "fp32" else f"{float((top1[name] == top1['fp32']).float().mean()):.4f}"
+        print(f"| {name} | {ms[name]:.3f} | {ms[name] / ms['eager']:.3f} | {accuracy[name]:.4f} | {agree} |")
+    verdict = {
+        "fp32_latency_ratio": result["fp32_latency_ratio"] <= TARGETS["fp32_latency_ratio"],
+        "int8_latency_ratio": result["int8_latency_ratio"] <= TARGETS["int8_latency_ratio"],
+        "int8_agreement": agreement >= TARGETS["int8_agreement"],
+        "int8_accuracy_drop": result["int8_accuracy_drop"] <= TARGETS["int8_accuracy_drop"],
+    }
+    print("targets:", json.dumps({k: {"value": round(result[k], 4), "target": TARGETS[k], "met": v}
+                                   for k, v in verdict.items()}))
+    print(f"int8: {result['int8_method']}, kept in float: {result['int8_kept_in_float'] or 'none'}; "
+          f"bytes fp32 {result['bytes']['float']:,}, int8 {result['bytes']['int8']:,}")
+    path = Path(__file__).resolve().parent / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results["export_classify"] = {**result, "targets": TARGETS, "met": verdict}
+    path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
