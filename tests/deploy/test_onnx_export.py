@@ -45,7 +45,7 @@ def _digit_images(n: int = 12) -> list[np.ndarray]:
     from sklearn.datasets import load_digits
 
     images = load_digits().images[-n:]
-    return [(im * 16).clip(0, 255).astype(np.uint8) for im in images]
+    return [(im * 255 / 16).astype(np.uint8) for im in images]
 
 
 def test_classifier_export_matches_torch_at_every_batch_size(classifier):
@@ -149,3 +149,21 @@ def test_tasks_without_an_onnx_graph_say_so(classifier, tmp_path):
     (other / "config.json").write_text(json.dumps(config))
     with pytest.raises(BundleError, match="cannot be exported yet"):
         export_bundle(other)
+
+
+def test_eval_scores_the_exported_file_as_it_scores_the_bundle(classifier, segmenter, tmp_path):
+    from omnivis.inference.classify import evaluate_classifier
+    from omnivis.inference.segment import evaluate_segmenter
+
+    export_bundle(classifier, out=tmp_path / "clf.onnx")
+    export_bundle(segmenter, out=tmp_path / "seg.onnx")
+    by_torch = evaluate_classifier(classifier, progress=False)
+    by_onnx = evaluate_classifier(classifier, progress=False, onnx=tmp_path / "clf.onnx")
+    assert by_onnx["accuracy"] == by_torch["accuracy"] and by_onnx["onnx"] == str(tmp_path / "clf.onnx")
+    seg_torch = evaluate_segmenter(segmenter, progress=False)
+    seg_onnx = evaluate_segmenter(segmenter, progress=False, onnx=tmp_path / "seg.onnx")
+    assert abs(seg_onnx["miou"] - seg_torch["miou"]) < 1e-3
+    result = runner.invoke(app, ["eval", str(classifier), "--onnx", str(tmp_path / "clf.onnx"), "--json",
+                                 "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["accuracy"] == by_torch["accuracy"]

@@ -33,6 +33,8 @@ def eval_command(
     ),
     images: Optional[Path] = typer.Option(None, help="Detection, multitask: the image folder of a COCO --data file."),
     labels: Optional[Path] = typer.Option(None, help="Multitask: a path,label CSV of image-level classes for --data."),
+    onnx: Optional[Path] = typer.Option(
+        None, help="Classify, segment: score this file of `omnivis export` (onnxruntime) instead of the torch model."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ) -> None:
     """Evaluate a bundle on labelled data with its task's metrics (accuracy, mAP, mIoU, FID ...)."""
@@ -46,7 +48,8 @@ def eval_command(
     extra = {}
     options = (("reference", reference, "generator"), ("inception_weights", inception_weights, "generator"),
                ("num_samples", num_samples, "generator"), ("per_class", per_class, "generator"),
-               ("images", images, "detection and multitask"), ("labels", labels, "multitask"))
+               ("images", images, "detection and multitask"), ("labels", labels, "multitask"),
+               ("onnx", onnx, "classify and segment"))
     for option, value, kind in options:
         if value is None:
             continue

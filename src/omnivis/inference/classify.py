@@ -95,6 +95,7 @@ def evaluate_classifier(
     out_dir: str | Path | None = None,
     strict: bool = False,
     progress: bool = True,
+    onnx: str | Path | None = None,
 ) -> dict:
     """Metrics of a classifier bundle on labelled data, plus a confusion-matrix PNG in ``out_dir``.
 
@@ -102,6 +103,7 @@ def evaluate_classifier(
         data: a data spec, loaded data, or None for the data the bundle was trained on.
         split: ``val`` (the bundle's own held-out split), ``all``, or ``auto``: ``val`` when ``data``
             is the training data, else ``all``.
+        onnx: score this exported file (``omnivis export``) with onnxruntime instead of the torch model.
     """
     # metrics (torchmetrics) are imported to evaluate, not to predict
     from omnivis.metrics.classification import (
@@ -110,6 +112,8 @@ def evaluate_classifier(
     )
 
     predictor = ClassifyPredictor.from_dir(bundle_dir)
+    if onnx is not None:
+        predictor.use_onnx(onnx)
     cfg = predictor.config
     if not isinstance(data, ClassificationData):
         spec = data or cfg["data"]
@@ -132,6 +136,8 @@ def evaluate_classifier(
     targets = torch.tensor([s.label for s in samples], dtype=torch.long)
     metrics = classification_metrics(probs, targets, predictor.classes)
     metrics["data"] = data.source
+    if onnx is not None:
+        metrics["onnx"] = str(onnx)
     if out_dir is not None:
         path = plot_confusion_matrix(metrics["confusion_matrix"], predictor.classes, Path(out_dir) / "confusion_matrix.png")
         metrics["confusion_matrix_png"] = str(path)

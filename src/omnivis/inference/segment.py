@@ -142,6 +142,7 @@ def evaluate_segmenter(
     out_dir: str | Path | None = None,
     strict: bool = False,
     progress: bool = True,
+    onnx: str | Path | None = None,
 ) -> dict:
     """mIoU, Dice, pixel accuracy and per-class IoU of a segmentation bundle, at each mask's own size.
 
@@ -152,6 +153,7 @@ def evaluate_segmenter(
         out_dir: where ``per_class_iou.png`` and what was scored go: ``eval_predictions.json``
             (COCO stuff-segmentation results, one RLE per class per image) and ``eval_images.json``
             (the image ids' names and sizes). None: nothing is written.
+        onnx: score this exported file (``omnivis export``) with onnxruntime instead of the torch model.
     """
     # metrics (torchmetrics) are imported to evaluate, not to predict
     from omnivis.metrics.segmentation import (
@@ -162,6 +164,8 @@ def evaluate_segmenter(
     )
 
     predictor = SegmentPredictor.from_dir(bundle_dir)
+    if onnx is not None:
+        predictor.use_onnx(onnx)
     loaded = _eval_data(predictor.config, data, split, strict)
     remap = class_remap(loaded, predictor.classes)
     num_classes = len(predictor.classes)
@@ -190,6 +194,8 @@ def evaluate_segmenter(
     metrics = metrics_report(confusion_to_metrics(confusion.compute()), predictor.classes)
     metrics["num_images"] = len(loaded)
     metrics["data"] = loaded.source
+    if onnx is not None:
+        metrics["onnx"] = str(onnx)
     if out_dir is not None:
         metrics["per_class_iou_png"] = str(plot_per_class_iou(metrics["per_class"], Path(out_dir) / "per_class_iou.png"))
         metrics["predictions_json"] = str(write_json(scored, Path(out_dir) / "eval_predictions.json"))
