@@ -8,8 +8,13 @@ in blocks of 50 calls that take turns (torch, fp32, int8, torch, ...), so a busy
 all three alike; the figure is the median. Targets (issue 13): fp32 <= 0.44x eager, int8 <= 0.3x with top-1 agreement >= 99%
 with fp32 and <= 0.5 points of accuracy lost.
 
+With `--task detect` it does the same for the default detector (`omnivis train detect`, builtin
+shapes, nothing else set), in fp32 only (detection bundles export without int8 so far), scored by
+mAP50 on the built-in test scenes through `omnivis eval` and `omnivis eval --onnx`.
+
     python benchmarks/export.py
     python benchmarks/export.py --bundle runs/digits --rounds 500
+    python benchmarks/export.py --task detect                    # trains for about 10 minutes
 """
 
 from __future__ import annotations
@@ -29,7 +34,11 @@ TARGETS = {"fp32_latency_ratio": 0.44, "int8_latency_ratio": 0.3, "int8_agreemen
 def held_out(bundle: Path):
     """The bundle's held-out images as the graph's uint8 input, and their labels in the model's order."""
     from omnivis.data.builtin import resolve_classification_data
-    from omnivis.inference.classify import ClassifyPredictor, _align_classes, class_split
+    from omnivis.inference.classify import (
+        ClassifyPredictor,
+        _align_classes,
+        class_split,
+    )
 
     predictor = ClassifyPredictor.from_dir(bundle)
     split = predictor.config["split"]
@@ -56,11 +65,64 @@ def latencies(runners: dict, image: torch.Tensor, rounds: int, block: int = 50) 
     return {name: float(np.median(t) * 1000) for name, t in times.items()}
 
 
+def detect(bundle: Path | None, rounds: int) -> None:
+    """The default detector: fp32 ONNX vs eager PyTorch, mAP50 and latency of one image."""
+    from omnivis.deploy.onnx_export import export_bundle
+    from omnivis.deploy.runtime import OnnxGraph
+    from omnivis.inference.detect import DetectPredictor, evaluate_detector
+
+    if bundle is None:
+        from omnivis.engine.config import TrainerConfig
+        from omnivis.tasks.detect import DetectConfig, train_detector
+
+        bundle = Path(tempfile.mkdtemp(prefix="omnivis-bench-export-")) / "shapes"
+        train_detector(DetectConfig(trainer=TrainerConfig(progress=False, epochs=None)), bundle)
+    fp32 = export_bundle(bundle)
+    by_torch = evaluate_detector(bundle, out_dir=None, progress=False)
+    by_onnx = evaluate_detector(bundle, out_dir=None, progress=False, onnx=fp32["file"])
+    predictor = DetectPredictor.from_dir(bundle)
+    image = predictor.prepare([_first_test_image(predictor)])
+
+    def eager(batch: torch.Tensor) -> tuple:
+        with torch.inference_mode():
+            return predictor.graph(batch)
+
+    session = OnnxGraph(fp32["file"], 3, predictor.img_size, threads=torch.get_num_threads())
+    ms = latencies({"eager": eager, "fp32": session}, image, rounds)
+    result = {"bundle": str(bundle), "img_size": predictor.img_size, "threads": torch.get_num_threads(),
+              "map50": {"eager": by_torch["map50"], "fp32": by_onnx["map50"]},
+              "map": {"eager": by_torch["map"], "fp32": by_onnx["map"]}, "latency_ms": ms,
+              "fp32_latency_ratio": ms["fp32"] / ms["eager"], "map50_drop": by_torch["map50"] - by_onnx["map50"],
+              "fp32_parity": fp32["parity"], "images": by_torch["num_images"]}
+    print(f"export benchmark (detect): {bundle} ({predictor.img_size} px, {predictor.config['arch']}), "
+          f"{by_torch['num_images']} test scenes, {result['threads']} threads, {rounds} calls each in blocks of 50 taking turns")
+    print("| run | latency, 1 image (ms) | ratio to eager | mAP50 | mAP |")
+    print("|---|---|---|---|---|")
+    for name in ("eager", "fp32"):
+        print(f"| {name} | {ms[name]:.3f} | {ms[name] / ms['eager']:.3f} | {result['map50'][name]:.4f} | {result['map'][name]:.4f} |")
+    print("parity:", json.dumps(fp32["parity"]))
+    path = Path(__file__).resolve().parent / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results["export_detect"] = result
+    path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _first_test_image(predictor) -> np.ndarray:
+    """The first built-in test scene (seed 1), as the detector's evaluation draws it."""
+    from omnivis.data.detection import resolve_detection_data
+
+    return resolve_detection_data("builtin:shapes", split="test", num_test=1, img_size=predictor.img_size).records[0].source
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", help="a classify bundle (default: train the default digits classifier)")
+    parser.add_argument("--task", choices=("classify", "detect"), default="classify")
+    parser.add_argument("--bundle", help="a bundle of --task (default: train the task's default model)")
     parser.add_argument("--rounds", type=int, default=300)
     args = parser.parse_args()
+    if args.task == "detect":
+        detect(Path(args.bundle) if args.bundle else None, args.rounds)
+        return
     from omnivis.deploy.onnx_export import export_bundle
     from omnivis.deploy.runtime import OnnxGraph
 

@@ -167,3 +167,52 @@ def test_eval_scores_the_exported_file_as_it_scores_the_bundle(classifier, segme
                                  "--out", str(tmp_path / "eval")])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["accuracy"] == by_torch["accuracy"]
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    from omnivis.tasks.detect import train_detector
+    from tests.tasks.test_detect import tiny_detect_config
+
+    out = tmp_path_factory.mktemp("det") / "run"
+    train_detector(tiny_detect_config(), out)
+    return out
+
+
+def test_detector_export_gives_the_same_detections_one_image_per_call(detector):
+    from omnivis.errors import ConfigError
+    from omnivis.inference.detect import DetectPredictor
+
+    report = export_bundle(detector)
+    (row,) = report["parity"]
+    assert row["images"] == 7 and row["same_answers"] == 1.0 and row["max_abs_difference"] < 1e-3
+    graph = onnx.load(str(detector / "model.onnx")).graph
+    assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [1, 3, 64, 64]
+    assert all(o.type.tensor_type.shape.dim[0].dim_param for o in graph.output)  # as many detections as found
+
+    by_torch = DetectPredictor.from_dir(detector)
+    by_onnx = DetectPredictor.from_dir(detector)
+    by_onnx.use_onnx(detector / "model.onnx")
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8), rng.integers(0, 256, size=(90, 50, 3), dtype=np.uint8)]
+    for expected, got in zip(by_torch.detect(images), by_onnx.detect(images)):
+        assert len(expected["labels"]) == len(got["labels"])
+        # an untrained detector ties many scores, so the two backends may list tied detections in
+        # another order: match each detection to an unused one of the same class, score and box
+        unused = set(range(len(got["labels"])))
+        for label, score, box in zip(expected["labels"], expected["scores"], expected["boxes"]):
+            match = next(j for j in sorted(unused) if got["labels"][j] == label and abs(got["scores"][j] - score) < 1e-4
+                         and (got["boxes"][j] - box).abs().max() < 1e-2)  # pixels of the original image
+            unused.remove(match)
+    with pytest.raises(ConfigError, match="--int8 covers classify and segment"):
+        export_bundle(detector, int8=True)
+
+
+@pytest.mark.parametrize("arch", ["fasterrcnn", "retinanet"])
+def test_the_other_detectors_export_too(arch, tmp_path):
+    from omnivis.tasks.detect import train_detector
+    from tests.tasks.test_detect import tiny_detect_config
+
+    train_detector(tiny_detect_config(arch=arch), tmp_path / "run")
+    (row,) = export_bundle(tmp_path / "run")["parity"]
+    assert row["same_answers"] == 1.0 and row["max_abs_difference"] < 1e-3

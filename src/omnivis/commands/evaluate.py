@@ -34,7 +34,7 @@ def eval_command(
     images: Optional[Path] = typer.Option(None, help="Detection, multitask: the image folder of a COCO --data file."),
     labels: Optional[Path] = typer.Option(None, help="Multitask: a path,label CSV of image-level classes for --data."),
     onnx: Optional[Path] = typer.Option(
-        None, help="Classify, segment: score this file of `omnivis export` (onnxruntime) instead of the torch model."),
+        None, help="Classify, segment, detect: score this file of `omnivis export` (onnxruntime) instead of the torch model."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ) -> None:
     """Evaluate a bundle on labelled data with its task's metrics (accuracy, mAP, mIoU, FID ...)."""
@@ -49,7 +49,7 @@ def eval_command(
     options = (("reference", reference, "generator"), ("inception_weights", inception_weights, "generator"),
                ("num_samples", num_samples, "generator"), ("per_class", per_class, "generator"),
                ("images", images, "detection and multitask"), ("labels", labels, "multitask"),
-               ("onnx", onnx, "classify and segment"))
+               ("onnx", onnx, "classify, segment and detect"))
     for option, value, kind in options:
         if value is None:
             continue

@@ -31,6 +31,8 @@ class NormalizedInput(nn.Module):
 class ClassifierGraph(nn.Module):
     """uint8 images -> (probabilities (N, K), top-k scores (N, k), top-k class indices (N, k))."""
 
+    batched = True  # any batch size in one call
+
     output_names = ("probabilities", "top_k_scores", "top_k_indices")
 
     @staticmethod
@@ -58,6 +60,7 @@ class SegmenterGraph(nn.Module):
     """
 
     output_names = ("logits", "classes")
+    batched = True
 
     @staticmethod
     def decisions(outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -72,3 +75,31 @@ class SegmenterGraph(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(self.normalize(images)).float()
         return logits, logits.argmax(dim=1).to(torch.uint8)
+
+
+class DetectorGraph(nn.Module):
+    """One uint8 image (1, 3, S, S) -> (boxes (D, 4) x1, y1, x2, y2 in the S x S input's pixels,
+    scores (D,), classes (D,) int64), every detection scoring at least the model's floor (0.05).
+
+    One image per call: torchvision's detectors decode boxes and run NMS image by image, so their
+    graph has a fixed batch of one; callers loop. The detector normalizes inside itself, so the graph
+    only scales to [0, 1] first. Class 0 is the background slot that FCOS and RetinaNet score like
+    any class; it is dropped and the rest shifted to the bundle's class indices.
+    """
+
+    output_names = ("boxes", "scores", "classes")
+    batched = False
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        prediction = self.model([images[0].float() / 255.0])[0]
+        keep = prediction["labels"] > 0
+        return prediction["boxes"][keep], prediction["scores"][keep], prediction["labels"][keep] - 1
+
+    @staticmethod
+    def decisions(outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The answer to compare between backends: the class of each detection, best first."""
+        return outputs[2]

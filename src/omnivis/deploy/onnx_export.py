@@ -19,6 +19,7 @@ import logging
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -26,10 +27,10 @@ import numpy as np
 import torch
 
 from omnivis.engine.bundle import load_bundle
-from omnivis.errors import BundleError, DataError
+from omnivis.errors import BundleError, ConfigError, DataError
 from omnivis.inference.base import Predictor
 
-EXPORTABLE = ("classify", "segment")
+EXPORTABLE = ("classify", "segment", "detect")
 PARITY_BATCHES = (1, 3, 7)
 INT8_AGREEMENT = 0.98  # share of answers (top-1 classes, pixel classes) int8 must keep from float
 REFERENCE_IMAGES = 64  # half calibrate int8, half check it
@@ -50,6 +51,13 @@ def reference_images(predictor: Predictor, calibration: str | None, n: int = REF
         raise DataError(f"{predictor.bundle.path}: the bundle does not say what it was trained on; pass --calibration DIR")
     if calibration and Path(calibration).is_dir() and not (Path(calibration) / "masks").is_dir():
         sources: Sequence = expand_image_paths([Path(calibration)])
+    elif predictor.task == "detect":
+        from omnivis.data.detection import resolve_detection_data
+
+        cfg = predictor.config
+        images = None if calibration else cfg.get("images")
+        data = resolve_detection_data(spec, images, img_size=predictor.img_size, num_train=n)
+        sources = [r.source for r in data.records]
     elif predictor.task == "classify":
         from omnivis.data.builtin import resolve_classification_data
 
@@ -75,13 +83,16 @@ def write_onnx(graph: torch.nn.Module, example: torch.Tensor, path: Path) -> Non
     path.parent.mkdir(parents=True, exist_ok=True)
     example = example[:2] if len(example) >= 2 else example.repeat(2, 1, 1, 1)  # batch 1 would be specialized
     chatter = io.StringIO()  # the exporter prints each of its stages; keep them for a failure only
+    names = dict(input_names=["images"], output_names=list(graph.output_names), opset_version=OPSET, verbose=False)
     try:
-        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
-            torch.onnx.export(
-                graph, (example,), str(path), input_names=["images"], output_names=list(graph.output_names),
-                dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=4096)}}, dynamo=True,
-                opset_version=OPSET, verbose=False, external_data=False,
-            )
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if graph.batched:
+                torch.onnx.export(graph, (example,), str(path), dynamo=True, external_data=False,
+                                  dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=4096)}}, **names)
+            else:  # torchvision detectors: the TorchScript-based exporter, whose NMS and box decoding torchvision tests
+                torch.onnx.export(graph, (example[:1],), str(path), dynamo=False,
+                                  dynamic_axes={name: {0: "detections"} for name in graph.output_names}, **names)
     except Exception:
         sys.stderr.write(chatter.getvalue())
         raise
@@ -97,6 +108,8 @@ def parity_check(predictor: Predictor, path: Path, images: torch.Tensor) -> list
     from omnivis.deploy.runtime import OnnxGraph
 
     session = OnnxGraph(path, channels=images.shape[1], size=images.shape[-1])
+    if not predictor.graph.batched:
+        return [detection_parity(predictor.graph, session, images[: max(PARITY_BATCHES)])]
     rows = []
     for n in PARITY_BATCHES:
         batch = _batch(images, n)
@@ -107,6 +120,26 @@ def parity_check(predictor: Predictor, path: Path, images: torch.Tensor) -> list
         same = (predictor.graph.decisions(expected) == predictor.graph.decisions(got)).float().mean().item()
         rows.append({"batch": n, "max_abs_difference": max(floats), "same_answers": same})
     return rows
+
+
+def detection_parity(graph: torch.nn.Module, session, images: torch.Tensor) -> dict:
+    """One image at a time (a detector's graph has batch 1): the share of images with as many
+    detections of each class, and the largest difference of a score (sorted) or of a box from the
+    nearest box of its class. Order-free on purpose: detections with tied scores may come out in
+    another order from another runtime, which changes no answer."""
+    same_count, worst = 0, 0.0
+    for image in images:
+        with torch.inference_mode():
+            expected = graph(image[None])
+        got = session(image[None])
+        if torch.equal(expected[2].sort().values, got[2].sort().values):
+            same_count += 1
+            if len(expected[0]):
+                scores = (expected[1].sort().values - got[1].sort().values).abs().max().item()
+                same_class = expected[2][:, None] == got[2][None, :]
+                gaps = (expected[0][:, None, :] - got[0][None, :, :]).abs().amax(dim=2).masked_fill(~same_class, float("inf"))
+                worst = max(worst, scores, gaps.amin(dim=1).max().item())
+    return {"images": len(images), "batch": 1, "max_abs_difference": worst, "same_answers": same_count / len(images)}
 
 
 def _latency_ms(path: Path, image: torch.Tensor, runs: int = 20) -> float:
@@ -211,6 +244,10 @@ def export_bundle(bundle_dir: str | Path, out: str | Path | None = None, int8: b
         raise BundleError(f"{bundle_dir}: '{bundle.task}' bundles cannot be exported yet; "
                           f"ONNX export covers {', '.join(EXPORTABLE)}")
     predictor = get_task(bundle.task).predictor(bundle_dir)
+    if predictor.graph is None:
+        raise BundleError(f"{bundle_dir}: Mask R-CNN bundles cannot be exported yet (detection without masks can)")
+    if int8 and not predictor.graph.batched:
+        raise ConfigError(f"{bundle_dir}: --int8 covers classify and segment bundles; export '{bundle.task}' in fp32")
     out = Path(out) if out else default_onnx_path(bundle_dir, int8)
     images, described = reference_images(predictor, calibration)
     batch = predictor.prepare(images)

@@ -54,8 +54,8 @@ class Predictor:
         """Run ``path`` (an ``omnivis export`` of this bundle) with onnxruntime instead of the torch graph;
         everything before and after the graph stays the same, so the answers keep their form."""
         if self.graph is None:
-            raise BundleError(f"{self.bundle.path}: '{self.task}' bundles have no ONNX backend yet (classify and "
-                              "segment have)")
+            raise BundleError(f"{self.bundle.path}: this '{self.task}' bundle has no ONNX backend yet (classify, "
+                              "segment and detect without masks have)")
         from omnivis.deploy.runtime import OnnxGraph
 
         self.session = OnnxGraph(path, channels=3 if self.mode == "RGB" else 1, size=self.img_size)

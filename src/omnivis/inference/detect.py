@@ -23,6 +23,7 @@ from omnivis.data.detection import (
 from omnivis.data.detection_records import DetectionData, mask_to_rle, rle_to_mask
 from omnivis.data.images import load_images
 from omnivis.data.splits import split_indices
+from omnivis.deploy.graphs import DetectorGraph
 from omnivis.engine.bundle import Bundle
 from omnivis.errors import DataError
 from omnivis.inference.base import Predictor, held_out_wanted, image_names
@@ -51,9 +52,24 @@ class DetectPredictor(Predictor):
             cfg["arch"], backbone, len(self.classes), self.img_size, tuple(cfg["mean"]), tuple(cfg["std"]),
             int(cfg.get("fpn_channels", 64)),
         ))
-        self.transform = v2.Compose(
-            [v2.ToImage(), v2.Resize((self.img_size, self.img_size), antialias=True), v2.ToDtype(torch.float32, scale=True)]
-        )
+        self.geometry = v2.Compose([v2.ToImage(), v2.Resize((self.img_size, self.img_size), antialias=True)])
+        self.transform = v2.Compose([self.geometry, v2.ToDtype(torch.float32, scale=True)])
+        self.graph = None if self.masks else DetectorGraph(self.model).eval()  # Mask R-CNN: no export yet
+
+    def prepare(self, images: Sequence) -> torch.Tensor:
+        """Images (paths, PIL images or arrays) -> uint8 (N, 3, S, S); the graph takes them one at a time."""
+        return torch.stack([self.geometry(im).as_subclass(torch.Tensor) for im in load_images(images, self.mode)])
+
+    def _model_predictions(self, pil: list) -> list[dict]:
+        """torchvision-style predictions (labels with the background slot 0) for a list of PIL images."""
+        session = getattr(self, "session", None)
+        if session is None:
+            return self.model([self.transform(im).to(self.device) for im in pil])
+        predictions = []
+        for im in pil:
+            boxes, scores, classes = session(self.geometry(im).as_subclass(torch.Tensor)[None])
+            predictions.append({"boxes": boxes, "scores": scores, "labels": classes + 1})
+        return predictions
 
     @torch.inference_mode()
     def detect(self, images: Sequence, batch_size: int = 32, progress: bool = False) -> list[dict]:
@@ -61,8 +77,7 @@ class DetectPredictor(Predictor):
         "scores" (N,), "labels" (N,) class indices (, "masks" (N, H, W) bool)}``, all scores >= 0.05."""
         results = []
         for pil in self.batches(images, batch_size, progress, "detecting"):
-            batch = [self.transform(im).to(self.device) for im in pil]
-            for im, pred in zip(pil, self.model(batch)):
+            for im, pred in zip(pil, self._model_predictions(pil)):
                 # FCOS and RetinaNet score the background slot 0 like any class (sigmoid); it is never an object
                 pred = {k: v[pred["labels"] > 0] for k, v in pred.items()}
                 sx, sy = im.width / self.img_size, im.height / self.img_size
@@ -193,6 +208,7 @@ def evaluate_detector(
     strict: bool = False,
     progress: bool = True,
     images: str | Path | None = None,
+    onnx: str | Path | None = None,
 ) -> dict:
     """COCO mAP of a detector bundle (box, and mask for Mask R-CNN), plus a PR-curve PNG in ``out_dir``.
 
@@ -202,11 +218,14 @@ def evaluate_detector(
         split: ``val``, ``all`` or ``auto`` (``val`` when ``data`` is the training COCO file).
         images: the image folder of a COCO ``data`` file (default: the JSON's folder, or the
             training run's ``--images`` when ``data`` is the training file).
+        onnx: score this exported file (``omnivis export``) with onnxruntime instead of the torch model.
     """
     # metrics (torchmetrics) are imported to evaluate, not to predict
     from omnivis.metrics.detection import new_map_metric, plot_pr_curves, summarize_map
 
     predictor = DetectPredictor.from_dir(bundle_dir)
+    if onnx is not None:
+        predictor.use_onnx(onnx)
     data = _align(_eval_data(predictor.bundle.config, data, split, strict, images), predictor.classes)
     if not data.records:
         raise DataError(f"{data.source}: no images to evaluate")
@@ -224,7 +243,7 @@ def evaluate_detector(
     curves = summary.pop("pr_curves")
     mask_curves = summary.pop("segm_pr_curves", None)
     metrics = {**summary, "num_images": len(data.records), "num_objects": int(sum(len(r.labels) for r in data.records)),
-               "data": data.source}
+               "data": data.source, **({"onnx": str(onnx)} if onnx is not None else {})}
     if out_dir is not None:
         out_dir = Path(out_dir)
         metrics["pr_curve_png"] = str(plot_pr_curves(curves, out_dir / "pr_curve.png"))
