@@ -8,25 +8,25 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from omnivis.commands._shared import AsJson, console, print_json
+from omnivis.commands._shared import console, print_json
 from omnivis.errors import ConfigError
 
 FORMATS = ("onnx",)
 
 
 def export_command(
-    bundle: Path = typer.Argument(..., help="A bundle folder (classify or segment)."),
+    bundle: Path = typer.Argument(..., help="A bundle folder (classify, segment, or detect without masks)."),
     format: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
     int8: bool = typer.Option(False, "--int8", help="Quantize to int8 (onnxruntime static QDQ, per-channel)."),
     calibration: Optional[str] = typer.Option(
         None, help="Images to calibrate int8 and check the export on: a folder or data spec (default: the "
         "bundle's training data)."),
     out: Optional[Path] = typer.Option(None, help="The ONNX file (default: BUNDLE/model.onnx, BUNDLE/model.int8.onnx)."),
-    as_json: AsJson = False,
+    as_json: bool = typer.Option(False, "--json", help="Print the export report as JSON."),
 ) -> None:
     """Export a bundle's graph to ONNX: uint8 NCHW images at the bundle's size in, normalization and
-    post-processing inside, dynamic batch. A parity check against PyTorch (batch 1, 3, 7) and, with
-    --int8, the quantization report go to BUNDLE/export.json."""
+    post-processing inside, dynamic batch (detectors: one image per call). A parity check against
+    PyTorch (batch 1, 3, 7) and, with --int8, the quantization report go to BUNDLE/export.json."""
     from omnivis.deploy.onnx_export import export_bundle
 
     if format not in FORMATS:
