@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -74,8 +75,12 @@ def test_classifier_export_matches_torch_at_every_batch_size(classifier):
 
 
 def test_int8_export_is_smaller_stays_close_and_reports_its_tries(classifier, tmp_path):
-    out = tmp_path / "int8.onnx"
+    import tempfile
+
+    scratch_before = set(Path(tempfile.gettempdir()).glob("omnivis-export-*"))
+    out = tmp_path / "exports" / "int8.onnx"  # a folder that does not exist yet
     report = export_bundle(classifier, out=out, int8=True)
+    assert set(Path(tempfile.gettempdir()).glob("omnivis-export-*")) == scratch_before  # no scratch left behind
     q = report["int8"]
     assert q["tries"] and q["tries"][0]["kept_in_float"] == []  # fully quantized first
     assert q["within_budget"] == (q["same_answers"] >= q["budget"])

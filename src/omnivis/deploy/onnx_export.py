@@ -173,9 +173,11 @@ def _weighted_nodes(path: Path) -> list[str]:
     return [node.name for node in model.graph.node if node.op_type in ("Conv", "Gemm", "MatMul")]
 
 
-def quantize_int8(float_path: Path, out: Path, calibrate: torch.Tensor, check: torch.Tensor, decisions) -> dict:
+def quantize_int8(float_path: Path, out: Path, calibrate: torch.Tensor, check: torch.Tensor, decisions,
+                  work: Path) -> dict:
     """Static QDQ int8 of ``float_path`` into ``out``, keeping sensitive nodes in float until int8 keeps
-    ``INT8_AGREEMENT`` of the answers on ``check`` (or falling back to dynamic quantization)."""
+    ``INT8_AGREEMENT`` of the answers on ``check`` (or falling back to dynamic quantization); ``work``
+    is a scratch folder."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -192,7 +194,6 @@ def quantize_int8(float_path: Path, out: Path, calibrate: torch.Tensor, check: t
         def get_next(self):
             return next(self.items, None)
 
-    work = Path(tempfile.mkdtemp(prefix="omnivis-int8-"))
     prepared = work / "prepared.onnx"
     try:
         quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
@@ -249,27 +250,31 @@ def export_bundle(bundle_dir: str | Path, out: str | Path | None = None, int8: b
     if int8 and not predictor.graph.batched:
         raise ConfigError(f"{bundle_dir}: --int8 covers classify and segment bundles; export '{bundle.task}' in fp32")
     out = Path(out) if out else default_onnx_path(bundle_dir, int8)
+    out.parent.mkdir(parents=True, exist_ok=True)
     images, described = reference_images(predictor, calibration)
     batch = predictor.prepare(images)
-    float_path = Path(tempfile.mkdtemp(prefix="omnivis-export-")) / "model.onnx" if int8 else out
-    write_onnx(predictor.graph, batch, float_path)
-    report = {
-        "file": str(out), "task": bundle.task, "format": "onnx", "opset": OPSET,
-        "input": {"name": "images", "dtype": "uint8", "layout": "NCHW",
-                  "shape": ["batch", int(batch.shape[1]), predictor.img_size, predictor.img_size]},
-        "outputs": list(predictor.graph.output_names),
-        "reference_images": described,
-        "parity": parity_check(predictor, float_path, batch),
-        "latency_ms_batch1": {"float": _latency_ms(float_path, batch[:1])},
-        "bytes": {"float": float_path.stat().st_size},
-    }
-    if int8:
-        half = max(1, len(batch) // 2)
-        calibrate, check = batch[:half], batch[half:] if len(batch) > half else batch
-        report["int8"] = quantize_int8(float_path, out, calibrate, check, predictor.graph.decisions)
-        report["int8"]["calibration"] = f"{len(calibrate)} of the {described}; checked on the other {len(check)}"
-        report["latency_ms_batch1"]["int8"] = _latency_ms(out, batch[:1])
-        report["bytes"]["int8"] = out.stat().st_size
+    with tempfile.TemporaryDirectory(prefix="omnivis-export-") as scratch:
+        work = Path(scratch)
+        float_path = work / "model.onnx" if int8 else out
+        write_onnx(predictor.graph, batch, float_path)
+        report = {
+            "file": str(out), "task": bundle.task, "format": "onnx", "opset": OPSET,
+            "input": {"name": "images", "dtype": "uint8", "layout": "NCHW",
+                      "shape": ["batch" if predictor.graph.batched else 1, int(batch.shape[1]), predictor.img_size,
+                                predictor.img_size]},
+            "outputs": list(predictor.graph.output_names),
+            "reference_images": described,
+            "parity": parity_check(predictor, float_path, batch),
+            "latency_ms_batch1": {"float": _latency_ms(float_path, batch[:1])},
+            "bytes": {"float": float_path.stat().st_size},
+        }
+        if int8:
+            half = max(1, len(batch) // 2)
+            calibrate, check = batch[:half], batch[half:] if len(batch) > half else batch
+            report["int8"] = quantize_int8(float_path, out, calibrate, check, predictor.graph.decisions, work)
+            report["int8"]["calibration"] = f"{len(calibrate)} of the {described}; checked on the other {len(check)}"
+            report["latency_ms_batch1"]["int8"] = _latency_ms(out, batch[:1])
+            report["bytes"]["int8"] = out.stat().st_size
     record = Path(bundle_dir) / "export.json"
     exports = json.loads(record.read_text()) if record.is_file() else {}
     exports[out.name] = report
