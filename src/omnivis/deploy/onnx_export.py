@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from omnivis.deploy.runtime import OnnxGraph
 from omnivis.engine.bundle import load_bundle
 from omnivis.errors import BundleError, ConfigError, DataError
 from omnivis.inference.base import Predictor
@@ -103,11 +104,8 @@ def _batch(images: torch.Tensor, n: int) -> torch.Tensor:
     return images.repeat(repeats, 1, 1, 1)[:n]
 
 
-def parity_check(predictor: Predictor, path: Path, images: torch.Tensor) -> list[dict]:
+def parity_check(predictor: Predictor, session: OnnxGraph, images: torch.Tensor) -> list[dict]:
     """PyTorch vs onnxruntime on the same uint8 images at each of ``PARITY_BATCHES``."""
-    from omnivis.deploy.runtime import OnnxGraph
-
-    session = OnnxGraph(path, channels=images.shape[1], size=images.shape[-1])
     if not predictor.graph.batched:
         return [detection_parity(predictor.graph, session, images[: max(PARITY_BATCHES)])]
     rows = []
@@ -142,11 +140,8 @@ def detection_parity(graph: torch.nn.Module, session, images: torch.Tensor) -> d
     return {"images": len(images), "batch": 1, "max_abs_difference": worst, "same_answers": same_count / len(images)}
 
 
-def _latency_ms(path: Path, image: torch.Tensor, runs: int = 20) -> float:
+def _latency_ms(session: OnnxGraph, image: torch.Tensor, runs: int = 20) -> float:
     """Median onnxruntime time of one image (batch 1), after one warm-up run."""
-    from omnivis.deploy.runtime import OnnxGraph
-
-    session = OnnxGraph(path, channels=image.shape[1], size=image.shape[-1])
     session(image)
     times = []
     for _ in range(runs):
@@ -156,11 +151,10 @@ def _latency_ms(path: Path, image: torch.Tensor, runs: int = 20) -> float:
     return float(np.median(times) * 1000)
 
 
-def agreement(graph_decisions, float_path: Path, int8_path: Path, images: torch.Tensor) -> tuple[float, float]:
-    """(share of answers int8 keeps, max |difference| of the first output) on ``images``."""
-    from omnivis.deploy.runtime import OnnxGraph
-
-    reference = OnnxGraph(float_path, channels=images.shape[1], size=images.shape[-1])(images)
+def agreement(graph_decisions, reference: tuple[torch.Tensor, ...], int8_path: Path,
+              images: torch.Tensor) -> tuple[float, float]:
+    """(share of answers int8 keeps, max |difference| of the first output) on ``images``, against
+    ``reference``, the float file's outputs on them."""
     quantized = OnnxGraph(int8_path, channels=images.shape[1], size=images.shape[-1])(images)
     same = (graph_decisions(reference) == graph_decisions(quantized)).float().mean().item()
     return same, (reference[0].float() - quantized[0].float()).abs().max().item()
@@ -210,7 +204,8 @@ def quantize_int8(float_path: Path, out: Path, calibrate: torch.Tensor, check: t
     def dynamic(excluded: list[str]) -> None:
         quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8)
 
-    tries = []
+    reference = OnnxGraph(float_path, channels=check.shape[1], size=check.shape[-1])(check)
+    tries, writers = [], []
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer logs a warning per tensor it leaves alone
@@ -218,18 +213,19 @@ def quantize_int8(float_path: Path, out: Path, calibrate: torch.Tensor, check: t
         for method, write, excluded in [*(("static QDQ, per-channel", static, e) for e in plans),
                                         ("dynamic (weights only)", dynamic, [])]:
             write(excluded)
-            same, max_abs = agreement(decisions, float_path, out, check)
+            same, max_abs = agreement(decisions, reference, out, check)
             tries.append({"method": method, "kept_in_float": excluded, "same_answers": same,
-                          "max_abs_difference": max_abs, "write": write})
+                          "max_abs_difference": max_abs})
+            writers.append(write)
             if same >= INT8_AGREEMENT:
                 break
-        best = tries[-1] if tries[-1]["same_answers"] >= INT8_AGREEMENT else max(tries, key=lambda t: t["same_answers"])
-        if best is not tries[-1]:
-            best["write"](best["kept_in_float"])
+        # the loop stops at the first try within the budget, so the best try is the last one then
+        chosen = max(range(len(tries)), key=lambda i: tries[i]["same_answers"])
+        best = tries[chosen]
+        if chosen != len(tries) - 1:
+            writers[chosen](best["kept_in_float"])  # ``out`` holds the last try: write the best again
     finally:
         root.setLevel(level)
-    for t in tries:
-        del t["write"]
     return {"method": best["method"], "kept_in_float": best["kept_in_float"], "same_answers": best["same_answers"],
             "within_budget": best["same_answers"] >= INT8_AGREEMENT, "budget": INT8_AGREEMENT, "tries": tries}
 
@@ -257,6 +253,7 @@ def export_bundle(bundle_dir: str | Path, out: str | Path | None = None, int8: b
         work = Path(scratch)
         float_path = work / "model.onnx" if int8 else out
         write_onnx(predictor.graph, batch, float_path)
+        session = OnnxGraph(float_path, channels=int(batch.shape[1]), size=predictor.img_size)
         report = {
             "file": str(out), "task": bundle.task, "format": "onnx", "opset": OPSET,
             "input": {"name": "images", "dtype": "uint8", "layout": "NCHW",
@@ -264,8 +261,8 @@ def export_bundle(bundle_dir: str | Path, out: str | Path | None = None, int8: b
                                 predictor.img_size]},
             "outputs": list(predictor.graph.output_names),
             "reference_images": described,
-            "parity": parity_check(predictor, float_path, batch),
-            "latency_ms_batch1": {"float": _latency_ms(float_path, batch[:1])},
+            "parity": parity_check(predictor, session, batch),
+            "latency_ms_batch1": {"float": _latency_ms(session, batch[:1])},
             "bytes": {"float": float_path.stat().st_size},
         }
         if int8:
@@ -273,7 +270,8 @@ def export_bundle(bundle_dir: str | Path, out: str | Path | None = None, int8: b
             calibrate, check = batch[:half], batch[half:] if len(batch) > half else batch
             report["int8"] = quantize_int8(float_path, out, calibrate, check, predictor.graph.decisions, work)
             report["int8"]["calibration"] = f"{len(calibrate)} of the {described}; checked on the other {len(check)}"
-            report["latency_ms_batch1"]["int8"] = _latency_ms(out, batch[:1])
+            report["latency_ms_batch1"]["int8"] = _latency_ms(OnnxGraph(out, int(batch.shape[1]), predictor.img_size),
+                                                              batch[:1])
             report["bytes"]["int8"] = out.stat().st_size
     record = Path(bundle_dir) / "export.json"
     exports = json.loads(record.read_text()) if record.is_file() else {}

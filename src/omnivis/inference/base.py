@@ -35,6 +35,7 @@ class Predictor:
     task: ClassVar[str]
     noun: ClassVar[str] = "model"
     graph: nn.Module | None = None  # uint8 images -> outputs (``omnivis.deploy.graphs``); None: not exportable
+    session = None  # an ``OnnxGraph`` that replaces ``graph`` after ``use_onnx``
 
     def __init__(self, bundle: Bundle, device: str = "cpu") -> None:
         if bundle.task != self.task:
@@ -62,9 +63,8 @@ class Predictor:
 
     def run_graph(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """uint8 (N, C, S, S) images -> the graph's outputs, from torch or from the ONNX file in use."""
-        session = getattr(self, "session", None)
-        if session is not None:
-            return session(images)
+        if self.session is not None:
+            return self.session(images)
         with torch.inference_mode():
             return tuple(out.cpu() for out in self.graph(images.to(self.device)))
 

@@ -62,12 +62,11 @@ class DetectPredictor(Predictor):
 
     def _model_predictions(self, pil: list) -> list[dict]:
         """torchvision-style predictions (labels with the background slot 0) for a list of PIL images."""
-        session = getattr(self, "session", None)
-        if session is None:
+        if self.session is None:
             return self.model([self.transform(im).to(self.device) for im in pil])
         predictions = []
         for im in pil:
-            boxes, scores, classes = session(self.geometry(im).as_subclass(torch.Tensor)[None])
+            boxes, scores, classes = self.session(self.geometry(im).as_subclass(torch.Tensor)[None])
             predictions.append({"boxes": boxes, "scores": scores, "labels": classes + 1})
         return predictions
 
