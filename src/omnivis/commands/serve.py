@@ -1,0 +1,47 @@
+"""``omnivis serve``: bundles behind one HTTP server (omnivis JSON, OpenAI Images, KServe v2, a web page)."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from omnivis.commands._shared import console
+
+
+def serve_command(
+    bundles: List[str] = typer.Argument(..., help="Bundle folders to serve, each as BUNDLE or NAME=BUNDLE "
+                                        "(the name defaults to the folder's name)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    backend: str = typer.Option("torch", help="torch, or onnx: run BUNDLE/model.onnx (from omnivis export) with "
+                                "onnxruntime; bundles without an ONNX graph stay on torch."),
+    max_batch: int = typer.Option(16, min=1, max=1024, help="Most requests one model call takes (1: no batching)."),
+    max_wait_ms: float = typer.Option(5.0, min=0.0, max=10000.0, help="How long the first request of a batch "
+                                      "waits for others."),
+    max_queue: int = typer.Option(64, min=0, help="Requests that may wait per model; more get 503 + Retry-After."),
+    max_upload_mb: float = typer.Option(20.0, min=0.001, help="Largest request body in MiB (413 above)."),
+    max_pixels: int = typer.Option(40_000_000, min=1, help="Largest image in pixels (413 above)."),
+    timeout: float = typer.Option(60.0, min=0.01, help="Seconds a request may take before it is answered 504."),
+    api_key: Optional[str] = typer.Option(None, envvar="OMNIVIS_API_KEY", help="Require this key (Authorization: "
+                                          "Bearer KEY or X-API-Key) on every endpoint but the page, health and "
+                                          "metrics; also read from $OMNIVIS_API_KEY."),
+    drain: float = typer.Option(30.0, min=0.0, help="Seconds in-flight requests get to finish after SIGTERM."),
+) -> None:
+    """Serve bundles over HTTP: a web page at /, JSON endpoints per task at /api/TASK/NAME, the OpenAI
+    Images API at /v1/images/generations, KServe v2 at /v2, Prometheus at /metrics, OpenAPI at /docs."""
+    from omnivis.serve.app import ServeConfig
+    from omnivis.serve.runner import load_models, serve
+
+    models = load_models(bundles, backend)
+    for model in models.values():
+        console.print(f"[bold]{model.name}[/]: {model.task} on {model.backend} from {model.bundle_dir}"
+                      + (f" ({model.note})" if model.note else ""))
+    console.print(f"web page: http://{host}:{port}/   API: http://{host}:{port}/docs")
+    config = ServeConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                         max_upload_mb=max_upload_mb, max_pixels=max_pixels, request_timeout_s=timeout, api_key=api_key)
+    serve(models, config, host=host, port=port, drain_s=drain)
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    app.command("serve")(serve_command)

@@ -1,0 +1,212 @@
+"""The FastAPI app: loaded models, their batchers, the limits every request passes, and the routes.
+
+Limits are checked in one ASGI layer (``Gate``) before any route runs: the API key (401) and the
+body size (413, from Content-Length or while the body streams in). It also counts every answer for
+``/metrics``. Routes then only parse their own format and call ``run_job``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from omnivis.serve.api_errors import ApiError, error_response
+from omnivis.serve.batching import BatchPolicy, Job, MicroBatcher
+from omnivis.serve.metrics import ServerMetrics
+from omnivis.serve.models import ServedModel
+
+OPEN_PATHS = ("/", "/static/", "/metrics", "/v2/health/", "/docs", "/openapi.json", "/favicon.ico")
+
+
+@dataclass
+class ServeConfig:
+    """The server's limits and batching (``omnivis serve --help`` says the same)."""
+
+    max_batch: int = 16
+    max_wait_ms: float = 5.0
+    max_queue: int = 64
+    max_upload_mb: float = 20.0
+    max_pixels: int = 40_000_000
+    request_timeout_s: float = 60.0
+    api_key: str | None = None
+    max_images: int = 16  # per generation request (OpenAI ``n``)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+def served(request: Request, name: str) -> ServedModel:
+    """The model called ``name``; an unknown name is a 404 that lists the loaded ones."""
+    models: dict[str, ServedModel] = request.app.state.models
+    if name not in models:
+        raise ApiError(404, f"no model named '{name}'; loaded: {', '.join(models) or 'none'}", "model")
+    return models[name]
+
+
+async def _client_gone(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def run_job(request: Request, name: str, item) -> tuple[object, Job]:
+    """Queue ``item`` for model ``name`` and wait for its answer, the client, or the timeout."""
+    state = request.app.state
+    batcher: MicroBatcher = state.batchers[name]
+    job = batcher.submit(item)
+    state.metrics.waiting.labels(name).set(len(batcher.waiting))
+    watcher = asyncio.ensure_future(_client_gone(request))
+    try:
+        done, _ = await asyncio.wait({job.future, watcher}, timeout=state.config.request_timeout_s,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        state.metrics.waiting.labels(name).set(len(batcher.waiting))
+    if job.future in done:
+        return job.future.result(), job
+    job.future.cancel()  # the batcher skips it if it has not started
+    if watcher in done:
+        raise ApiError(499, "the client closed the request")
+    raise ApiError(504, f"model '{name}' did not answer within {state.config.request_timeout_s:g} s; try again later",
+                   headers={"Retry-After": "1"})
+
+
+def timings(job: Job) -> dict:
+    end = job.finished or time.perf_counter()
+    start = job.started or end
+    return {"queue": round((start - job.enqueued) * 1000, 3), "model": round((end - start) * 1000, 3),
+            "total": round((end - job.enqueued) * 1000, 3)}
+
+
+class Gate:
+    """ASGI layer before routing: API key, body size, and the request metrics."""
+
+    def __init__(self, app, config: ServeConfig, metrics: ServerMetrics) -> None:
+        self.app, self.config, self.metrics = app, config, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path, start, status = scope["path"], time.perf_counter(), {"code": 500}
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+        async def counting_send(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            problem = self._refuse(path, headers)
+            if problem is not None:
+                await error_response(path, problem)(scope, receive, counting_send)
+                return
+            limit, seen = self.config.max_upload_bytes, {"bytes": 0}
+
+            async def limited_receive():
+                message = await receive()
+                if message["type"] == "http.request":
+                    seen["bytes"] += len(message.get("body", b""))
+                    if seen["bytes"] > limit:
+                        raise ApiError(413, f"the request body is over the limit of {limit} bytes")
+                return message
+
+            await self.app(scope, limited_receive, counting_send)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or ("/static" if path.startswith("/static/") else "unmatched")
+            self.metrics.requests.labels(endpoint, str(status["code"])).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+
+    def _refuse(self, path: str, headers: dict) -> ApiError | None:
+        key = self.config.api_key
+        if key and not (path in OPEN_PATHS or any(path.startswith(p) for p in OPEN_PATHS if p.endswith("/") and p != "/")):
+            given = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if given != key:
+                return ApiError(401, "a valid API key is required (Authorization: Bearer KEY or X-API-Key: KEY)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                return ApiError(400, f"Content-Length '{length}' is not a number")
+            if int(length) > self.config.max_upload_bytes:
+                return ApiError(413, f"the request body is {length} bytes; the limit is {self.config.max_upload_bytes}")
+        return None
+
+
+def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None) -> FastAPI:
+    """An app serving ``models`` (name -> loaded model). Batchers start with the app and stop after it
+    has answered its in-flight requests."""
+    from omnivis.serve import routes_kserve, routes_omnivis, routes_openai
+
+    config = config or ServeConfig()
+    metrics = ServerMetrics()
+    policy = BatchPolicy(config.max_batch, config.max_wait_ms, config.max_queue)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        for batcher in app.state.batchers.values():
+            batcher.start()
+        app.state.ready = True
+        yield
+        app.state.ready = False
+        for batcher in app.state.batchers.values():
+            await batcher.stop()
+
+    app = FastAPI(title="omnivis", version="0.1.0", lifespan=lifespan,
+                  description="Trained omnivis bundles: omnivis JSON endpoints per task, the OpenAI Images API "
+                  "and the KServe v2 (Open Inference Protocol) REST API.")
+    app.state.models, app.state.config, app.state.metrics = models, config, metrics
+    app.state.ready, app.state.draining = False, False
+    app.state.batchers = {name: MicroBatcher(name, model.run_batch, policy, metrics.observer(name),
+                                             metrics.dropper(name)) for name, model in models.items()}
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return error_response(request.url.path, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        return error_response(request.url.path, ApiError(exc.status_code, str(exc.detail), headers=exc.headers))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return error_response(request.url.path, ApiError(422, f"{param or 'request'}: {first.get('msg', 'invalid')}",
+                                                          param))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception):  # never expected: still an answer in the family's format
+        return error_response(request.url.path, ApiError(500, f"internal error ({type(exc).__name__}); see the server log"))
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(resources.files("omnivis.serve").joinpath("static/index.html").read_text())
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        kinds = {".js": "text/javascript", ".css": "text/css"}
+        suffix = name[name.rfind("."):] if "." in name else ""
+        item = resources.files("omnivis.serve").joinpath("static", name)
+        if suffix not in kinds or "/" in name or not item.is_file():
+            raise ApiError(404, f"no static file '{name}'")
+        return Response(item.read_text(), media_type=kinds[suffix])
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(routes_omnivis.router)
+    app.include_router(routes_openai.router)
+    app.include_router(routes_kserve.router)
+    app.add_middleware(Gate, config=config, metrics=metrics)
+    return app

@@ -1,0 +1,168 @@
+"""omnivis' own JSON endpoints: ``GET /api/models`` and ``POST /api/{task}/{model}``, one per task.
+
+An image comes as a multipart file field ``image``, as JSON ``{"image": "<base64>"}``, or as the raw
+body with an ``image/*`` content type; options come as form fields, JSON keys or the query string.
+The answer for one image is what ``omnivis predict`` prints for it, plus the latency split into the
+time spent waiting for a batch and in the model.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+from fastapi import APIRouter, Request
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from omnivis.serve import params as P
+from omnivis.serve.api_errors import ApiError
+from omnivis.serve.app import run_job, served, timings
+from omnivis.serve.models import GenerateItem, ImageItem
+from omnivis.serve.uploads import decode_base64, open_upload
+
+router = APIRouter(prefix="/api")
+
+IMAGE_BODY = {
+    "requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
+            "image": {"type": "string", "format": "binary"}, "top_k": {"type": "integer"},
+            "mask": {"type": "boolean"}}}},
+        "application/json": {"schema": {"type": "object", "required": ["image"], "properties": {
+            "image": {"type": "string", "description": "base64 of the image file"}, "top_k": {"type": "integer"},
+            "mask": {"type": "boolean"}}}},
+        "image/png": {"schema": {"type": "string", "format": "binary"}},
+        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+    }}
+}
+
+
+async def json_body(request: Request) -> dict:
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, f"the body is not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, f"the JSON body must be an object, got {type(body).__name__}")
+    return body
+
+
+async def read_image_request(request: Request) -> tuple[bytes, str, dict]:
+    """(image file bytes, its name, the other parameters) from any of the three request forms."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    params: dict = dict(request.query_params)
+    if ctype == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=32)
+        upload = form.get("image")
+        if not isinstance(upload, UploadFile):
+            files = [k for k, v in form.multi_items() if isinstance(v, UploadFile)]
+            hint = f"; got a file in '{files[0]}'" if files else ""
+            raise ApiError(422, f"send the image as the multipart file field 'image'{hint}", "image")
+        params.update({k: v for k, v in form.multi_items() if k != "image" and isinstance(v, str)})
+        return await upload.read(), upload.filename or "image", params
+    if ctype == "application/json":
+        body = await json_body(request)
+        params.update(body)
+        data = decode_base64(params.pop("image", None), "image")
+        return data, str(params.pop("name", "image")), params
+    if ctype.startswith("image/") or ctype == "application/octet-stream":
+        return await request.body(), "image", params
+    raise ApiError(415, "send multipart/form-data, application/json or an image/* body, not "
+                   f"'{ctype or 'no content type'}'")
+
+
+def png_base64(array: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+async def answer_image(request: Request, task: str, model: str) -> dict:
+    served_model = served(request, model)
+    if served_model.task != task:
+        raise ApiError(404, f"model '{model}' is a {served_model.task} model; call /api/{served_model.task}/{model}",
+                       "model")
+    data, filename, params = await read_image_request(request)
+    P.only_known(params, {"top_k", "mask", "name"})
+    top_k = P.integer(params, "top_k", 5, 1, 1000)
+    mask = P.flag(params, "mask", False)
+    config = request.app.state.config
+    image = await run_in_threadpool(open_upload, data, config.max_pixels, "image")
+    answer, job = await run_job(request, model, ImageItem(image, top_k, mask))
+    body = {"model": model, "task": task, **answer.result, "image": filename, "latency_ms": timings(job)}
+    if answer.mask is not None:
+        body["mask_png"] = await run_in_threadpool(png_base64, answer.mask)
+    return body
+
+
+@router.get("/models", summary="The loaded models: name, task, classes, input size, backend")
+async def list_models(request: Request) -> dict:
+    return {"models": [m.describe() for m in request.app.state.models.values()]}
+
+
+@router.post("/classify/{model}", summary="Top-k classes of one image", openapi_extra=IMAGE_BODY)
+async def classify(request: Request, model: str) -> dict:
+    return await answer_image(request, "classify", model)
+
+
+@router.post("/detect/{model}", summary="Boxes (label, score, box in image pixels) in one image",
+             openapi_extra=IMAGE_BODY)
+async def detect(request: Request, model: str) -> dict:
+    return await answer_image(request, "detect", model)
+
+
+@router.post("/segment/{model}", summary="The class of every pixel; mask=true adds the class map as a PNG",
+             openapi_extra=IMAGE_BODY)
+async def segment(request: Request, model: str) -> dict:
+    return await answer_image(request, "segment", model)
+
+
+@router.post("/multitask/{model}", summary="Class, mask and boxes of one image from one multitask model",
+             openapi_extra=IMAGE_BODY)
+async def multitask(request: Request, model: str) -> dict:
+    return await answer_image(request, "multitask", model)
+
+
+GENERATE_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "properties": {
+        "n": {"type": "integer", "default": 1}, "class": {"type": "string"}, "steps": {"type": "integer"},
+        "seed": {"type": "integer", "default": 0}, "guidance": {"type": "number"}}}}}}}
+
+
+def generate_item(model, params: dict, max_images: int) -> GenerateItem:
+    """Checks every generation parameter against the model before anything is queued."""
+    p = model.predictor
+    item = GenerateItem(n=P.integer(params, "n", 1, 1, max_images), class_=P.text(params, "class", None, 200),
+                        steps=P.integer(params, "steps", None, 1, 1000),
+                        seed=P.integer(params, "seed", 0, 0, 2**63 - 1),
+                        guidance=P.number(params, "guidance", None, 0.0, 100.0))
+    if p.spec.sample is None:
+        raise ApiError(400, f"model '{model.name}': {p.spec.no_sample_hint}", "model")
+    from omnivis.errors import ConfigError
+
+    try:
+        if item.class_ is not None:
+            p.class_index(item.class_)
+        p._options(item.steps, item.guidance, None, 1.0, None)
+    except ConfigError as exc:
+        param = "class" if item.class_ is not None and "class" in str(exc) else "steps"
+        raise ApiError(422, str(exc).replace("--", ""), param) from None
+    return item
+
+
+@router.post("/generate/{model}", summary="Generate images (PNG, base64) from a generator bundle",
+             openapi_extra=GENERATE_BODY)
+async def generate(request: Request, model: str) -> dict:
+    served_model = served(request, model)
+    if served_model.task != "generate":
+        raise ApiError(404, f"model '{model}' is a {served_model.task} model, not a generator", "model")
+    params = await json_body(request)
+    P.only_known(params, {"n", "class", "steps", "seed", "guidance"})
+    item = generate_item(served_model, params, request.app.state.config.max_images)
+    images, job = await run_job(request, model, item)
+    pngs = await run_in_threadpool(lambda: [png_base64(im[..., 0] if im.shape[-1] == 1 else im) for im in images])
+    return {"model": model, "task": "generate", "images": pngs, "seed": item.seed, "latency_ms": timings(job)}
