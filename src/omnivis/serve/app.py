@@ -1,8 +1,8 @@
 """The FastAPI app: loaded models, their batchers, the limits every request passes, and the routes.
 
-Limits are checked in one ASGI layer (``Gate``) before any route runs: the API key (401) and the
-body size (413, from Content-Length or while the body streams in). It also counts every answer for
-``/metrics``. Routes then only parse their own format and call ``run_job``.
+The body size limit is one ASGI layer (``Gate``) around every route, which also counts every answer
+for ``/metrics``; the API key is a dependency of the API routers (the page, health and metrics stay
+open). Routes then only parse their own format and call ``run_job``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from omnivis.serve.api_errors import ApiError, error_response
 from omnivis.serve.batching import BatchPolicy, Job, MicroBatcher
 from omnivis.serve.metrics import ServerMetrics
 from omnivis.serve.models import ServedModel
-
-OPEN_PATHS = ("/", "/static/", "/metrics", "/v2/health/", "/docs", "/openapi.json", "/favicon.ico")
 
 
 @dataclass
@@ -87,8 +85,20 @@ def timings(job: Job) -> dict:
             "total": round((end - job.enqueued) * 1000, 3)}
 
 
+def require_key(request: Request) -> None:
+    """The API key check, a dependency of every router but the page, health and metrics."""
+    key = request.app.state.config.api_key
+    if not key:
+        return
+    given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if given != key:
+        raise ApiError(401, "a valid API key is required (Authorization: Bearer KEY or X-API-Key: KEY)",
+                       headers={"WWW-Authenticate": "Bearer"})
+
+
 class Gate:
-    """ASGI layer before routing: API key, body size, and the request metrics."""
+    """ASGI layer around everything: the body size limit (413, from Content-Length or while the body
+    streams in, raised when a route reads it) and the request metrics."""
 
     def __init__(self, app, config: ServeConfig, metrics: ServerMetrics) -> None:
         self.app, self.config, self.metrics = app, config, metrics
@@ -96,50 +106,32 @@ class Gate:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        path, start, status = scope["path"], time.perf_counter(), {"code": 500}
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        start, status = time.perf_counter(), {"code": 500}
+        limit, seen = self.config.max_upload_bytes, {"bytes": 0}
+        length = dict(scope.get("headers", [])).get(b"content-length", b"").decode("latin-1")
 
         async def counting_send(message):
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
             await send(message)
 
+        async def limited_receive():
+            if length and (not length.isdigit() or int(length) > limit):
+                raise ApiError(413 if length.isdigit() else 400, f"the request body is {length} bytes; the limit is "
+                               f"{limit}" if length.isdigit() else f"Content-Length '{length}' is not a number")
+            message = await receive()
+            if message["type"] == "http.request":
+                seen["bytes"] += len(message.get("body", b""))
+                if seen["bytes"] > limit:
+                    raise ApiError(413, f"the request body is over the limit of {limit} bytes")
+            return message
+
         try:
-            problem = self._refuse(path, headers)
-            if problem is not None:
-                await error_response(path, problem)(scope, receive, counting_send)
-                return
-            limit, seen = self.config.max_upload_bytes, {"bytes": 0}
-
-            async def limited_receive():
-                message = await receive()
-                if message["type"] == "http.request":
-                    seen["bytes"] += len(message.get("body", b""))
-                    if seen["bytes"] > limit:
-                        raise ApiError(413, f"the request body is over the limit of {limit} bytes")
-                return message
-
             await self.app(scope, limited_receive, counting_send)
         finally:
-            route = scope.get("route")
-            endpoint = getattr(route, "path", None) or ("/static" if path.startswith("/static/") else "unmatched")
+            endpoint = getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.requests.labels(endpoint, str(status["code"])).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-
-    def _refuse(self, path: str, headers: dict) -> ApiError | None:
-        key = self.config.api_key
-        if key and not (path in OPEN_PATHS or any(path.startswith(p) for p in OPEN_PATHS if p.endswith("/") and p != "/")):
-            given = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
-            if given != key:
-                return ApiError(401, "a valid API key is required (Authorization: Bearer KEY or X-API-Key: KEY)",
-                                headers={"WWW-Authenticate": "Bearer"})
-        length = headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                return ApiError(400, f"Content-Length '{length}' is not a number")
-            if int(length) > self.config.max_upload_bytes:
-                return ApiError(413, f"the request body is {length} bytes; the limit is {self.config.max_upload_bytes}")
-        return None
 
 
 def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None) -> FastAPI:
@@ -175,7 +167,10 @@ def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
-        return error_response(request.url.path, ApiError(exc.status_code, str(exc.detail), headers=exc.headers))
+        message = {404: f"no endpoint at {request.url.path}; the API is described at /docs",
+                   405: f"{request.method} is not allowed at {request.url.path}; the API is described at /docs"}
+        text = message.get(exc.status_code) if exc.detail in ("Not Found", "Method Not Allowed") else str(exc.detail)
+        return error_response(request.url.path, ApiError(exc.status_code, text, headers=exc.headers))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
@@ -208,5 +203,6 @@ def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None
     app.include_router(routes_omnivis.router)
     app.include_router(routes_openai.router)
     app.include_router(routes_kserve.router)
+    app.include_router(routes_kserve.models_router)
     app.add_middleware(Gate, config=config, metrics=metrics)
     return app

@@ -106,7 +106,7 @@ class ServedModel:
     def describe(self) -> dict:
         """What a client (and the web page) needs to know to call this model."""
         p = self.predictor
-        info: dict[str, Any] = {"name": self.name, "task": self.task, "backend": self.backend,
+        info: dict[str, Any] = {"name": self.name, "task": self.task, "backend": self.backend, "note": self.note,
                                 "bundle": str(self.bundle_dir), "img_size": p.img_size,
                                 "classes": list(getattr(p, "classes", []))}
         if self.task == "generate":

@@ -12,15 +12,16 @@ import json
 
 import numpy as np
 import torch
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from omnivis.serve.api_errors import ApiError
-from omnivis.serve.app import run_job, served
+from omnivis.serve.app import require_key, run_job, served
 from omnivis.serve.models import TensorItem
 
-router = APIRouter(prefix="/v2")
+router = APIRouter(prefix="/v2")  # metadata and health: open
+models_router = APIRouter(prefix="/v2/models", dependencies=[Depends(require_key)])
 
 NUMPY = {"UINT8": np.uint8, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
          "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64, "FP16": np.float16, "FP32": np.float32,
@@ -52,7 +53,7 @@ async def ready(request: Request):
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 
-@router.get("/models/{name}")
+@models_router.get("/{name}")
 async def model_metadata(request: Request, name: str) -> dict:
     model = tensor_model(request, name)
     return {"name": name, "versions": ["1"], "platform": "onnxruntime" if model.backend == "onnx" else "pytorch",
@@ -60,7 +61,7 @@ async def model_metadata(request: Request, name: str) -> dict:
             "outputs": model.tensor_outputs}
 
 
-@router.get("/models/{name}/ready")
+@models_router.get("/{name}/ready")
 async def model_ready(request: Request, name: str):
     served(request, name)
     is_ready = bool(request.app.state.ready and not request.app.state.draining)
@@ -158,8 +159,8 @@ def encode_response(name: str, model, outputs: list[torch.Tensor], wanted: list[
                     headers={"Inference-Header-Content-Length": str(len(head))})
 
 
-@router.post("/models/{name}/infer")
-@router.post("/models/{name}/versions/{version}/infer", include_in_schema=False)
+@models_router.post("/{name}/infer")
+@models_router.post("/{name}/versions/{version}/infer", include_in_schema=False)
 async def infer(request: Request, name: str, version: str = "1"):
     model = tensor_model(request, name)
     raw = await request.body()

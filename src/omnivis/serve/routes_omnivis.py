@@ -13,18 +13,18 @@ import io
 import json
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from omnivis.serve import params as P
 from omnivis.serve.api_errors import ApiError
-from omnivis.serve.app import run_job, served, timings
+from omnivis.serve.app import require_key, run_job, served, timings
 from omnivis.serve.models import GenerateItem, ImageItem
 from omnivis.serve.uploads import decode_base64, open_upload
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", dependencies=[Depends(require_key)])
 
 IMAGE_BODY = {
     "requestBody": {"required": True, "content": {

@@ -12,15 +12,15 @@ from __future__ import annotations
 import re
 import time
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from omnivis.serve import params as P
 from omnivis.serve.api_errors import ApiError
-from omnivis.serve.app import run_job, served
+from omnivis.serve.app import require_key, run_job, served
 from omnivis.serve.routes_omnivis import generate_item, json_body, png_base64
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
 
 IGNORED = {"quality", "style", "user", "background", "moderation", "output_compression"}  # no meaning here
 FIELDS = {"prompt", "model", "n", "size", "response_format", "output_format", "stream", "seed", "steps"} | IGNORED

@@ -27,8 +27,9 @@ def load_models(specs: list[str], backend: str = "torch") -> dict[str, ServedMod
     return models
 
 
-def serve(models: dict[str, ServedModel], config: ServeConfig, host: str = "127.0.0.1", port: int = 8000,
-          log_level: str = "info", drain_s: float = 30.0) -> None:
+def build_server(models: dict[str, ServedModel], config: ServeConfig, host: str = "127.0.0.1", port: int = 8000,
+                 log_level: str = "info", drain_s: float = 30.0):
+    """A uvicorn server for ``models`` whose exit signal first marks the app as draining."""
     import uvicorn
 
     app = create_app(models, config)
@@ -38,6 +39,10 @@ def serve(models: dict[str, ServedModel], config: ServeConfig, host: str = "127.
             app.state.draining = True
             super().handle_exit(sig, frame)
 
-    server = DrainingServer(uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                                           timeout_graceful_shutdown=drain_s, access_log=False))
-    server.run()
+    return DrainingServer(uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                                         timeout_graceful_shutdown=drain_s, access_log=False))
+
+
+def serve(models: dict[str, ServedModel], config: ServeConfig, host: str = "127.0.0.1", port: int = 8000,
+          log_level: str = "info", drain_s: float = 30.0) -> None:
+    build_server(models, config, host, port, log_level, drain_s).run()
