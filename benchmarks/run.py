@@ -251,7 +251,7 @@ def ssl_benchmark(method: str, epochs: int, shots: int = 10, draws: int = 5) -> 
             "raw_pixels": {k: pixels[k] for k in pick}, "finetune": finetune}
 
 
-SCRIPTS = ("detect", "segment", "generate", "multitask", "folder", "scenes", "export")
+SCRIPTS = ("detect", "segment", "generate", "multitask", "folder", "scenes", "export", "serve")
 ALL = ("digits", "engine", "distill", "ssl", *SCRIPTS)
 
 

@@ -26,6 +26,8 @@ def serve_command(
     api_key: Optional[str] = typer.Option(None, envvar="OMNIVIS_API_KEY", help="Require this key (Authorization: "
                                           "Bearer KEY or X-API-Key) on every endpoint but the page, health and "
                                           "metrics; also read from $OMNIVIS_API_KEY."),
+    threads: int = typer.Option(0, min=0, help="PyTorch threads per model call (0: one less than the CPUs, at "
+                                "least 1, leaving a core to the HTTP event loop)."),
     drain: float = typer.Option(30.0, min=0.0, help="Seconds in-flight requests get to finish after SIGTERM."),
 ) -> None:
     """Serve bundles over HTTP: a web page at /, JSON endpoints per task at /api/TASK/NAME, the OpenAI
@@ -33,11 +35,17 @@ def serve_command(
     from omnivis.serve.app import ServeConfig
     from omnivis.serve.runner import load_models, serve
 
+    import os
+
+    import torch
+
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) - 1))
     models = load_models(bundles, backend)
     for model in models.values():
         console.print(f"[bold]{model.name}[/]: {model.task} on {model.backend} from {model.bundle_dir}"
                       + (f" ({model.note})" if model.note else ""))
-    console.print(f"web page: http://{host}:{port}/   API: http://{host}:{port}/docs")
+    console.print(f"web page: http://{host}:{port}/   API: http://{host}:{port}/docs   "
+                  f"({torch.get_num_threads()} PyTorch threads)")
     config = ServeConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                          max_upload_mb=max_upload_mb, max_pixels=max_pixels, request_timeout_s=timeout, api_key=api_key)
     serve(models, config, host=host, port=port, drain_s=drain)

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -200,9 +200,10 @@ def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(routes_omnivis.router)
-    app.include_router(routes_openai.router)
-    app.include_router(routes_kserve.router)
-    app.include_router(routes_kserve.models_router)
+    guard = [Depends(require_key)] if config.api_key else []  # no key: no per-request dependency to solve
+    app.include_router(routes_omnivis.router, dependencies=guard)
+    app.include_router(routes_openai.router, dependencies=guard)
+    app.include_router(routes_kserve.router)  # server metadata and health stay open
+    app.include_router(routes_kserve.models_router, dependencies=guard)
     app.add_middleware(Gate, config=config, metrics=metrics)
     return app

