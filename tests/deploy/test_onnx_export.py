@@ -150,7 +150,7 @@ def test_tasks_without_an_onnx_graph_say_so(classifier, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(classifier, other)
     config = json.loads((other / "config.json").read_text())
-    config["task"] = "generate"
+    config["task"] = "multitask"
     (other / "config.json").write_text(json.dumps(config))
     with pytest.raises(BundleError, match="cannot be exported yet"):
         export_bundle(other)
@@ -221,3 +221,33 @@ def test_the_other_detectors_export_too(arch, tmp_path):
     train_detector(tiny_detect_config(arch=arch), tmp_path / "run")
     (row,) = export_bundle(tmp_path / "run")["parity"]
     assert row["same_answers"] == 1.0 and row["max_abs_difference"] < 1e-3
+
+
+def test_gan_decoder_export_makes_the_generators_images(tmp_path):
+    """The exported decoder, fed the latents ``generate(seed)`` draws, gives ``generate``'s own pixels."""
+    import onnxruntime as ort
+
+    from omnivis.tasks.generate import train_generator
+    from omnivis.tasks.generate.sample import GeneratorPredictor
+    from tests.tasks.test_generate import tiny
+
+    bundle = train_generator(tiny("gan", conditional=True), tmp_path / "gan")
+    report = export_bundle(bundle)
+    assert report["task"] == "generate" and set(report["inputs"]) == {"latents", "labels"}
+    assert all(row["max_abs_difference"] == 0.0 for row in report["parity"])
+    predictor = GeneratorPredictor.from_dir(bundle)
+    expected = predictor.generate(5, "3", seed=11)  # (5, 8, 8, 1) uint8
+    latents = torch.randn((5, predictor.net["z_dim"]), generator=torch.Generator().manual_seed(11))
+    session = ort.InferenceSession(report["file"], providers=["CPUExecutionProvider"])
+    images = session.run(None, {"latents": latents.numpy(), "labels": np.full(5, 3, dtype=np.int64)})[0]
+    assert images.dtype == np.uint8 and np.array_equal(images.transpose(0, 2, 3, 1), expected)
+
+
+def test_diffusion_exports_its_denoiser_and_says_the_loop_stays_outside(generator_bundle):
+    report = export_bundle(generator_bundle, out=generator_bundle / "denoiser.onnx")
+    assert list(report["inputs"]) == ["sample", "timestep", "class_labels"] and report["outputs"] == ["noise"]
+    assert "sampling loop" in report["outside_the_graph"]
+    assert [row["batch"] for row in report["parity"]] == list(PARITY_BATCHES)
+    assert all(row["max_abs_difference"] < 1e-4 for row in report["parity"])
+    with pytest.raises(Exception, match="--int8 covers classify and segment"):
+        export_bundle(generator_bundle, int8=True)

@@ -15,7 +15,8 @@ FORMATS = ("onnx",)
 
 
 def export_command(
-    bundle: Path = typer.Argument(..., help="A bundle folder (classify, segment, or detect without masks)."),
+    bundle: Path = typer.Argument(..., help="A bundle folder (classify, segment, detect without masks, or generate: "
+                                  "its decoder or denoiser)."),
     format: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
     int8: bool = typer.Option(False, "--int8", help="Quantize to int8 (onnxruntime static QDQ, per-channel)."),
     calibration: Optional[str] = typer.Option(
@@ -38,6 +39,14 @@ def export_command(
     table = Table("batch", "max |onnx - torch|", "same answers")
     for row in report["parity"]:
         table.add_row(str(row["batch"]), f"{row['max_abs_difference']:.2e}", f"{row['same_answers']:.4f}")
+    if report["task"] == "generate":
+        inputs = ", ".join(f"{name} {v['dtype']} {tuple(v['shape'])}" for name, v in report["inputs"].items())
+        console.print(f"wrote [bold]{report['file']}[/] ({report['method']}): inputs {inputs}; outputs "
+                      f"{', '.join(report['outputs'])}")
+        console.print(table)
+        console.print(f"outside the graph: {report['outside_the_graph']}")
+        console.print(f"report: {Path(bundle) / 'export.json'}")
+        return
     console.print(f"wrote [bold]{report['file']}[/]: input {report['input']['dtype']} "
                   f"{tuple(report['input']['shape'])} {report['input']['layout']}, outputs {', '.join(report['outputs'])}")
     console.print(table)

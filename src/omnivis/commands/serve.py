@@ -45,7 +45,7 @@ def serve_command(
         console.print(f"[bold]{model.name}[/]: {model.task} on {model.backend} from {model.bundle_dir}"
                       + (f" ({model.note})" if model.note else ""))
     console.print(f"web page: http://{host}:{port}/   API: http://{host}:{port}/docs   "
-                  f"({torch.get_num_threads()} PyTorch threads)")
+                  f"(PyTorch threads: {torch.get_num_threads()})")
     config = ServeConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                          max_upload_mb=max_upload_mb, max_pixels=max_pixels, request_timeout_s=timeout, api_key=api_key)
     serve(models, config, host=host, port=port, drain_s=drain)

@@ -31,7 +31,7 @@ from omnivis.engine.bundle import load_bundle
 from omnivis.errors import BundleError, ConfigError, DataError
 from omnivis.inference.base import Predictor
 
-EXPORTABLE = ("classify", "segment", "detect")
+EXPORTABLE = ("classify", "segment", "detect", "generate")
 PARITY_BATCHES = (1, 3, 7)
 INT8_AGREEMENT = 0.98  # share of answers (top-1 classes, pixel classes) int8 must keep from float
 REFERENCE_IMAGES = 64  # half calibrate int8, half check it
@@ -240,12 +240,18 @@ def export_bundle(bundle_dir: str | Path, out: str | Path | None = None, int8: b
     if bundle.task not in EXPORTABLE:
         raise BundleError(f"{bundle_dir}: '{bundle.task}' bundles cannot be exported yet; "
                           f"ONNX export covers {', '.join(EXPORTABLE)}")
+    out = Path(out) if out else default_onnx_path(bundle_dir, int8)
+    if bundle.task == "generate":  # the decoder or denoiser, not the sampling loop (generator_export.py)
+        from omnivis.deploy.generator_export import export_generator
+
+        if int8:
+            raise ConfigError(f"{bundle_dir}: --int8 covers classify and segment bundles; export generators in fp32")
+        return _record(bundle_dir, out, export_generator(bundle_dir, out, OPSET))
     predictor = get_task(bundle.task).predictor(bundle_dir)
     if predictor.graph is None:
         raise BundleError(f"{bundle_dir}: Mask R-CNN bundles cannot be exported yet (detection without masks can)")
     if int8 and not predictor.graph.batched:
         raise ConfigError(f"{bundle_dir}: --int8 covers classify and segment bundles; export '{bundle.task}' in fp32")
-    out = Path(out) if out else default_onnx_path(bundle_dir, int8)
     out.parent.mkdir(parents=True, exist_ok=True)
     images, described = reference_images(predictor, calibration)
     batch = predictor.prepare(images)
@@ -273,6 +279,11 @@ def export_bundle(bundle_dir: str | Path, out: str | Path | None = None, int8: b
             report["latency_ms_batch1"]["int8"] = _latency_ms(OnnxGraph(out, int(batch.shape[1]), predictor.img_size),
                                                               batch[:1])
             report["bytes"]["int8"] = out.stat().st_size
+    return _record(bundle_dir, out, report)
+
+
+def _record(bundle_dir: str | Path, out: Path, report: dict) -> dict:
+    """Merge ``report`` into ``BUNDLE/export.json`` under the file's name."""
     record = Path(bundle_dir) / "export.json"
     exports = json.loads(record.read_text()) if record.is_file() else {}
     exports[out.name] = report

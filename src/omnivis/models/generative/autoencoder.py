@@ -54,7 +54,7 @@ class ConvDecoder(nn.Module):
             if labels is None:
                 raise ValueError("this decoder is class-conditional: labels are needed")
             z = z + self.embed(labels)
-        return self.net(self.fc(z).view(len(z), self.start, 4, 4))
+        return self.net(self.fc(z).view(-1, self.start, 4, 4))  # -1: the batch stays dynamic in an export
 
 
 class AutoEncoder(nn.Module):
