@@ -137,6 +137,11 @@ BAD_REQUESTS = [  # (what is wrong, method, path, request arguments, status)
     ("OpenAI: a classifier", "/v1/images/generations", {"json": {"prompt": "3", "model": "digits"}}, 400),
     ("OpenAI: unknown field", "/v1/images/generations", {"json": {"prompt": "3", "nn": 2}}, 422),
     ("OpenAI: stream", "/v1/images/generations", {"json": {"prompt": "3", "stream": True}}, 400),
+    ("JSON nested 100,000 deep", "/api/generate/gen", {"content": b"[" * 100_000,
+                                                       "headers": {"content-type": "application/json"}}, 400),
+    ("an integer of 5,000 digits", "/api/generate/gen", {"content": b'{"n": ' + b"1" * 5000 + b"}",
+                                                         "headers": {"content-type": "application/json"}}, 400),
+    ("top_k of 50 digits in a form", "/api/classify/digits", {**_file(DIGIT), "data": {"top_k": "9" * 50}}, 422),
 ]
 
 KSERVE_REQUESTS = [
@@ -156,6 +161,14 @@ KSERVE_REQUESTS = [
     ("header length past the body", {"content": b"{}", "headers": {"Inference-Header-Content-Length": "999"}}, 400),
     ("unknown output", {"json": {"inputs": [{"name": "images", "datatype": "UINT8", "shape": [1, 1, 16, 16],
                                              "data": [0] * 256}], "outputs": [{"name": "logits"}]}}, 400),
+    ("parameters not an object", {"json": {"inputs": [{"name": "images", "datatype": "UINT8", "shape": [1, 1, 16, 16],
+                                                       "data": [0] * 256, "parameters": [1]}], "parameters": "x"}}, 400),
+    ("data as strings", {"json": {"inputs": [{"name": "images", "datatype": "UINT8", "shape": [1, 1, 16, 16],
+                                              "data": ["7"] * 256}]}}, 400),
+    ("data as fractions", {"json": {"inputs": [{"name": "images", "datatype": "UINT8", "shape": [1, 1, 16, 16],
+                                                "data": [1.7] * 256}]}}, 400),
+    ("a header length that is not ASCII digits", {"content": b"{}",
+                                                  "headers": {"Inference-Header-Content-Length": "\u00b2".encode("latin-1")}}, 400),
 ]
 
 
@@ -176,3 +189,15 @@ def test_bad_kserve_request_gets_a_clear_4xx(client, case):
     assert _is_clear_error(response, kserve=True)
     assert client.post("/v2/models/nope/infer", json={}).status_code == 404
     assert client.post("/v2/models/gen/infer", json={}).status_code == 400  # a generator has no tensor interface
+
+
+def test_null_means_the_default(client):
+    """OpenAI's client sends ``null`` for an option left at None; that is the default, not an error."""
+    response = client.post("/api/generate/gen", json={"n": None, "seed": None, "steps": 2})
+    assert response.status_code == 200 and len(response.json()["images"]) == 1
+
+
+def test_an_unknown_model_version_is_404(client):
+    assert client.get("/v2/models/digits/versions/1").status_code == 200
+    response = client.get("/v2/models/digits/versions/7")
+    assert response.status_code == 404 and "version 1" in response.json()["error"]

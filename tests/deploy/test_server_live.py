@@ -140,7 +140,7 @@ def test_a_request_whose_client_left_never_reaches_the_model(digits_bundle):
         first.join(30)
         assert held[0].status_code == 200 and len(gate.seen) == 1
         metrics = httpx.get(f"{url}/metrics").text
-        assert 'omnivis_dropped_total{model="digits",reason="cancelled"} 1.0' in metrics
+        assert 'omnivis_dropped_total{model="digits",reason="client_gone"} 1.0' in metrics
 
 
 def test_a_slow_model_answers_504(digits_bundle):
@@ -186,3 +186,25 @@ def test_sigterm_lets_the_request_in_flight_finish(digits_bundle):
             process.kill()
         output = process.communicate()[0]
     assert "Finished server process" in output, output
+
+
+def test_a_timed_out_request_frees_its_place_in_the_queue(digits_bundle):
+    models = load_models([f"digits={digits_bundle}"])
+    gate = Gate(models["digits"])
+    models["digits"].run_batch = gate
+    config = ServeConfig(max_batch=1, max_wait_ms=0, max_queue=1, request_timeout_s=0.4)
+    with live_server(models, config) as (url, _):
+        held: list = []
+        first = threading.Thread(target=_post_digit, args=(url, held))
+        first.start()
+        assert gate.entered.wait(30)  # the model is busy with the first request
+        later: list = []
+        for _ in range(3):  # each waits in the one queue place, times out, and gives the place back
+            _post_digit(url, later)
+        assert [r.status_code for r in later] == [504, 504, 504]
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'omnivis_queue_depth{model="digits"} 0.0' in metrics
+        assert 'omnivis_dropped_total{model="digits",reason="timeout"} 3.0' in metrics
+        gate.open.set()
+        first.join(30)
+        assert len(gate.seen) == 1  # none of the timed-out requests reached the model

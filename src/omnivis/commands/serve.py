@@ -32,12 +32,12 @@ def serve_command(
 ) -> None:
     """Serve bundles over HTTP: a web page at /, JSON endpoints per task at /api/TASK/NAME, the OpenAI
     Images API at /v1/images/generations, KServe v2 at /v2, Prometheus at /metrics, OpenAPI at /docs."""
-    from omnivis.serve.app import ServeConfig
-    from omnivis.serve.runner import load_models, serve
-
     import os
 
     import torch
+
+    from omnivis.serve.app import ServeConfig
+    from omnivis.serve.runner import load_models, serve
 
     torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) - 1))
     models = load_models(bundles, backend)

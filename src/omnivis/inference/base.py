@@ -51,7 +51,7 @@ class Predictor:
     def from_dir(cls, path: str | Path, device: str = "cpu"):
         return cls(load_bundle(path, task=cls.task), device=device)
 
-    def use_onnx(self, path: str | Path) -> None:
+    def use_onnx(self, path: str | Path, threads: int | None = None) -> None:
         """Run ``path`` (an ``omnivis export`` of this bundle) with onnxruntime instead of the torch graph;
         everything before and after the graph stays the same, so the answers keep their form."""
         if self.graph is None:
@@ -59,7 +59,7 @@ class Predictor:
                               "segment and detect without masks have)")
         from omnivis.deploy.runtime import OnnxGraph
 
-        self.session = OnnxGraph(path, channels=3 if self.mode == "RGB" else 1, size=self.img_size)
+        self.session = OnnxGraph(path, channels=3 if self.mode == "RGB" else 1, size=self.img_size, threads=threads)
 
     def run_graph(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """uint8 (N, C, S, S) images -> the graph's outputs, from torch or from the ONNX file in use."""

@@ -8,6 +8,7 @@ open). Routes then only parse their own format and call ``run_job``.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -61,17 +62,15 @@ async def run_job(request: Request, name: str, item) -> tuple[object, Job]:
     state = request.app.state
     batcher: MicroBatcher = state.batchers[name]
     job = batcher.submit(item)
-    state.metrics.waiting.labels(name).set(len(batcher.waiting))
     watcher = asyncio.ensure_future(_client_gone(request))
     try:
         done, _ = await asyncio.wait({job.future, watcher}, timeout=state.config.request_timeout_s,
                                      return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
-        state.metrics.waiting.labels(name).set(len(batcher.waiting))
     if job.future in done:
         return job.future.result(), job
-    job.future.cancel()  # the batcher skips it if it has not started
+    batcher.withdraw(job, "client_gone" if watcher in done else "timeout")  # frees its place in the queue
     if watcher in done:
         raise ApiError(499, "the client closed the request")
     raise ApiError(504, f"model '{name}' did not answer within {state.config.request_timeout_s:g} s; try again later",
@@ -91,7 +90,7 @@ def require_key(request: Request) -> None:
     if not key:
         return
     given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    if given != key:
+    if not hmac.compare_digest(given.encode(), key.encode()):
         raise ApiError(401, "a valid API key is required (Authorization: Bearer KEY or X-API-Key: KEY)",
                        headers={"WWW-Authenticate": "Bearer"})
 
@@ -116,9 +115,10 @@ class Gate:
             await send(message)
 
         async def limited_receive():
-            if length and (not length.isdigit() or int(length) > limit):
-                raise ApiError(413 if length.isdigit() else 400, f"the request body is {length} bytes; the limit is "
-                               f"{limit}" if length.isdigit() else f"Content-Length '{length}' is not a number")
+            digits = length.isascii() and length.isdigit()
+            if length and (not digits or int(length) > limit):
+                raise ApiError(413 if digits else 400, f"the request body is {length} bytes; the limit is "
+                               f"{limit}" if digits else f"Content-Length '{length}' is not a number")
             message = await receive()
             if message["type"] == "http.request":
                 seen["bytes"] += len(message.get("body", b""))
@@ -160,6 +160,8 @@ def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None
     app.state.ready, app.state.draining = False, False
     app.state.batchers = {name: MicroBatcher(name, model.run_batch, policy, metrics.observer(name),
                                              metrics.dropper(name)) for name, model in models.items()}
+    for name, batcher in app.state.batchers.items():
+        metrics.waiting.labels(name).set_function(lambda b=batcher: len(b.waiting))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):

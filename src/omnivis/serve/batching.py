@@ -10,6 +10,7 @@ timed out, is cancelled and skipped before it reaches the model.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -73,19 +74,34 @@ class MicroBatcher:
         self.waiting.clear()
         self._executor.shutdown(wait=True)
 
-    def submit(self, item: Any) -> Job:
-        """Queue ``item``; a full queue is a 503 with Retry-After, answered before any work is done."""
-        if self._task is None:
+    def check_room(self) -> None:
+        """A 503 with Retry-After when the model is not running or its queue is full; routes call it
+        before decoding an upload, so a full queue costs no work."""
+        if self._task is None or self._task.done():
             raise ApiError(503, f"model '{self.name}' is not running", headers={"Retry-After": "1"})
         if len(self.waiting) >= self.policy.max_queue:
             if self.dropped:
                 self.dropped("queue_full")
             raise ApiError(503, f"model '{self.name}' is busy: {len(self.waiting)} requests are waiting; try again",
                            headers={"Retry-After": "1"})
+
+    def submit(self, item: Any) -> Job:
+        """Queue ``item``; a full queue is a 503 with Retry-After, answered before any work is done."""
+        self.check_room()
         job = Job(item, asyncio.get_running_loop().create_future())
         self.waiting.append(job)
         self._wake.set()
         return job
+
+    def withdraw(self, job: Job, reason: str) -> None:
+        """Cancel ``job`` (timed out, or its client left) and free its place in the queue at once."""
+        job.future.cancel()
+        try:
+            self.waiting.remove(job)
+        except ValueError:  # already taken into a batch: its answer is dropped when it comes
+            return
+        if self.dropped:
+            self.dropped(reason)
 
     def _take(self) -> list[Job]:
         batch = []
@@ -99,40 +115,51 @@ class MicroBatcher:
         return batch
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            if not self.waiting:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            deadline = self.waiting[0].enqueued + self.policy.max_wait_ms / 1000.0
-            while len(self.waiting) < self.policy.max_batch and (left := deadline - time.perf_counter()) > 0:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=left)
-                except asyncio.TimeoutError:
-                    break
-            batch = self._take()
-            if not batch:
-                continue
-            start = time.perf_counter()
-            for job in batch:
-                job.started = start
-            self.running = len(batch)
             try:
-                results = await loop.run_in_executor(self._executor, self.run_batch, [job.item for job in batch])
-            except Exception as exc:  # the whole batch failed: every request in it gets the error
-                results = [exc] * len(batch)
-            finally:
-                self.running = 0
-            end = time.perf_counter()
-            if self.observe:
-                self.observe(len(batch), [start - job.enqueued for job in batch], end - start)
-            for job, result in zip(batch, results):
-                job.finished = end
-                if job.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    job.future.set_exception(result)
-                else:
-                    job.future.set_result(result)
+                await self._next_batch()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never expected; the worker must outlive it, or the model hangs
+                logging.getLogger("omnivis.serve").exception("model '%s': batch loop error: %s", self.name, exc)
+
+    async def _next_batch(self) -> None:
+        """Wait for work, gather a batch, run it in the model's thread, hand out the answers."""
+        if not self.waiting:
+            self._wake.clear()
+            await self._wake.wait()
+            return
+        deadline = self.waiting[0].enqueued + self.policy.max_wait_ms / 1000.0
+        while len(self.waiting) < self.policy.max_batch and (left := deadline - time.perf_counter()) > 0:
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=left)
+            except asyncio.TimeoutError:
+                break
+        batch = self._take()
+        if not batch:
+            return
+        start = time.perf_counter()
+        for job in batch:
+            job.started = start
+        self.running = len(batch)
+        try:
+            loop = asyncio.get_running_loop()
+            results = await loop.run_in_executor(self._executor, self.run_batch, [job.item for job in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"the model answered {len(results)} of {len(batch)} requests")
+        except Exception as exc:  # the whole batch failed: every request in it gets the error
+            results = [exc] * len(batch)
+        finally:
+            self.running = 0
+        end = time.perf_counter()
+        for job, result in zip(batch, results):
+            job.finished = end
+            if job.future.done():  # withdrawn while its batch ran
+                continue
+            if isinstance(result, BaseException):
+                job.future.set_exception(result)
+            else:
+                job.future.set_result(result)
+        if self.observe:
+            self.observe(len(batch), [start - job.enqueued for job in batch], end - start)

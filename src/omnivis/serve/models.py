@@ -7,6 +7,7 @@ generation request (``GenerateItem``). ``run_batch`` groups what can share a mod
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ class ServedModel:
                 if not path.is_file():
                     raise BundleError(f"{path}: no ONNX file for model '{name}'; make it with: omnivis export "
                                       f"{self.bundle_dir}")
-                self.predictor.use_onnx(path)
+                self.predictor.use_onnx(path, threads=torch.get_num_threads())  # as many as torch: --threads
                 self.backend = "onnx"
         elif backend != "torch":
             raise ConfigError(f"--backend must be torch or onnx, got '{backend}'")
@@ -138,6 +139,11 @@ class ServedModel:
                     answers = [self._generate(items[i]) for i in idx]
             except OmnivisError as exc:
                 answers = [ApiError(422, str(exc))] * len(idx)
+            except ApiError as exc:
+                answers = [exc] * len(idx)
+            except Exception as exc:  # a bug: only this group's requests fail, the rest of the batch is answered
+                logging.getLogger("omnivis.serve").exception("model '%s'", self.name)
+                answers = [ApiError(500, f"internal error ({type(exc).__name__}); see the server log")] * len(idx)
             for i, answer in zip(idx, answers):
                 results[i] = answer
         return results

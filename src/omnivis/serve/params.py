@@ -8,11 +8,19 @@ import math
 from omnivis.serve.api_errors import ApiError
 
 
+def _given(params: dict, name: str, default):
+    """The value of ``name``; absent and JSON ``null`` both mean the default (as OpenAI's API reads them)."""
+    value = params.get(name)
+    return default if value is None else value
+
+
 def integer(params: dict, name: str, default: int | None, low: int, high: int) -> int | None:
-    value = params.get(name, default)
+    value = _given(params, name, default)
     if value is None:
         return None
     if isinstance(value, str):
+        if len(value) > 40:
+            raise ApiError(422, f"'{name}' must be an integer, got {len(value)} characters", name)
         try:
             value = int(value.strip())
         except ValueError:
@@ -20,12 +28,12 @@ def integer(params: dict, name: str, default: int | None, low: int, high: int) -
     if isinstance(value, bool) or not isinstance(value, int):
         raise ApiError(422, f"'{name}' must be an integer, got {type(value).__name__}", name)
     if not low <= value <= high:
-        raise ApiError(422, f"'{name}' must be in {low}..{high}, got {value}", name)
+        raise ApiError(422, f"'{name}' must be in {low}..{high}, got {str(value)[:40]}", name)
     return value
 
 
 def number(params: dict, name: str, default: float | None, low: float, high: float) -> float | None:
-    value = params.get(name, default)
+    value = _given(params, name, default)
     if value is None:
         return None
     if isinstance(value, str):
@@ -41,7 +49,7 @@ def number(params: dict, name: str, default: float | None, low: float, high: flo
 
 
 def flag(params: dict, name: str, default: bool = False) -> bool:
-    value = params.get(name, default)
+    value = _given(params, name, default)
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
@@ -50,7 +58,7 @@ def flag(params: dict, name: str, default: bool = False) -> bool:
 
 
 def text(params: dict, name: str, default: str | None = None, max_len: int = 1000) -> str | None:
-    value = params.get(name, default)
+    value = _given(params, name, default)
     if value is None:
         return None
     if not isinstance(value, str):

@@ -54,7 +54,9 @@ async def ready(request: Request):
 
 
 @models_router.get("/{name}")
-async def model_metadata(request: Request, name: str) -> dict:
+@models_router.get("/{name}/versions/{version}", include_in_schema=False)
+async def model_metadata(request: Request, name: str, version: str | None = None) -> dict:
+    check_version(version)
     model = tensor_model(request, name)
     return {"name": name, "versions": ["1"], "platform": "onnxruntime" if model.backend == "onnx" else "pytorch",
             "inputs": [{"name": "images", "datatype": "UINT8", "shape": model.input_shape}],
@@ -62,7 +64,9 @@ async def model_metadata(request: Request, name: str) -> dict:
 
 
 @models_router.get("/{name}/ready")
-async def model_ready(request: Request, name: str):
+@models_router.get("/{name}/versions/{version}/ready", include_in_schema=False)
+async def model_ready(request: Request, name: str, version: str | None = None):
+    check_version(version)
     served(request, name)
     is_ready = bool(request.app.state.ready and not request.app.state.draining)
     return JSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
@@ -71,7 +75,7 @@ async def model_ready(request: Request, name: str):
 def parse_infer(raw: bytes, header_length: str | None) -> tuple[dict, bytes]:
     """The JSON inference header and the binary tail after it."""
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(raw):
+        if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(raw):
             raise ApiError(400, f"Inference-Header-Content-Length {header_length!r} does not fit the "
                            f"{len(raw)}-byte body")
         head, tail = raw[: int(header_length)], raw[int(header_length):]
@@ -79,11 +83,21 @@ def parse_infer(raw: bytes, header_length: str | None) -> tuple[dict, bytes]:
         head, tail = raw, b""
     try:
         body = json.loads(head)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"the inference header is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep, an integer too long
+        raise ApiError(400, f"the inference header is not valid JSON ({str(exc)[:200]})") from None
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
         raise ApiError(400, "the request must be a JSON object with an 'inputs' list")
     return body, tail
+
+
+def parameters(spec: dict, where: str) -> dict:
+    """A tensor's or the request's ``parameters``: an object, or absent."""
+    value = spec.get("parameters")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ApiError(400, f"'parameters' of {where} must be an object")
+    return value
 
 
 def read_input(body: dict, tail: bytes, model) -> np.ndarray:
@@ -103,7 +117,7 @@ def read_input(body: dict, tail: bytes, model) -> np.ndarray:
     if shape[0] > 256:
         raise ApiError(400, f"input 'images' has a batch of {shape[0]}; the limit is 256")
     count = int(np.prod(shape))
-    size = (spec.get("parameters") or {}).get("binary_data_size")
+    size = parameters(spec, "input 'images'").get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size != count or size > len(tail):
             raise ApiError(400, f"binary_data_size {size!r} does not match shape {shape} ({count} bytes) or the body")
@@ -112,10 +126,13 @@ def read_input(body: dict, tail: bytes, model) -> np.ndarray:
     if not isinstance(data, list):
         raise ApiError(400, "input 'images' has neither 'data' nor binary_data_size")
     try:
-        array = np.asarray(data, dtype=np.float64).reshape(shape)
-    except (ValueError, TypeError):
-        raise ApiError(400, f"input 'images' data does not fill shape {shape} with numbers") from None
-    if not np.isfinite(array).all() or array.min(initial=0) < 0 or array.max(initial=0) > 255:
+        array = np.asarray(data)
+        if array.dtype.kind not in "iu" or array.size != count:
+            raise ValueError
+        array = array.reshape(shape)
+    except (ValueError, TypeError, OverflowError):
+        raise ApiError(400, f"input 'images' data must be {count} integers (shape {shape})") from None
+    if array.min(initial=0) < 0 or array.max(initial=0) > 255:
         raise ApiError(400, "input 'images' must hold UINT8 values (0..255)")
     return array.astype(np.uint8)
 
@@ -123,7 +140,7 @@ def read_input(body: dict, tail: bytes, model) -> np.ndarray:
 def wanted_outputs(body: dict, model) -> list[tuple[str, bool]]:
     """(name, as binary) per requested output; all outputs when none are named."""
     names = [o["name"] for o in model.tensor_outputs]
-    default_binary = bool((body.get("parameters") or {}).get("binary_data_output", False))
+    default_binary = bool(parameters(body, "the request").get("binary_data_output", False))
     requested = body.get("outputs")
     if not requested:
         return [(name, default_binary) for name in names]
@@ -134,11 +151,12 @@ def wanted_outputs(body: dict, model) -> list[tuple[str, bool]]:
         name = spec.get("name") if isinstance(spec, dict) else None
         if name not in names:
             raise ApiError(400, f"unknown output {name!r}; this model has: {', '.join(names)}")
-        out.append((name, bool((spec.get("parameters") or {}).get("binary_data", default_binary))))
+        out.append((name, bool(parameters(spec, f"output {name!r}").get("binary_data", default_binary))))
     return out
 
 
-def encode_response(name: str, model, outputs: list[torch.Tensor], wanted: list[tuple[str, bool]]) -> Response:
+def encode_response(name: str, model, outputs: list[torch.Tensor], wanted: list[tuple[str, bool]],
+                    request_id: str | None = None) -> Response:
     by_name = {spec["name"]: (spec, tensor) for spec, tensor in zip(model.tensor_outputs, outputs)}
     described, blobs = [], []
     for out_name, binary in wanted:
@@ -152,25 +170,32 @@ def encode_response(name: str, model, outputs: list[torch.Tensor], wanted: list[
         else:
             entry["data"] = array.flatten().tolist()
         described.append(entry)
-    head = json.dumps({"model_name": name, "model_version": "1", "outputs": described}).encode()
+    header = {"model_name": name, "model_version": "1", "outputs": described}
+    if request_id is not None:
+        header["id"] = request_id
+    head = json.dumps(header).encode()
     if not blobs:
         return Response(head, media_type="application/json")
     return Response(head + b"".join(blobs), media_type="application/octet-stream",
                     headers={"Inference-Header-Content-Length": str(len(head))})
 
 
+def check_version(version: str | None) -> None:
+    if version is not None and version != "1":
+        raise ApiError(404, f"model version '{version}' does not exist; each model has version 1")
+
+
 @models_router.post("/{name}/infer")
 @models_router.post("/{name}/versions/{version}/infer", include_in_schema=False)
-async def infer(request: Request, name: str, version: str = "1"):
+async def infer(request: Request, name: str, version: str | None = None):
+    check_version(version)
     model = tensor_model(request, name)
     raw = await request.body()
     body, tail = parse_infer(raw, request.headers.get(HEADER))
+    request_id = body.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ApiError(400, "'id' must be a string")
     images = await run_in_threadpool(read_input, body, tail, model)
     wanted = wanted_outputs(body, model)
     outputs, _ = await run_job(request, name, TensorItem(torch.from_numpy(images.copy())))
-    response = await run_in_threadpool(encode_response, name, model, outputs, wanted)
-    if "id" in body and response.media_type == "application/json":
-        payload = json.loads(response.body)
-        payload["id"] = body["id"]
-        return JSONResponse(payload)
-    return response
+    return await run_in_threadpool(encode_response, name, model, outputs, wanted, request_id)

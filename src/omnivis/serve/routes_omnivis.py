@@ -23,11 +23,11 @@ from omnivis.serve import params as P
 from omnivis.serve.api_errors import ApiError
 from omnivis.serve.app import run_job, served, timings
 from omnivis.serve.models import GenerateItem, ImageItem
-from omnivis.serve.uploads import decode_base64, open_upload
+from omnivis.serve.uploads import decode_base64, decode_pixels, open_header
 
 router = APIRouter(prefix="/api")
 
-INLINE_DECODE_BYTES = 64 * 1024  # larger uploads are decoded in a worker thread, off the event loop
+INLINE_DECODE_PIXELS = 256 * 256  # larger images are decoded in a worker thread, off the event loop
 
 IMAGE_BODY = {
     "requestBody": {"required": True, "content": {
@@ -47,8 +47,8 @@ async def json_body(request: Request) -> dict:
     raw = await request.body()
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"the body is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep, an integer too long
+        raise ApiError(400, f"the body is not valid JSON ({str(exc)[:200]})") from None
     if not isinstance(body, dict):
         raise ApiError(422, f"the JSON body must be an object, got {type(body).__name__}")
     return body
@@ -94,10 +94,12 @@ async def answer_image(request: Request, task: str, model: str) -> dict:
     top_k = P.integer(params, "top_k", 5, 1, 1000)
     mask = P.flag(params, "mask", False)
     config = request.app.state.config
-    if len(data) <= INLINE_DECODE_BYTES:  # a thread hop costs more than decoding a small file
-        image = open_upload(data, config.max_pixels, "image")
+    request.app.state.batchers[model].check_room()  # a full queue answers before any decoding
+    header = open_header(data, config.max_pixels, "image")  # format, size, animation: no pixels decoded
+    if header.width * header.height <= INLINE_DECODE_PIXELS:  # a thread hop costs more than a small decode
+        image = decode_pixels(header, "image")
     else:
-        image = await run_in_threadpool(open_upload, data, config.max_pixels, "image")
+        image = await run_in_threadpool(decode_pixels, header, "image")
     answer, job = await run_job(request, model, ImageItem(image, top_k, mask))
     body = {"model": model, "task": task, **answer.result, "image": filename, "latency_ms": timings(job)}
     if answer.mask is not None:

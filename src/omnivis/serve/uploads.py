@@ -33,8 +33,8 @@ def decode_base64(text: object, param: str) -> bytes:
         raise ApiError(422, f"'{param}' is not valid base64", param) from None
 
 
-def open_upload(data: bytes, max_pixels: int, name: str = "image") -> Image.Image:
-    """Decode one uploaded image file, refusing what is not a still image in an accepted format."""
+def open_header(data: bytes, max_pixels: int, name: str = "image") -> Image.Image:
+    """The upload opened and checked from its header alone (format, size, frames); no pixel decoded."""
     if not data:
         raise ApiError(422, f"{name}: the file is empty", name)
     try:
@@ -53,14 +53,19 @@ def open_upload(data: bytes, max_pixels: int, name: str = "image") -> Image.Imag
                        f"{max_pixels}", name)
     if getattr(image, "n_frames", 1) > 1:
         raise ApiError(422, f"{name}: animated or multi-frame images are not accepted; send one frame", name)
+    return image
+
+
+def decode_pixels(image: Image.Image, name: str = "image") -> Image.Image:
+    """Decode an image from ``open_header``: corrupt data is a 422; the result is RGB or L as viewed."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image.load()
+            return as_viewed(image)
     except Exception as exc:  # Pillow raises many types for broken data (OSError, ValueError, SyntaxError, ...)
         raise ApiError(422, f"{name}: the image data is corrupt or truncated ({type(exc).__name__}: {exc})",
                        name) from None
-    return as_viewed(image)
 
 
 def as_viewed(image: Image.Image) -> Image.Image:
