@@ -87,6 +87,14 @@ class Gate:
         return self.inner(items)
 
 
+def wait_for_metric(url: str, line: str, seconds: float = 30.0) -> None:
+    """Poll /metrics until it shows ``line``: what the server has noticed, not a guess at how long it takes."""
+    deadline = time.monotonic() + seconds
+    while line not in httpx.get(f"{url}/metrics").text:
+        assert time.monotonic() < deadline, f"/metrics never showed {line}"
+        time.sleep(0.02)
+
+
 def _post_digit(url: str, results: list, timeout: float = 30.0) -> None:
     data, _ = digit_png()
     try:
@@ -135,7 +143,7 @@ def test_a_request_whose_client_left_never_reaches_the_model(digits_bundle):
         gone: list = []
         _post_digit(url, gone, timeout=0.5)  # waits in the queue, then its client gives up
         assert isinstance(gone[0], httpx.TimeoutException)
-        time.sleep(0.3)  # the server notices the closed connection
+        wait_for_metric(url, 'omnivis_dropped_total{model="digits",reason="client_gone"} 1.0')
         gate.open.set()
         first.join(30)
         assert held[0].status_code == 200 and len(gate.seen) == 1
@@ -175,7 +183,7 @@ def test_sigterm_lets_the_request_in_flight_finish(digits_bundle):
         results: list = []
         request = threading.Thread(target=_post_digit, args=(url, results))
         request.start()
-        time.sleep(0.7)
+        wait_for_metric(url, 'omnivis_queue_depth{model="digits"} 1.0')  # in flight: waiting for its batch
         process.send_signal(signal.SIGTERM)
         request.join(30)
         assert results[0].status_code == 200 and results[0].json()["task"] == "classify"

@@ -26,6 +26,7 @@ from tests.deploy.serving import live_server
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 API_KEY = "page-test-key"
+expect.set_options(timeout=20_000)  # a machine four times slower than ours still answers well within this
 
 
 @pytest.fixture(scope="module")
