@@ -114,11 +114,15 @@ class Gate:
                 status["code"] = message["status"]
             await send(message)
 
+        digits = length.isascii() and length.isdigit()
+        declared = None  # a declared length over the limit (or not a number) is refused when the body is read
+        if length and (not digits or int(length) > limit):
+            declared = ApiError(413 if digits else 400, f"the request body is {length} bytes; the limit is "
+                                f"{limit}" if digits else f"Content-Length '{length}' is not a number")
+
         async def limited_receive():
-            digits = length.isascii() and length.isdigit()
-            if length and (not digits or int(length) > limit):
-                raise ApiError(413 if digits else 400, f"the request body is {length} bytes; the limit is "
-                               f"{limit}" if digits else f"Content-Length '{length}' is not a number")
+            if declared is not None:
+                raise declared
             message = await receive()
             if message["type"] == "http.request":
                 seen["bytes"] += len(message.get("body", b""))

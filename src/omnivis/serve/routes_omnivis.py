@@ -112,27 +112,25 @@ async def list_models(request: Request) -> JSONResponse:
     return JSONResponse({"models": [m.describe() for m in request.app.state.models.values()]})
 
 
-@router.post("/classify/{model}", summary="Top-k classes of one image", openapi_extra=IMAGE_BODY)
-async def classify(request: Request, model: str) -> JSONResponse:
-    return JSONResponse(await answer_image(request, "classify", model))
+IMAGE_TASKS = {  # task -> its endpoint's summary on the OpenAPI page; one route each, one handler for all
+    "classify": "Top-k classes of one image",
+    "detect": "Boxes (label, score, box in image pixels) in one image",
+    "segment": "The class of every pixel; mask=true adds the class map as a PNG",
+    "multitask": "Class, mask and boxes of one image from one multitask model",
+}
 
 
-@router.post("/detect/{model}", summary="Boxes (label, score, box in image pixels) in one image",
-             openapi_extra=IMAGE_BODY)
-async def detect(request: Request, model: str) -> JSONResponse:
-    return JSONResponse(await answer_image(request, "detect", model))
+def image_endpoint(task: str):
+    async def endpoint(request: Request, model: str) -> JSONResponse:
+        return JSONResponse(await answer_image(request, task, model))
+
+    endpoint.__name__ = task  # the OpenAPI operation's name
+    return endpoint
 
 
-@router.post("/segment/{model}", summary="The class of every pixel; mask=true adds the class map as a PNG",
-             openapi_extra=IMAGE_BODY)
-async def segment(request: Request, model: str) -> JSONResponse:
-    return JSONResponse(await answer_image(request, "segment", model))
-
-
-@router.post("/multitask/{model}", summary="Class, mask and boxes of one image from one multitask model",
-             openapi_extra=IMAGE_BODY)
-async def multitask(request: Request, model: str) -> JSONResponse:
-    return JSONResponse(await answer_image(request, "multitask", model))
+for _task, _summary in IMAGE_TASKS.items():
+    router.add_api_route(f"/{_task}/{{model}}", image_endpoint(_task), methods=["POST"], summary=_summary,
+                         openapi_extra=IMAGE_BODY)
 
 
 GENERATE_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
