@@ -31,8 +31,11 @@ def eval_command(
     per_class: Optional[int] = typer.Option(
         None, min=1, help="Generators: samples per class for the class-accuracy check (default 50)."
     ),
-    images: Optional[Path] = typer.Option(None, help="Detection, multitask: the image folder of a COCO --data file."),
+    images: Optional[Path] = typer.Option(None, help="Detection, multitask: the image folder of a COCO --data file; "
+                                          "face: the folder of people a pairs.txt --data names."),
     labels: Optional[Path] = typer.Option(None, help="Multitask: a path,label CSV of image-level classes for --data."),
+    groups: Optional[Path] = typer.Option(None, help="Face: a CSV identity,group; every figure per group and the "
+                                          "largest gap."),
     onnx: Optional[Path] = typer.Option(
         None, help="Classify, segment, detect: score this file of `omnivis export` (onnxruntime) instead of the torch model."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
@@ -48,8 +51,8 @@ def eval_command(
     extra = {}
     options = (("reference", reference, "generator"), ("inception_weights", inception_weights, "generator"),
                ("num_samples", num_samples, "generator"), ("per_class", per_class, "generator"),
-               ("images", images, "detection and multitask"), ("labels", labels, "multitask"),
-               ("onnx", onnx, "classify, segment and detect"))
+               ("images", images, "detection, multitask and face"), ("labels", labels, "multitask"),
+               ("onnx", onnx, "classify, segment and detect"), ("groups", groups, "face"))
     for option, value, kind in options:
         if value is None:
             continue

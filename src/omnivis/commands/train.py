@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "Train an image classifier; the --out folder becomes a bundle."),
     "detect": ("omnivis.tasks.detect:DetectConfig",
                "Train an object detector (or, with --arch maskrcnn, an instance segmenter); --out becomes a bundle."),
+    "face": ("omnivis.tasks.face:FaceConfig",
+             "Train a face embedding (ArcFace by default) on identity folders; --out becomes a bundle."),
     "multitask": ("omnivis.tasks.multitask_config:MultitaskConfig",
                   "Train classification, segmentation and/or detection heads on one backbone; --out becomes one bundle."),
 }

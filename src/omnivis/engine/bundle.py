@@ -367,6 +367,14 @@ def load_bundle_weights(model: torch.nn.Module, bundle: Bundle) -> None:
         raise BundleError(f"{bundle.path}: weights do not match its config ({first})") from None
 
 
+def update_task_fields(directory: str | Path, fields: Mapping[str, Any]) -> None:
+    """Set task keys of a bundle's config.json (e.g. a face model's calibrated threshold), atomically;
+    the weights are untouched, so anything keyed by them (a face index) stays valid."""
+    header = read_header(directory)
+    header.task_fields.update(fields)
+    _write_text(Path(directory) / CONFIG, json.dumps(header.to_dict(), indent=2, default=str) + "\n")
+
+
 def update_metrics(directory: str | Path, metrics: dict) -> None:
     """Merge new evaluation numbers into a bundle's ``metrics.json``."""
     directory = Path(directory)

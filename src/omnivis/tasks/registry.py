@@ -138,6 +138,18 @@ def _generate_inference() -> Inference:
     return Inference(evaluate_generator, predictor_for_predict)
 
 
+def _face_training() -> Training:
+    from omnivis.tasks.face import FaceConfig, train_face
+
+    return Training(FaceConfig, train_face)
+
+
+def _face_inference() -> Inference:
+    from omnivis.inference.face import FacePredictor, evaluate_face
+
+    return Inference(evaluate_face, FacePredictor.from_dir)
+
+
 def _pretrain_training() -> Training:
     from omnivis.tasks.pretrain import PretrainConfig, pretrain
 
@@ -169,6 +181,8 @@ TASKS: dict[str, TaskRow] = {
                 _multitask_training, _multitask_inference, "multitask"),
         TaskRow("generate", "image generation (ae, vae, vqvae + GPT prior, gan, diffusion); FID/KID with a reference "
                 "classifier", _generate_training, _generate_inference, "generate"),
+        TaskRow("face", "face recognition: an embedding (ArcFace / CosFace / softmax) judged on unseen people; "
+                "enrol, verify, identify with `omnivis face`", _face_training, _face_inference, "face"),
         TaskRow("pretrain", "self-supervised pretraining of a backbone (simclr, dino, rotation, mae)", _pretrain_training,
                 bundle_task="pretrain", use_instead="omnivis probe BUNDLE, or omnivis train classify --init-from BUNDLE"),
         TaskRow("distill", "knowledge distillation of a classifier bundle into a smaller classifier", _distill_training,
