@@ -11,6 +11,10 @@
     python benchmarks/run.py multitask  # (h) three heads on one backbone vs detection alone (benchmarks/multitask.py)
     python benchmarks/run.py folder     # (i) defaults on a PNG folder vs SVC and a hand-written CNN (benchmarks/folder.py)
     python benchmarks/run.py scenes     # (k) detect + segment defaults on 128 px scenes unlike the builtin ones (benchmarks/scenes.py)
+    python benchmarks/run.py export     # (l) ONNX fp32 / int8 vs eager PyTorch (benchmarks/export.py)
+    python benchmarks/run.py serve      # (m) the server with batching vs without vs plain FastAPI (benchmarks/serve.py)
+    python benchmarks/run.py face_detect  # (n) a face detector trained on generated scenes vs OpenCV's Haar cascade
+    python benchmarks/run.py face       # (o) ArcFace on unseen ORL people vs pixels, eigenfaces, LBP and softmax
 
 Results are printed with ratios and merged into benchmarks/results.json.
 """
@@ -251,7 +255,7 @@ def ssl_benchmark(method: str, epochs: int, shots: int = 10, draws: int = 5) -> 
             "raw_pixels": {k: pixels[k] for k in pick}, "finetune": finetune}
 
 
-SCRIPTS = ("detect", "segment", "generate", "multitask", "folder", "scenes", "export", "serve")
+SCRIPTS = ("detect", "segment", "generate", "multitask", "folder", "scenes", "export", "serve", "face", "face_detect")
 ALL = ("digits", "engine", "distill", "ssl", *SCRIPTS)
 
 

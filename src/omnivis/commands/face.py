@@ -92,9 +92,9 @@ def identify_command(
     for r in results:
         if not r["faces"]:
             table.add_row(r["image"], "-", "no face found", "", "")
-        for n, f in enumerate(r["faces"]):
+        for f in r["faces"]:
             others = ", ".join(f"{c['identity']} {c['score']:.2f}" for c in f["top_k"])
-            table.add_row(r["image"], str(f.get("box", n)), f["identity"], f"{f['score']:.3f}", others)
+            table.add_row(r["image"], str(f["box"]) if "box" in f else "whole photo", f["identity"], f"{f['score']:.3f}", others)
     console.print(table)
 
 
@@ -161,10 +161,7 @@ def calibrate_command(
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    try:
-        from omnivis.commands.face_detection import register_detection
-    except ImportError:  # the detection commands are optional until their module lands
-        register_detection = None
-    if register_detection is not None:
-        register_detection(face_app)
+    from omnivis.commands.face_detection import register_detection
+
+    register_detection(face_app)
     app.add_typer(face_app, name="face")

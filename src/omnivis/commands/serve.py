@@ -29,6 +29,10 @@ def serve_command(
     threads: int = typer.Option(0, min=0, help="PyTorch threads per model call (0: one less than the CPUs, at "
                                 "least 1, leaving a core to the HTTP event loop)."),
     drain: float = typer.Option(30.0, min=0.0, help="Seconds in-flight requests get to finish after SIGTERM."),
+    face_index: List[str] = typer.Option([], "--face-index", help="NAME=INDEX: the gallery (omnivis face enroll) "
+                                         "that /api/face/identify/NAME searches; repeat per face model."),
+    face_detector: Optional[str] = typer.Option(None, help="Find faces before identifying them: 'classical' or a "
+                                                "detect bundle (default: each photo is one face)."),
 ) -> None:
     """Serve bundles over HTTP: a web page at /, JSON endpoints per task at /api/TASK/NAME, the OpenAI
     Images API at /v1/images/generations, KServe v2 at /v2, Prometheus at /metrics, OpenAPI at /docs."""
@@ -40,7 +44,7 @@ def serve_command(
     from omnivis.serve.runner import load_models, serve
 
     torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) - 1))
-    models = load_models(bundles, backend)
+    models = load_models(bundles, backend, face_index, face_detector)
     for model in models.values():
         console.print(f"[bold]{model.name}[/]: {model.task} on {model.backend} from {model.bundle_dir}"
                       + (f" ({model.note})" if model.note else ""))

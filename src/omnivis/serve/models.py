@@ -46,6 +46,15 @@ class GenerateItem:
 
 
 @dataclass
+class FaceItem:
+    """A face request: ``identify`` one photo against the model's gallery, or ``verify`` two photos."""
+
+    kind: str
+    images: list[Image.Image]
+    top_k: int = 5
+
+
+@dataclass
 class ImageAnswer:
     result: dict
     mask: np.ndarray | None = None  # segment and multitask: the class map at the image's own size
@@ -54,7 +63,8 @@ class ImageAnswer:
 class ServedModel:
     """One loaded bundle under its name; ``backend`` is ``torch`` or ``onnx`` (the bundle's export)."""
 
-    def __init__(self, name: str, bundle_dir: str | Path, backend: str = "torch", onnx: str | Path | None = None) -> None:
+    def __init__(self, name: str, bundle_dir: str | Path, backend: str = "torch", onnx: str | Path | None = None,
+                 face_index: str | Path | None = None, face_detector=None) -> None:
         from omnivis.tasks.registry import get_task
 
         self.name, self.bundle_dir = name, Path(bundle_dir)
@@ -80,6 +90,13 @@ class ServedModel:
         elif backend != "torch":
             raise ConfigError(f"--backend must be torch or onnx, got '{backend}'")
         self.tensor_outputs = self._tensor_outputs()
+        self.face_index, self.face_detector = None, face_detector
+        if face_index is not None:
+            if self.task != "face":
+                raise ConfigError(f"--face-index {name}=...: model '{name}' is a {self.task} model, not a face model")
+            from omnivis.inference.face_index import load_index
+
+            self.face_index = load_index(face_index, self.predictor.setting())
 
     @property
     def graph(self):
@@ -119,6 +136,9 @@ class ServedModel:
             info.update(tasks=list(p.tasks), seg_classes=p.seg_classes, det_classes=p.det_classes)
         if self.task == "segment":
             info["seg_classes"] = list(p.classes)
+        if self.task == "face":
+            info.update(threshold=p.config.get("threshold"), embedding_size=int(p.config["embedding_size"]),
+                        gallery_people=len(self.face_index.people) if self.face_index is not None else 0)
         return info
 
     # --- the batch function: runs in the model's thread --------------------------------------------
@@ -126,7 +146,8 @@ class ServedModel:
         results: list = [None] * len(items)
         groups: dict[Any, list[int]] = {}
         for i, item in enumerate(items):
-            key = ("image", item.top_k) if isinstance(item, ImageItem) else type(item).__name__
+            key = (("image", item.top_k) if isinstance(item, ImageItem) else ("face", item.kind, item.top_k)
+                   if isinstance(item, FaceItem) else type(item).__name__)
             groups.setdefault(key, []).append(i)
         for key, idx in groups.items():
             try:
@@ -135,6 +156,8 @@ class ServedModel:
                     answers = self._answer_images([items[i] for i in idx])
                 elif kind is TensorItem:
                     answers = self._run_tensors([items[i] for i in idx])
+                elif kind is FaceItem:
+                    answers = self._answer_faces([items[i] for i in idx])
                 else:
                     answers = [self._generate(items[i]) for i in idx]
             except OmnivisError as exc:
@@ -156,6 +179,23 @@ class ServedModel:
         masks = getattr(self.predictor, "_last", {})
         return [ImageAnswer(result, masks.get(name) if item.mask else None)
                 for name, result, item in zip(names, results, items)]
+
+    def _answer_faces(self, items: list[FaceItem]) -> list[dict]:
+        """Every request of the group in one embedding call (verify: both photos of every pair)."""
+        if self.task != "face":
+            raise ApiError(404, f"model '{self.name}' is a {self.task} model, not a face model", "model")
+        if items[0].kind == "verify":
+            decisions = self.predictor.verify([item.images[0] for item in items], [item.images[1] for item in items])
+            return [{"same": d["same"], "score": d["score"], "threshold": d["threshold"], "far": d["far"]}
+                    for d in decisions]
+        from omnivis.inference.face_index import identify
+
+        if self.face_index is None:
+            raise ApiError(409, f"model '{self.name}' has no gallery; start the server with --face-index "
+                           f"{self.name}=INDEX (from omnivis face enroll)", "model")
+        results = identify(self.predictor, self.face_index, [item.images[0] for item in items], top_k=items[0].top_k,
+                           detector=self.face_detector, names=[f"#{i}" for i in range(len(items))])
+        return [{"faces": r["faces"], "summary": r["summary"]} for r in results]
 
     def _run_tensors(self, items: list[TensorItem]) -> list[list[torch.Tensor]]:
         if self.graph is None:

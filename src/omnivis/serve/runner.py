@@ -11,8 +11,22 @@ from omnivis.serve.app import ServeConfig, create_app
 from omnivis.serve.models import ServedModel
 
 
-def load_models(specs: list[str], backend: str = "torch") -> dict[str, ServedModel]:
-    """``BUNDLE`` or ``NAME=BUNDLE`` per spec -> name -> loaded model (names from the folder by default)."""
+def load_models(specs: list[str], backend: str = "torch", face_indexes: list[str] | None = None,
+                face_detector: str | None = None) -> dict[str, ServedModel]:
+    """``BUNDLE`` or ``NAME=BUNDLE`` per spec -> name -> loaded model (names from the folder by default);
+    ``face_indexes`` (``NAME=INDEX``) give face models their gallery, ``face_detector`` finds the faces
+    that identify names (``classical`` or a detect bundle; None: each photo is one face)."""
+    galleries: dict[str, str] = {}
+    for spec in face_indexes or []:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--face-index takes NAME=INDEX (a served face model's name), got '{spec}'")
+        galleries[name] = path
+    detector = None
+    if face_detector is not None:
+        from omnivis.inference.face_detect import load_face_detector
+
+        detector = load_face_detector(face_detector)
     models: dict[str, ServedModel] = {}
     for spec in specs:
         name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
@@ -21,9 +35,13 @@ def load_models(specs: list[str], backend: str = "torch") -> dict[str, ServedMod
             raise ConfigError(f"model name '{name}' may only hold letters, digits, '-', '_' and '.'; use NAME=BUNDLE")
         if name in models:
             raise ConfigError(f"two bundles are named '{name}'; name them apart with NAME=BUNDLE")
-        models[name] = ServedModel(name, path, backend=backend)
+        models[name] = ServedModel(name, path, backend=backend, face_index=galleries.pop(name, None),
+                                   face_detector=detector)
     if not models:
         raise ConfigError("give at least one bundle to serve")
+    if galleries:
+        raise ConfigError(f"--face-index names '{next(iter(galleries))}', which is not a served model "
+                          f"({', '.join(models)})")
     return models
 
 

@@ -10,7 +10,7 @@ const PALETTE = [  // fixed, so a class keeps its colour between runs; class 0 (
   [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [220, 190, 255], [170, 110, 40],
   [255, 225, 25], [128, 0, 0], [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128],
 ];
-const IMAGE_TASKS = ["classify", "detect", "segment", "multitask"];
+const IMAGE_TASKS = ["classify", "detect", "segment", "multitask", "face"];
 const CANVAS_SIZE = 480;  // the longer side of the drawn result, whatever the image's size
 const OVERLAY_ALPHA = 120;
 
@@ -111,13 +111,16 @@ function showModel() {
   $("generate-inputs").hidden = !generating;
   $("run").textContent = generating ? "Generate" : "Run";
   $("model-info").textContent = describe(model);
+  showError("");
+  if (model.task === "face" && !model.gallery_people) showError("this face model has no gallery: start the server with --face-index NAME=INDEX");
   if (generating) fillGenerateInputs(model);
 }
 
 function describe(model) {
   const parts = [model.method, `${model.img_size} px`, model.channels === 1 ? "grayscale" : "RGB",
     model.backend && `${model.backend} backend`];
-  const classes = model.task === "multitask" ? model.tasks && `tasks: ${model.tasks.join(", ")}`
+  const classes = model.task === "face" ? `${model.gallery_people} people enrolled`
+    : model.task === "multitask" ? model.tasks && `tasks: ${model.tasks.join(", ")}`
     : model.classes && model.classes.length && `${model.classes.length} class${model.classes.length === 1 ? "" : "es"}`;
   return parts.concat(classes).filter(Boolean).join(" · ");
 }
@@ -202,6 +205,10 @@ function predict(model) {
   const form = new FormData();
   form.append("image", state.file, state.file.name);
   form.append("top_k", "5");
+  if (model.task === "face") {
+    return api(`/api/face/identify/${encodeURIComponent(model.name)}`, { method: "POST", body: form })
+      .then(faceAnswer);
+  }
   if (model.task === "segment" || model.task === "multitask") form.append("mask", "true");
   return api(`/api/${model.task}/${encodeURIComponent(model.name)}`, { method: "POST", body: form });
 }
@@ -210,6 +217,20 @@ function generate(model) {
   return api(`/api/generate/${encodeURIComponent(model.name)}`, {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(generateBody()),
   });
+}
+
+/** A face answer in the page's terms: the faces as labelled boxes (when a detector found them) and the
+ * first face's top-k people as bars, with the threshold that decided "unknown". */
+function faceAnswer(answer) {
+  const faces = answer.faces || [];
+  const first = faces[0];
+  return {
+    ...answer,
+    summary: faces.length ? `${answer.summary} · threshold ${Number(first.threshold).toFixed(3)} (FAR ${first.far})`
+      : answer.summary,
+    top_k: first ? first.top_k.map((c) => ({ label: c.identity, score: Math.max(0, c.score) })) : undefined,
+    detections: faces.filter((f) => f.box).map((f) => ({ label: f.identity, score: Math.max(0, f.score), box: f.box })),
+  };
 }
 
 function showLatency(latency) {
