@@ -45,7 +45,7 @@ def digits_benchmark(epochs: int) -> dict:
     from sklearn.svm import SVC
 
     from omnivis.demo import DEMO_CONFIG
-    from omnivis.engine.bundle import load_bundle
+    from omnivis.bundle import load_bundle
     from omnivis.engine.trainer import TrainerConfig
     from omnivis.tasks.classify import ClassifyConfig, train_classifier
 

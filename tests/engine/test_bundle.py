@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from omnivis import __version__
-from omnivis.engine.bundle import BUNDLE_FORMAT, BundleHeader, load_bundle, save_bundle
+from omnivis.bundle import BUNDLE_FORMAT, BundleHeader, load_bundle, save_bundle
 from omnivis.errors import BundleError
 from omnivis.models.backbones import create_backbone
 from omnivis.models.heads import ImageClassifier

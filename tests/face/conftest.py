@@ -42,7 +42,7 @@ def tiny_face_config(data: str, **overrides) -> FaceConfig:
     trainer = dict(epochs=None, max_steps=120, progress=False, seed=0)
     trainer.update(overrides.pop("trainer", {}))
     base = dict(data=data, model="omnivis_resnet_tiny", img_size=SIZE, channels=1, embedding_size=32,
-                batch_size=32, test_identities="p06-p07", augment=AugmentConfig(preset="none", hflip=False))
+                batch_size=32, flip_test=False, test_identities="p06-p07", augment=AugmentConfig(preset="none", hflip=False))
     base.update(overrides)
     return FaceConfig(**base, trainer=TrainerConfig(**trainer))
 
@@ -60,12 +60,13 @@ def face_bundle(tmp_path_factory, people_folder) -> Path:
     return train_face(tiny_face_config(str(people_folder)), tmp_path_factory.mktemp("face") / "arcface")
 
 
-def save_untrained_face_bundle(folder: Path, seed: int = 0, threshold: float = 0.5, embedding_size: int = 16) -> Path:
+def save_untrained_face_bundle(folder: Path, seed: int = 0, threshold: float = 0.5, embedding_size: int = 16,
+                               flip_test: bool = False) -> Path:
     """A face bundle with random weights, written in milliseconds: for the tests of galleries and
     their refusals, where what matters is which model made an embedding, not how good it is."""
     import torch
 
-    from omnivis.engine.bundle import save_bundle
+    from omnivis.bundle import save_bundle
     from omnivis.inference.face import CROP_POLICY
     from omnivis.models.backbones import create_backbone
     from omnivis.models.embedding import EmbeddingModel
@@ -76,5 +77,5 @@ def save_untrained_face_bundle(folder: Path, seed: int = 0, threshold: float = 0
               "std": [0.5], "data": "generated", "embedding_size": embedding_size,
               "normalization": {"image_mean": [0.5], "image_std": [0.5], "embedding": "l2"},
               "crop": {**CROP_POLICY, "margin": 0.2, "size": SIZE},
-              "threshold": {"value": threshold, "far": 0.01, "source": "a test"}}
+              "threshold": {"value": threshold, "far": 0.01, "source": "a test"}, "flip_test": flip_test}
     return save_bundle(folder, model.state_dict(), header)

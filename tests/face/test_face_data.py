@@ -87,3 +87,19 @@ def test_read_pairs_names_the_line_of_a_missing_image(tmp_path):
     pairs_file.write_text("Ann_Lee\t1\nZed\t1\t2\n")
     with pytest.raises(DataError, match=r"pairs.txt:1: expected 'NAME N1 N2'"):
         read_pairs(pairs_file, root)
+
+
+def test_datasets_export_writes_an_identity_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from omnivis.cli import app
+    from omnivis.data.readers import read_class_folder
+
+    result = CliRunner().invoke(app, ["datasets", "export", "builtin:orl-faces", "--out", str(tmp_path / "faces")])
+    assert result.exit_code == 0, result.output
+    written = read_class_folder(tmp_path / "faces")
+    assert len(written) == 400 and sorted(written.classes) == sorted(f"s{i}" for i in range(1, 41))
+    original = np.asarray(Image.open(load_builtin("builtin:orl-faces").samples[0].source))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "faces" / "s1" / "1.png")), original)
+    again = CliRunner().invoke(app, ["datasets", "export", "builtin:orl-faces", "--out", str(tmp_path / "faces")])
+    assert again.exit_code != 0 and "not empty" in str(again.exception)

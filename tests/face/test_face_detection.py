@@ -17,7 +17,7 @@ from omnivis.commands.face_detection import register_detection
 from omnivis.data import face_scenes
 from omnivis.data.coco import read_coco
 from omnivis.data.face_scenes import face_pool, make_face_scenes, write_face_scenes
-from omnivis.engine.bundle import save_bundle
+from omnivis.bundle import save_bundle
 from omnivis.errors import BundleError, ConfigError, DataError, ImageError
 from omnivis.inference.face_detect import (
     BundleFaceDetector,

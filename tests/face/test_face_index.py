@@ -124,3 +124,13 @@ def test_several_faces_are_each_named_in_the_detector_order(untrained, gallery):
 
     [result] = identify(predictor, index, [np.zeros((40, 40), np.uint8)], detector=TwoFaces())
     assert [f["box"] for f in result["faces"]] == [[0, 0, 20, 20], [20, 20, 40, 40]]
+
+
+def test_flip_test_embeds_a_face_and_its_mirror_alike(tmp_path):
+    predictor = FacePredictor.from_dir(save_untrained_face_bundle(tmp_path / "flip", flip_test=True))
+    photo = np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)
+    both = predictor.embed([photo, photo[:, ::-1].copy()])
+    assert torch.allclose(both[0], both[1], atol=1e-5)
+    assert predictor.setting()["flip_test"] is True
+    plain = FacePredictor.from_dir(save_untrained_face_bundle(tmp_path / "plain"))
+    assert not torch.allclose(*plain.embed([photo, photo[:, ::-1].copy()]), atol=1e-3)

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch import Callback
 from safetensors.torch import load_file
 
-from omnivis.engine.bundle import load_bundle
+from omnivis.bundle import load_bundle
 from omnivis.errors import ConfigError, DataError, TrainingError
 from omnivis.inference.classify import ClassifyPredictor, evaluate_classifier
 from omnivis.tasks.classify import train_classifier

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from omnivis.engine.bundle import load_bundle
+from omnivis.bundle import load_bundle
 from omnivis.engine.config import TrainerConfig
 from omnivis.errors import ConfigError
 from omnivis.inference.classify import ClassifyPredictor

@@ -16,7 +16,7 @@ from omnivis.data.detection import (
     detection_collate,
     shapes_detection_data,
 )
-from omnivis.engine.bundle import load_bundle
+from omnivis.bundle import load_bundle
 from omnivis.engine.trainer import TrainerConfig
 from omnivis.errors import ConfigError, DataError
 from omnivis.inference.detect import DetectPredictor, evaluate_detector
@@ -234,7 +234,7 @@ def test_maskrcnn_end_to_end_with_masks(tmp_path):
 
 
 def test_saved_bundle_predicts_exactly_what_the_model_did(tmp_path):
-    from omnivis.engine.bundle import save_bundle
+    from omnivis.bundle import save_bundle
     from omnivis.tasks.detect import bundle_config
 
     config = tiny_detect_config(score_threshold=0.0)

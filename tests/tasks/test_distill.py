@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from omnivis.data.transforms import AugmentConfig
-from omnivis.engine.bundle import load_bundle
+from omnivis.bundle import load_bundle
 from omnivis.engine.trainer import TrainerConfig
 from omnivis.errors import BundleError, ConfigError
 from omnivis.inference.classify import ClassifyPredictor

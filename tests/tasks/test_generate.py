@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from omnivis.engine.bundle import save_bundle
+from omnivis.bundle import save_bundle
 from omnivis.engine.trainer import TrainerConfig
 from omnivis.errors import BundleError, ConfigError, TrainingError
 from omnivis.tasks.generate import GenerateConfig, GeneratorPredictor, train_generator

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from omnivis.data.masks import MaskAugment, build_mask_transform
-from omnivis.engine.bundle import load_bundle, save_bundle
+from omnivis.bundle import load_bundle, save_bundle
 from omnivis.seeding import seed_everything
 from omnivis.engine.trainer import TrainerConfig
 from omnivis.errors import ConfigError

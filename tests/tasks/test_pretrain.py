@@ -12,7 +12,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from omnivis.data.builtin import load_builtin
-from omnivis.engine.bundle import load_bundle
+from omnivis.bundle import load_bundle
 from omnivis.engine.trainer import TrainerConfig
 from omnivis.errors import ConfigError
 from omnivis.models.backbones import create_backbone

@@ -10,7 +10,7 @@ from torch import nn
 from omnivis.data.builtin import load_builtin
 from omnivis.data.readers import ClassificationData, ImageSample
 from omnivis.data.transforms import build_eval_transform
-from omnivis.engine.bundle import save_bundle
+from omnivis.bundle import save_bundle
 from omnivis.errors import ConfigError, DataError
 from omnivis.models.backbones import create_backbone
 from omnivis.tasks.probe import (

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from omnivis.data.masks import MaskAugment
-from omnivis.engine.bundle import load_bundle
+from omnivis.bundle import load_bundle
 from omnivis.engine.trainer import TrainerConfig
 from omnivis.errors import ConfigError, DataError
 from omnivis.inference.segment import SegmentPredictor, evaluate_segmenter

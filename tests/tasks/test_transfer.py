@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch import Callback
 from safetensors.torch import load_file
 
-from omnivis.engine.bundle import load_bundle
+from omnivis.bundle import load_bundle
 from omnivis.errors import BundleError, ConfigError
 from omnivis.tasks.classify import train_classifier
 from tests.conftest import tiny_classify_config

@@ -41,7 +41,7 @@ def eval_command(
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ) -> None:
     """Evaluate a bundle on labelled data with its task's metrics (accuracy, mAP, mIoU, FID ...)."""
-    from omnivis.engine.bundle import load_bundle
+    from omnivis.bundle import load_bundle
     from omnivis.metrics.report import write_json
     from omnivis.tasks.registry import get_task
 

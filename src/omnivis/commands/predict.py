@@ -33,7 +33,7 @@ def predict_command(
     (detection, segmentation) also draw them into --out (default: BUNDLE/predictions). --backend onnx
     gives the same JSON from an exported file (classify and segment bundles).
     """
-    from omnivis.engine.bundle import load_bundle
+    from omnivis.bundle import load_bundle
     from omnivis.data.images import expand_image_paths
     from omnivis.tasks.registry import get_task
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from omnivis.deploy.runtime import OnnxGraph
-from omnivis.engine.bundle import load_bundle
+from omnivis.bundle import load_bundle
 from omnivis.errors import BundleError, ConfigError, DataError
 from omnivis.inference.base import Predictor
 

@@ -1,6 +1,5 @@
-"""The training engine (``trainer``: a Lightning Trainer built from a config), seeding (``seed``) and
-the bundle format (``bundle``).
+"""The training engine: ``trainer`` (a Lightning Trainer built from a config) and ``config``.
 
-Nothing is imported here: ``omnivis.engine.bundle`` is read by predictors, export and serve, which
-must not pay for importing Lightning.
+The bundle format lives below every layer, in ``omnivis.bundle``: models read pretrained bundles,
+and predictors, export and serve read bundles without importing Lightning.
 """

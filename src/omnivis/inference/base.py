@@ -17,7 +17,7 @@ from torch import nn
 
 from omnivis.data.decode import decode_tensor
 from omnivis.data.images import load_images
-from omnivis.engine.bundle import Bundle, load_bundle, load_bundle_weights
+from omnivis.bundle import Bundle, load_bundle, load_bundle_weights
 from omnivis.errors import BundleError, ConfigError
 
 SPLITS = ("auto", "val", "all")

@@ -18,7 +18,7 @@ from omnivis.data.readers import ClassificationData
 from omnivis.data.splits import split_indices
 from omnivis.data.transforms import build_eval_geometry
 from omnivis.deploy.graphs import ClassifierGraph
-from omnivis.engine.bundle import Bundle
+from omnivis.bundle import Bundle
 from omnivis.errors import DataError
 from omnivis.inference.base import Predictor, held_out_wanted, image_names
 from omnivis.metrics.report import write_json

@@ -24,7 +24,7 @@ from omnivis.data.detection_records import DetectionData, mask_to_rle, rle_to_ma
 from omnivis.data.images import load_images
 from omnivis.data.splits import split_indices
 from omnivis.deploy.graphs import DetectorGraph
-from omnivis.engine.bundle import Bundle
+from omnivis.bundle import Bundle
 from omnivis.errors import DataError
 from omnivis.inference.base import Predictor, held_out_wanted, image_names
 from omnivis.models.backbones import create_backbone

@@ -24,7 +24,7 @@ from omnivis.data.decode import decode_tensor
 from omnivis.data.faces import Pairs, all_pairs, balanced_pairs, read_pairs
 from omnivis.data.readers import ClassificationData
 from omnivis.data.transforms import build_eval_geometry
-from omnivis.engine.bundle import WEIGHTS, Bundle, update_task_fields
+from omnivis.bundle import WEIGHTS, Bundle, update_task_fields
 from omnivis.errors import BundleError, DataError
 from omnivis.inference.base import Predictor, held_out_wanted, image_names
 from omnivis.metrics.face import (
@@ -89,6 +89,7 @@ class FacePredictor(Predictor):
         self.mean = torch.tensor(cfg["mean"]).view(1, -1, 1, 1)
         self.std = torch.tensor(cfg["std"]).view(1, -1, 1, 1)
         self.crop_margin = float(cfg.get("crop", {}).get("margin", 0.2))
+        self.flip_test = bool(cfg.get("flip_test", False))
         self.id = bundle_id(bundle.path)
 
     @property
@@ -106,7 +107,7 @@ class FacePredictor(Predictor):
         cfg = self.config
         return {"bundle_id": self.id, "embedding_size": int(cfg["embedding_size"]),
                 "normalization": cfg.get("normalization"), "crop": cfg.get("crop"), "img_size": self.img_size,
-                "in_chans": int(cfg["in_chans"])}
+                "in_chans": int(cfg["in_chans"]), "flip_test": self.flip_test}
 
     def crops(self, images: Sequence, boxes: Sequence[Box | None] | None = None) -> torch.Tensor:
         """Photos (paths, PIL images or arrays) and optional face boxes -> (N, C, S, S) uint8 faces."""
@@ -115,10 +116,15 @@ class FacePredictor(Predictor):
                             for im, box in zip(images, boxes)])
 
     def embed_crops(self, faces: torch.Tensor) -> torch.Tensor:
-        """(N, C, S, S) uint8 faces -> (N, D) unit embeddings, in one model call."""
+        """(N, C, S, S) uint8 faces -> (N, D) unit embeddings, in one model call. With the bundle's
+        ``flip_test`` (insightface's "flip test"), a face's embedding is the sum of its own and its
+        mirror image's, normalized: a mirrored face is the same person, and the sum is steadier."""
         x = (faces.float().div(255.0) - self.mean) / self.std
         with torch.inference_mode():
-            return self.model.embed(x.to(self.device)).float().cpu()
+            if not self.flip_test:
+                return self.model.embed(x.to(self.device)).float().cpu()
+            both = self.model(torch.cat([x, x.flip(-1)]).to(self.device)).float().cpu()
+            return torch.nn.functional.normalize(both[: len(x)] + both[len(x):], dim=1)
 
     def embed(self, images: Sequence, boxes: Sequence[Box | None] | None = None, batch_size: int = 64,
               progress: bool = False) -> torch.Tensor:

@@ -134,7 +134,7 @@ class BundleFaceDetector:
     """
 
     def __init__(self, bundle: str | Path, min_score: float = 0.5, device: str = "cpu") -> None:
-        from omnivis.engine.bundle import load_bundle
+        from omnivis.bundle import load_bundle
         from omnivis.inference.detect import DetectPredictor
 
         if not 0.0 <= min_score <= 1.0:

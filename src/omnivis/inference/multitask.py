@@ -29,7 +29,7 @@ from omnivis.data.multitask import (  # noqa: F401  (re-exported: the task's dat
     multitask_collate,
 )
 from omnivis.data.splits import split_indices
-from omnivis.engine.bundle import Bundle
+from omnivis.bundle import Bundle
 from omnivis.errors import DataError
 from omnivis.inference.base import Predictor, held_out_wanted, image_names
 from omnivis.metrics.masks import (

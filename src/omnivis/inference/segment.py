@@ -28,7 +28,7 @@ from omnivis.data.masks import (
 )
 from omnivis.data.splits import split_indices
 from omnivis.deploy.graphs import SegmenterGraph
-from omnivis.engine.bundle import Bundle
+from omnivis.bundle import Bundle
 from omnivis.errors import DataError
 from omnivis.inference.base import Predictor, held_out_wanted, image_names
 from omnivis.metrics.masks import mask_results, mask_summary, write_mask_pictures

@@ -24,6 +24,7 @@ from timm.models.resnet import BasicBlock, ResNet
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from omnivis.bundle import DEFAULT_BACKBONE_PREFIX, WEIGHTS, is_bundle, load_bundle
 from omnivis.errors import BundleError, ConfigError
 
 # ----------------------------------------------------------------------------------------------
@@ -191,12 +192,10 @@ _PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar"}
 def read_backbone_state(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
     """Read backbone weights (timm keys) and, when recorded, the architecture they belong to.
 
-    An omnivis bundle (or its ``model.safetensors``) is read through ``engine/bundle.py``: its header
+    An omnivis bundle (or its ``model.safetensors``) is read through ``omnivis/bundle.py``: its header
     names the backbone and the key prefix its weights sit under. Pickle-based files are refused:
     loading them can run arbitrary code.
     """
-    # imported here: omnivis.engine's __init__ brings in the Lightning trainer, which models/ never needs
-    from omnivis.engine.bundle import DEFAULT_BACKBONE_PREFIX, WEIGHTS, is_bundle, load_bundle
 
     path = Path(path)
     if path.is_file() and path.name == WEIGHTS and is_bundle(path.parent):

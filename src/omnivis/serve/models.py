@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from omnivis.engine.bundle import load_bundle
+from omnivis.bundle import load_bundle
 from omnivis.errors import BundleError, ConfigError, OmnivisError
 from omnivis.serve.api_errors import ApiError
 

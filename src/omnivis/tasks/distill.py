@@ -19,7 +19,7 @@ from torch import nn
 
 from omnivis.data.builtin import resolve_classification_data
 from omnivis.data.splits import split_indices
-from omnivis.engine.bundle import load_bundle
+from omnivis.bundle import load_bundle
 from omnivis.errors import ConfigError
 from omnivis.fileio import atomic_write_bytes
 from omnivis.inference.classify import ClassifyPredictor, evaluate_classifier

@@ -11,7 +11,7 @@ module only (the bundle keeps the embedding model).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -26,6 +26,7 @@ from omnivis.data.datamodule import ImageClassificationDataset, SeededDataModule
 from omnivis.data.faces import identity_split, parse_identities
 from omnivis.data.readers import ClassificationData, ImageSample
 from omnivis.data.transforms import AugmentConfig, build_train_transform
+from omnivis.bundle import model_card
 from omnivis.engine.config import TrainerConfig
 from omnivis.errors import ConfigError, DataError
 from omnivis.inference.face import CROP_POLICY, TASK, evaluate_face
@@ -36,6 +37,7 @@ from omnivis.tasks.common import log_training, warmup_cosine_for
 from omnivis.tasks.run import TrainingPlan, run_training
 
 LOSSES = ("arcface", "cosface", "softmax")
+MAX_FACE_SIZE = 64  # on ORL, 64 px beat 96 px on every figure at half the time (EER 0.124 vs 0.149)
 
 
 def _face_augment() -> AugmentConfig:
@@ -54,7 +56,7 @@ class FaceConfig:
             s31-s40 for builtin:orl-faces, else a seeded ``test_fraction`` of the people).
         test_fraction: share of people held out when ``test_identities`` is None.
         model: any timm name or omnivis preset (``omnivis models list``).
-        img_size: square input size (None: read off the data, as for classification).
+        img_size: square input size (None: read off the data as for classification, at most 64).
         channels: 1 or 3 (None: 1 when the sampled photos are grey).
         init_from: a bundle or safetensors file to initialize the backbone from.
         embedding_size: length of the embedding vector.
@@ -63,6 +65,8 @@ class FaceConfig:
         margin: the loss's margin (None: ArcFace 28.6 degrees = 0.5 rad, CosFace 0.35).
         scale: the angular losses' logit scale (30 suits tens to thousands of people; 64 is the
             paper's for 85,000).
+        flip_test: embed each face with its mirror image too and sum the two (insightface's
+            "flip test"): steadier embeddings for twice the compute.
         crop_margin: the crop policy for detected faces: a square around the face box, this much
             of the box's side added on every side (undetected photos are used whole, centre square).
         batch_size: images per step (capped at the training-set size).
@@ -87,6 +91,7 @@ class FaceConfig:
     margin: float | None = None
     scale: float = 30.0
     crop_margin: float = 0.2
+    flip_test: bool = True
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -180,6 +185,7 @@ def bundle_config(config: FaceConfig, people: list[str], held_out: list[str], tr
         "loss": {"name": config.loss, "margin": config.margin, "scale": config.scale},
         "normalization": {"image_mean": list(mean), "image_std": list(std), "embedding": "l2"},
         "crop": {**CROP_POLICY, "margin": config.crop_margin, "size": config.img_size},
+        "flip_test": config.flip_test,
         "train_config": config_to_dict(config),
     }
 
@@ -192,7 +198,13 @@ def face_plan(config: FaceConfig) -> TrainingPlan:
     train_idx, test_idx, held_out = identity_split(data, parse_identities(config.test_identities),
                                                    config.test_fraction, config.trainer.seed)
     train = data.subset(train_idx)
+    size_given = config.img_size is not None
     config, (mean, std), choices = resolve_from_data(config, train)
+    if not size_given and config.img_size > MAX_FACE_SIZE:
+        choices = [line for line in choices if not line.startswith("img_size")]
+        choices.append(f"img_size {MAX_FACE_SIZE}: the photos are {config.img_size} px or more, and faces are "
+                       f"trained at most at {MAX_FACE_SIZE} px (--img-size to choose)")
+        config = replace(config, img_size=MAX_FACE_SIZE)
     people = sorted(set(train.labels().tolist()))
     relabel = {old: new for new, old in enumerate(people)}  # dense labels over the training people
     train = ClassificationData([ImageSample(s.source, relabel[s.label], s.name) for s in train.samples],
@@ -214,6 +226,7 @@ def face_plan(config: FaceConfig) -> TrainingPlan:
                                                          calibrate=True)) if held is not None else None,
         summary_keys=SUMMARY_KEYS,
         skipped=data.skipped,
+        card=lambda header, metrics: model_card(header, metrics, usage=FACE_USAGE),
         config=config,
         choices=choices,
     )
@@ -225,5 +238,12 @@ def train_face(config: FaceConfig, out: str | Path, resume: bool = False,
     return run_training(face_plan, config, out, resume, callbacks)
 
 
+FACE_USAGE = (
+    "omnivis face verify THIS_FOLDER a.png b.png",
+    "omnivis face enroll THIS_FOLDER --gallery PEOPLE_FOLDER --out INDEX",
+    "omnivis face identify THIS_FOLDER INDEX photos/",
+    "omnivis face calibrate THIS_FOLDER --data HELD_OUT_PEOPLE --far 0.001",
+    "omnivis eval THIS_FOLDER --data PEOPLE_FOLDER_OR_pairs.txt",
+)
 SUMMARY_KEYS = ("auc", "eer", "tar_at_far_0.1", "tar_at_far_0.01", "tar_at_far_0.001", "accuracy_10fold",
                 "accuracy_10fold_std", "top1_accuracy", "top5_accuracy", "open_set_f1", "threshold")

@@ -35,7 +35,7 @@ from omnivis.data.images import load_images
 from omnivis.data.readers import ClassificationData
 from omnivis.data.splits import split_indices
 from omnivis.data.transforms import build_eval_transform, default_mean_std
-from omnivis.engine.bundle import load_bundle
+from omnivis.bundle import load_bundle
 from omnivis.errors import BundleError, ConfigError, DataError
 from omnivis.metrics.representation import (  # noqa: F401  (re-exported: scoring lives in metrics)
     KNN_TEMPERATURE,

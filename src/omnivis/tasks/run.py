@@ -24,7 +24,7 @@ from rich.console import Console
 from omnivis import __version__
 from omnivis.config import config_to_dict
 from omnivis.data.skipped import Skipped, skipped_records
-from omnivis.engine.bundle import model_card, save_bundle, update_metrics
+from omnivis.bundle import model_card, save_bundle, update_metrics
 from omnivis.engine.trainer import build_trainer, checkpoint_dir, fit
 from omnivis.fileio import atomic_write_bytes
 from omnivis.metrics.classification import plot_training_curves
@@ -60,7 +60,7 @@ class TrainingPlan:
         monitor, monitor_mode: the validation value ``best.ckpt`` and early stopping follow.
         partial_graph: some parameters may get no gradient in a step (DDP must look for them).
         skipped: inputs the readers left out, ``(name, reason)`` each (the data's ``.skipped``).
-        card: (header, metrics) -> the model card text (default: ``engine.bundle.model_card``).
+        card: (header, metrics) -> the model card text (default: ``omnivis.bundle.model_card``).
         config: the config with what was read off the data filled in (channels, size, flips ...;
             None: the config as given); it is what ``run_config.json`` keeps and ``--resume`` reads.
         choices: one line per default taken from the data, printed at the start of the run and

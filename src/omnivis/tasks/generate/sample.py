@@ -11,7 +11,7 @@ from PIL import Image
 
 from omnivis.data.images import load_images
 from omnivis.data.transforms import generator_transform
-from omnivis.engine.bundle import Bundle, load_bundle, load_bundle_weights
+from omnivis.bundle import Bundle, load_bundle, load_bundle_weights
 from omnivis.errors import BundleError, ConfigError
 from omnivis.tasks.generate.config import TASK
 from omnivis.tasks.generate.methods import METHOD_SPECS

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from omnivis.engine.bundle import load_bundle
+from omnivis.bundle import load_bundle
 from omnivis.errors import BundleError, ConfigError
 from omnivis.models.generative.prior import CodePrior
 from omnivis.models.generative.vq import (

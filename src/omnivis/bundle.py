@@ -384,8 +384,11 @@ def update_metrics(directory: str | Path, metrics: dict) -> None:
     _write_text(path, json.dumps(current, indent=2, default=float) + "\n")
 
 
-def model_card(config: dict, metrics: dict) -> str:
-    """A short README: what the model is, how it was made, how to use it."""
+DEFAULT_USAGE = ("omnivis predict THIS_FOLDER image.png", "omnivis eval THIS_FOLDER --data DIR_OR_builtin:NAME")
+
+
+def model_card(config: dict, metrics: dict, usage: tuple[str, ...] = DEFAULT_USAGE) -> str:
+    """A short README: what the model is, how it was made, how to use it (``usage``: the commands)."""
     lines = [
         f"# omnivis {config['task']} model",
         "",
@@ -412,8 +415,7 @@ def model_card(config: dict, metrics: dict) -> str:
         "## Use",
         "",
         "```bash",
-        "omnivis predict THIS_FOLDER image.png",
-        "omnivis eval THIS_FOLDER --data DIR_OR_builtin:NAME",
+        *usage,
         "```",
         "",
         "Weights are in `model.safetensors`; `config.json` holds everything needed to rebuild the model.",
