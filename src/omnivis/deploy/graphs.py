@@ -103,3 +103,30 @@ class DetectorGraph(nn.Module):
     def decisions(outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """The answer to compare between backends: the class of each detection, best first."""
         return outputs[2]
+
+
+class EmbeddingGraph(nn.Module):
+    """uint8 faces (N, C, S, S) -> unit embeddings (N, D): a face model with its normalization and,
+    when the bundle uses it, the flip test (the sum of a face's and its mirror image's embeddings)."""
+
+    output_names = ("embeddings",)
+    batched = True
+
+    @staticmethod
+    def decisions(outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """An integer answer to compare between backends: each embedding's largest coordinate (the
+        embeddings' own difference is the parity figure that matters)."""
+        return outputs[0].argmax(dim=1)
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float], flip_test: bool) -> None:
+        super().__init__()
+        self.normalize = NormalizedInput(mean, std)
+        self.model = model
+        self.flip_test = flip_test
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor]:
+        x = self.normalize(images)
+        embeddings = self.model(x).float()
+        if self.flip_test:
+            embeddings = embeddings + self.model(x.flip(-1)).float()
+        return (nn.functional.normalize(embeddings, dim=1),)

@@ -31,7 +31,7 @@ from omnivis.bundle import load_bundle
 from omnivis.errors import BundleError, ConfigError, DataError
 from omnivis.inference.base import Predictor
 
-EXPORTABLE = ("classify", "segment", "detect", "generate")
+EXPORTABLE = ("classify", "segment", "detect", "generate", "face")
 PARITY_BATCHES = (1, 3, 7)
 INT8_AGREEMENT = 0.98  # share of answers (top-1 classes, pixel classes) int8 must keep from float
 REFERENCE_IMAGES = 64  # half calibrate int8, half check it
@@ -59,7 +59,7 @@ def reference_images(predictor: Predictor, calibration: str | None, n: int = REF
         images = None if calibration else cfg.get("images")
         data = resolve_detection_data(spec, images, img_size=predictor.img_size, num_train=n)
         sources = [r.source for r in data.records]
-    elif predictor.task == "classify":
+    elif predictor.task in ("classify", "face"):
         from omnivis.data.builtin import resolve_classification_data
 
         sources = [s.source for s in resolve_classification_data(spec).samples]
@@ -250,6 +250,9 @@ def export_bundle(bundle_dir: str | Path, out: str | Path | None = None, int8: b
     predictor = get_task(bundle.task).predictor(bundle_dir)
     if predictor.graph is None:
         raise BundleError(f"{bundle_dir}: Mask R-CNN bundles cannot be exported yet (detection without masks can)")
+    if int8 and bundle.task == "face":
+        raise ConfigError(f"{bundle_dir}: --int8 covers classify and segment bundles; export face models in fp32 "
+                          "(an int8 embedding would need its own threshold)")
     if int8 and not predictor.graph.batched:
         raise ConfigError(f"{bundle_dir}: --int8 covers classify and segment bundles; export '{bundle.task}' in fp32")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,12 +19,13 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from omnivis.bundle import WEIGHTS, Bundle, update_task_fields
 from omnivis.data.builtin import resolve_classification_data
 from omnivis.data.decode import decode_tensor
 from omnivis.data.faces import Pairs, all_pairs, balanced_pairs, read_pairs
 from omnivis.data.readers import ClassificationData
 from omnivis.data.transforms import build_eval_geometry
-from omnivis.bundle import WEIGHTS, Bundle, update_task_fields
+from omnivis.deploy.graphs import EmbeddingGraph
 from omnivis.errors import BundleError, DataError
 from omnivis.inference.base import Predictor, held_out_wanted, image_names
 from omnivis.metrics.face import (
@@ -86,10 +87,9 @@ class FacePredictor(Predictor):
         cfg = self.config
         backbone = create_backbone(cfg["backbone"], in_chans=int(cfg["in_chans"]), img_size=self.img_size)
         self.model = self.ready(EmbeddingModel(backbone, int(cfg["embedding_size"])))
-        self.mean = torch.tensor(cfg["mean"]).view(1, -1, 1, 1)
-        self.std = torch.tensor(cfg["std"]).view(1, -1, 1, 1)
         self.crop_margin = float(cfg.get("crop", {}).get("margin", 0.2))
         self.flip_test = bool(cfg.get("flip_test", False))
+        self.graph = EmbeddingGraph(self.model, cfg["mean"], cfg["std"], self.flip_test).eval()
         self.id = bundle_id(bundle.path)
 
     @property
@@ -116,15 +116,14 @@ class FacePredictor(Predictor):
                             for im, box in zip(images, boxes)])
 
     def embed_crops(self, faces: torch.Tensor) -> torch.Tensor:
-        """(N, C, S, S) uint8 faces -> (N, D) unit embeddings, in one model call. With the bundle's
-        ``flip_test`` (insightface's "flip test"), a face's embedding is the sum of its own and its
-        mirror image's, normalized: a mirrored face is the same person, and the sum is steadier."""
-        x = (faces.float().div(255.0) - self.mean) / self.std
-        with torch.inference_mode():
-            if not self.flip_test:
-                return self.model.embed(x.to(self.device)).float().cpu()
-            both = self.model(torch.cat([x, x.flip(-1)]).to(self.device)).float().cpu()
-            return torch.nn.functional.normalize(both[: len(x)] + both[len(x):], dim=1)
+        """(N, C, S, S) uint8 faces -> (N, D) unit embeddings, in one call of the graph (torch, or the
+        ONNX file after ``use_onnx``). With the bundle's ``flip_test`` (insightface's "flip test") a
+        face's embedding is the sum of its own and its mirror image's, normalized."""
+        return self.run_graph(faces)[0].float()
+
+    def prepare(self, images: Sequence) -> torch.Tensor:
+        """Photos -> the graph's input, uint8 (N, C, S, S) (each photo used whole, as at enrolment)."""
+        return self.crops(images)
 
     def embed(self, images: Sequence, boxes: Sequence[Box | None] | None = None, batch_size: int = 64,
               progress: bool = False) -> torch.Tensor:
