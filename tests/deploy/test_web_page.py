@@ -213,3 +213,36 @@ def test_detections_and_masks_are_drawn_over_the_image(page, bare_server, tmp_pa
     assert _pixel(page, 16, 100)[:3] != [128, 128, 128]
     assert _pixel(page, 80, 100)[:3] == [128, 128, 128]
     page.screenshot(path="/tmp/webpage_multitask.png", full_page=True)
+
+
+def test_face_model_identifies_the_uploaded_photo(page, tmp_path):
+    from omnivis.inference.face import FacePredictor
+    from omnivis.inference.face_index import enroll, identify
+    from tests.face.conftest import (
+        person_photos,
+        save_untrained_face_bundle,
+        write_people,
+    )
+
+    bundle = save_untrained_face_bundle(tmp_path / "face", threshold=-1.0)  # every face is someone
+    gallery = write_people(tmp_path / "gallery", range(3), photos=2)
+    enroll(FacePredictor.from_dir(bundle), gallery).save(tmp_path / "index")
+    photo = tmp_path / "query.png"
+    Image.fromarray(person_photos(1, 1, seed=9)[0]).save(photo)
+    predictor = FacePredictor.from_dir(bundle)
+    expected = identify(predictor, enroll(predictor, gallery), [str(photo)], top_k=5)[0]["faces"][0]
+    with live_server(load_models([f"face={bundle}", f"plain={bundle}"],
+                                 face_indexes=[f"face={tmp_path / 'index'}"])) as (url, _):
+        _open(page, url)
+        page.select_option("#model", "plain")
+        expect(page.locator("#error")).to_contain_text("no gallery")
+        page.select_option("#model", "face")
+        expect(page.locator("#model-info")).to_contain_text("3 people enrolled")
+        expect(page.locator("#error")).to_be_hidden()
+        page.set_input_files("#file", str(photo))
+        page.click("#run")
+        expect(page.locator(".bar")).to_have_count(3)  # three people enrolled: the top-3
+        assert page.locator(".bar .label").first.inner_text() == expected["top_k"][0]["identity"]
+        expect(page.locator(".summary")).to_contain_text(f"{expected['identity']} · threshold -1.000 (FAR 0.01)")
+        expect(page.locator(".legend")).to_have_count(0)  # the whole photo is the face: no boxes to list
+        page.screenshot(path="/tmp/webpage_face.png", full_page=True)

@@ -60,7 +60,7 @@ def face_bundle(tmp_path_factory, people_folder) -> Path:
     return train_face(tiny_face_config(str(people_folder)), tmp_path_factory.mktemp("face") / "arcface")
 
 
-def save_untrained_face_bundle(folder: Path, seed: int = 0, threshold: float = 0.5, embedding_size: int = 16,
+def save_untrained_face_bundle(folder: Path, seed: int = 0, threshold: float | None = 0.5, embedding_size: int = 16,
                                flip_test: bool = False) -> Path:
     """A face bundle with random weights, written in milliseconds: for the tests of galleries and
     their refusals, where what matters is which model made an embedding, not how good it is."""
@@ -77,5 +77,7 @@ def save_untrained_face_bundle(folder: Path, seed: int = 0, threshold: float = 0
               "std": [0.5], "data": "generated", "embedding_size": embedding_size,
               "normalization": {"image_mean": [0.5], "image_std": [0.5], "embedding": "l2"},
               "crop": {**CROP_POLICY, "margin": 0.2, "size": SIZE},
-              "threshold": {"value": threshold, "far": 0.01, "source": "a test"}, "flip_test": flip_test}
+              "flip_test": flip_test}
+    if threshold is not None:
+        header["threshold"] = {"value": threshold, "far": 0.01, "source": "a test"}
     return save_bundle(folder, model.state_dict(), header)

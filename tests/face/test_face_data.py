@@ -43,6 +43,8 @@ def test_identity_split_by_fraction_is_seeded_and_whole_people():
     assert not set(labels[a[0]]) & set(labels[a[1]])
     with pytest.raises(DataError, match="'nobody' is not a person"):
         identity_split(data, ["nobody"], 0.3, seed=0)
+    with pytest.raises(DataError, match="hold out at least 2 people"):
+        identity_split(data, ["n3"], 0.3, seed=0)
 
 
 def test_parse_identities_ranges():
@@ -58,6 +60,8 @@ def test_balanced_pairs_are_balanced_per_fold():
     for fold in range(10):
         assert int(pairs.same[pairs.fold == fold].sum()) == 10
     assert np.all(pairs.first != pairs.second)
+    assert np.all(pairs.same == (labels[pairs.first] == labels[pairs.second]))
+    assert len({(a, b) for a, b in zip(pairs.first.tolist(), pairs.second.tolist())}) == 200  # no repeats
 
 
 def _lfw_folder(root):

@@ -13,11 +13,11 @@ from PIL import Image
 from skimage import data as skdata
 from typer.testing import CliRunner
 
+from omnivis.bundle import save_bundle
 from omnivis.commands.face_detection import register_detection
 from omnivis.data import face_scenes
 from omnivis.data.coco import read_coco
 from omnivis.data.face_scenes import face_pool, make_face_scenes, write_face_scenes
-from omnivis.bundle import save_bundle
 from omnivis.errors import BundleError, ConfigError, DataError, ImageError
 from omnivis.inference.face_detect import (
     BundleFaceDetector,
@@ -157,6 +157,18 @@ def test_haar_finds_the_astronaut_and_nothing_on_grey(haar, astronaut, tmp_path)
     Image.fromarray(astronaut).save(tmp_path / "astronaut.png")
     assert haar.detect([tmp_path / "astronaut.png", Image.fromarray(astronaut)]) == [faces, faces]
     assert haar.detect([np.full((200, 240, 3), 128, np.uint8), np.full((64, 64), 30, np.uint8)]) == [[], []]
+
+
+def test_a_thin_image_is_not_enlarged_past_the_cap(haar, monkeypatch):
+    import cv2
+
+    from omnivis.inference.face_detect import MAX_UPSCALED_PIXELS
+
+    sizes = []
+    resize = cv2.resize
+    monkeypatch.setattr(cv2, "resize", lambda image, size, **kw: sizes.append(size) or resize(image, size, **kw))
+    assert haar.detect([np.zeros((8, 50_000), np.uint8)]) == [[]]
+    assert sizes and sizes[0][0] * sizes[0][1] <= MAX_UPSCALED_PIXELS * 1.01
 
 
 def test_faces_are_listed_left_to_right_then_top_to_bottom(haar, astronaut):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -94,8 +93,10 @@ def test_a_gallery_from_another_model_is_refused_at_start(setup, tmp_path):
         load_models([f"face={other}"], face_indexes=[f"nobody={root / 'index'}"])
 
 
-def test_served_faces_stay_in_order_of_the_gallery_people(setup):
-    client, _, _ = setup
-    body = client.post("/api/face/identify/face", files={"image": ("q.png", png_bytes(np.zeros((32, 32), np.uint8)),
-                                                                   "image/png")}).json()
-    assert body["faces"][0]["identity"] in ("unknown", "p00", "p01", "p02", "p03")
+def test_a_model_without_a_threshold_answers_409(tmp_path):
+    bundle = save_untrained_face_bundle(tmp_path / "uncalibrated", threshold=None)
+    with TestClient(create_app(load_models([f"face={bundle}"]))) as client:
+        photo = png_bytes(person_photos(0, 1, seed=3)[0])
+        answer = client.post("/api/face/verify/face", files={"image_a": ("a.png", photo, "image/png"),
+                                                             "image_b": ("b.png", photo, "image/png")})
+        assert answer.status_code == 409 and "omnivis face calibrate" in answer.json()["error"]["message"]

@@ -88,6 +88,9 @@ def test_verify_two_photos_and_a_pairs_file(face_bundle, tmp_path):
 
 
 def test_eval_and_calibrate_on_a_folder_with_groups(face_bundle, people_folder, tmp_path):
+    import shutil
+
+    face_bundle = shutil.copytree(face_bundle, tmp_path / "bundle")  # calibrate rewrites the threshold: not the shared one
     groups = tmp_path / "groups.csv"
     groups.write_text("identity,group\n" + "".join(f"p{p:02d},{'a' if p % 2 else 'b'}\n" for p in range(8)))
     result = runner.invoke(app, ["eval", str(face_bundle), "--data", str(people_folder), "--split", "all", "--out",

@@ -93,6 +93,9 @@ def identity_split(data: ClassificationData, test_identities: list[str] | None, 
         raise DataError(f"{data.source}: held-out identity '{unknown[0]}' is not a person of this data "
                         f"({len(classes)} people: {', '.join(classes[:8])}{' ...' if len(classes) > 8 else ''})")
     held = {classes.index(n) for n in test_identities}
+    if len(held) == 1:
+        raise DataError(f"{data.source}: hold out at least 2 people (verification needs pairs of different "
+                        f"people), not only '{test_identities[0]}'")
     labels = data.labels()
     test_idx = np.flatnonzero(np.isin(labels, list(held)))
     train_idx = np.flatnonzero(~np.isin(labels, list(held)))
@@ -126,14 +129,34 @@ def all_pairs(labels: np.ndarray, folds: int = 10, seed: int = 0) -> Pairs:
 
 def balanced_pairs(labels: np.ndarray, per_fold: int = 300, folds: int = 10, seed: int = 0) -> Pairs:
     """LFW-style: ``folds`` folds of ``per_fold`` genuine and ``per_fold`` impostor pairs, drawn
-    without repeats where the data allows (fewer when it holds fewer distinct pairs)."""
-    every = all_pairs(labels, folds=1)
+    without repeats where the data allows (fewer when it holds fewer distinct pairs).
+
+    Memory stays proportional to the pairs drawn, not to every pair (13,000 photos have 84 million):
+    genuine pairs are listed per person, impostor pairs drawn at random and repeats dropped.
+    """
+    labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
-    genuine = rng.permutation(np.flatnonzero(every.same))[: per_fold * folds]
-    impostor = rng.permutation(np.flatnonzero(~every.same))[: per_fold * folds]
-    chosen = np.concatenate([genuine, impostor])
-    same = every.same[chosen]
-    return Pairs(every.first[chosen], every.second[chosen], same, _folds(same, folds, seed))
+    wanted = per_fold * folds
+    genuine = []
+    for person in np.unique(labels):
+        members = np.flatnonzero(labels == person)
+        a, b = np.triu_indices(len(members), k=1)
+        genuine.append(np.stack([members[a], members[b]], axis=1))
+    genuine_pairs = np.concatenate(genuine) if genuine else np.zeros((0, 2), np.int64)
+    genuine_pairs = genuine_pairs[rng.permutation(len(genuine_pairs))[:wanted]]
+    possible = len(labels) * (len(labels) - 1) // 2 - int(sum(len(g) for g in genuine))
+    target = min(wanted, possible)
+    found: set[tuple[int, int]] = set()
+    while len(found) < target:
+        i, j = rng.integers(0, len(labels), size=(2, 2 * (target - len(found)) + 16))
+        for a, b in zip(np.minimum(i, j), np.maximum(i, j)):
+            if labels[a] != labels[b] and len(found) < target:
+                found.add((int(a), int(b)))
+    impostor_pairs = np.array(sorted(found), dtype=np.int64).reshape(-1, 2)
+    impostor_pairs = impostor_pairs[rng.permutation(len(impostor_pairs))]
+    both = np.concatenate([genuine_pairs, impostor_pairs]).astype(np.int64)
+    same = np.concatenate([np.ones(len(genuine_pairs), bool), np.zeros(len(impostor_pairs), bool)])
+    return Pairs(both[:, 0], both[:, 1], same, _folds(same, folds, seed))
 
 
 def _folds(same: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -184,8 +207,8 @@ def read_pairs(path: str | Path, root: str | Path) -> tuple[list[Path], Pairs]:
         if not fields or line.lstrip().startswith("#"):
             continue
         where = f"{path}:{number}"
-        if header is None and not first and len(fields) == 2 and all(f.isdigit() for f in fields):
-            header = (int(fields[0]), int(fields[1]))
+        if header is None and not first and len(fields) in (1, 2) and all(f.isdigit() for f in fields):
+            header = (int(fields[0]), int(fields[1])) if len(fields) == 2 else (1, int(fields[0]))  # pairsDevTrain.txt: "1100"
             continue
         try:
             if len(fields) == 3:

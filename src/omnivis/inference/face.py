@@ -147,7 +147,8 @@ class FacePredictor(Predictor):
         """Pairs of photos (two lists of equal length) -> one decision each."""
         if len(first) != len(second):
             raise DataError(f"verify needs pairs: got {len(first)} first and {len(second)} second photos")
-        a, b = self.embed(list(first)), self.embed(list(second))
+        both = self.embed([*first, *second])  # one batched pass over both sides
+        a, b = both[: len(first)], both[len(first):]
         return [self.decide(s) for s in (a * b).sum(1).tolist()]
 
     def predict(self, images: Sequence, top_k: int = 5, names: Sequence[str] | None = None) -> list[dict]:
@@ -260,7 +261,7 @@ def evaluate_face(
                      "source": f"{len(p.same) - int(p.same.sum())} impostor pairs of {evalset.source}"}
         update_task_fields(bundle_dir, {"threshold": threshold})
         predictor.config["threshold"] = threshold
-    threshold = predictor.config.get("threshold") or {"value": metrics[f"threshold_at_far_{far:g}"], "far": far,
+    threshold = predictor.config.get("threshold") or {"value": threshold_for_far(scores[~p.same], far), "far": far,
                                                       "source": "these pairs (the bundle has none)"}
     metrics["threshold"], metrics["threshold_far"] = float(threshold["value"]), float(threshold["far"])
     accepted = scores >= threshold["value"]

@@ -26,6 +26,7 @@ from omnivis.errors import BundleError, ConfigError, ImageError
 CLASSICAL = "classical"
 FACE_CLASS = "face"
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
+MAX_UPSCALED_PIXELS = 4_000_000  # the enlargement for small images never makes more pixels than this
 METHODS: tuple[str, ...] = ("blur", "pixelate")
 PIXELATE_BLOCKS = 8  # blocks across a box's longer side: eyes and mouth fall into one or two blocks
 BLUR_SIGMA_FRACTION = 0.15  # Gaussian sigma as a fraction of the box's longer side (15 px on a 100 px face)
@@ -97,6 +98,8 @@ class HaarFaceDetector:
 
         height, width = grey.shape
         scale = max(1.0, self.upscale_to / min(height, width)) if self.upscale_to else 1.0
+        # a thin image (8 x 500,000 px) would be enlarged to gigabytes: cap the enlarged image's pixels
+        scale = min(scale, max(1.0, (MAX_UPSCALED_PIXELS / (height * width)) ** 0.5))
         if scale > 1.0:
             grey = cv2.resize(grey, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_CUBIC)
         rects, _levels, weights = self.cascade.detectMultiScale3(

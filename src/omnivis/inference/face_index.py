@@ -31,8 +31,12 @@ INDEX_MANIFEST = "index.json"
 INDEX_FORMAT = 1
 
 
-def _checksum(embeddings: torch.Tensor) -> str:
-    return hashlib.sha256(embeddings.contiguous().numpy().tobytes()).hexdigest()
+def _checksum(embeddings: torch.Tensor, setting: dict, names: list, photos: list) -> str:
+    """SHA-256 of the embeddings and of everything the manifest says about them (who, which photo,
+    which model and setting): changing any of it, in either file, fails the check."""
+    digest = hashlib.sha256(embeddings.float().contiguous().numpy().tobytes())
+    digest.update(json.dumps([setting, names, photos], sort_keys=True).encode("utf-8"))
+    return digest.hexdigest()
 
 
 @dataclass
@@ -45,6 +49,7 @@ class FaceIndex:
     photos: list[str]
     setting: dict
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    _templates: tuple | None = field(default=None, repr=False)  # (T, D) unit templates and people, cached
 
     @property
     def people(self) -> list[str]:
@@ -58,6 +63,7 @@ class FaceIndex:
             raise DataError(f"'{again[0]}' is already enrolled ({len(again)} people in both); use --replace to "
                             "re-enrol them, or rename the folder")
         keep = [i for i, n in enumerate(self.names) if n not in set(names)]
+        self._templates = None
         self.embeddings = torch.cat([self.embeddings[keep], embeddings.float()])
         self.names = [self.names[i] for i in keep] + list(names)
         self.photos = [self.photos[i] for i in keep] + list(photos)
@@ -66,12 +72,13 @@ class FaceIndex:
         """(Q, D) unit queries -> per query the ``top_k`` people by cosine similarity to their template."""
         if not self.names:
             raise DataError("the index is empty; enrol people first")
-        names = self.people
-        position = {n: i for i, n in enumerate(names)}
-        temps, people = templates(self.embeddings, [position[n] for n in self.names])
-        sims = queries.float() @ temps.T
-        top = sims.topk(min(top_k, len(people)), dim=1)
-        return [[(names[people[j]], float(s)) for j, s in zip(idx, val)]
+        if top_k < 1:
+            raise DataError(f"top_k must be >= 1, got {top_k}")
+        if self._templates is None:
+            self._templates = templates(self.embeddings, self.names)
+        temps, people = self._templates
+        top = (queries.float() @ temps.T).topk(min(top_k, len(people)), dim=1)
+        return [[(people[j], float(s)) for j, s in zip(idx, val)]
                 for idx, val in zip(top.indices.tolist(), top.values.tolist())]
 
     def save(self, folder: str | Path) -> Path:
@@ -81,7 +88,8 @@ class FaceIndex:
         atomic_write_bytes(folder / INDEX_WEIGHTS, save({"embeddings": embeddings}))
         manifest = {"format": INDEX_FORMAT, "setting": self.setting, "count": len(self.names),
                     "embedding_size": int(embeddings.shape[1]), "people": len(self.people),
-                    "sha256": _checksum(embeddings), "names": self.names, "photos": self.photos}
+                    "sha256": _checksum(embeddings, self.setting, self.names, self.photos), "names": self.names,
+                    "photos": self.photos}
         atomic_write_bytes(folder / INDEX_MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
         return folder
 
@@ -109,7 +117,7 @@ def load_index(folder: str | Path, setting: dict | None = None) -> FaceIndex:
         raise BundleError(f"{manifest_path}: not valid JSON ({err})") from None
     except (SafetensorError, OSError, ValueError, RuntimeError, KeyError) as err:
         raise BundleError(f"{weights_path}: truncated or not a face index ({err})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != INDEX_FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != INDEX_FORMAT or not isinstance(manifest.get("setting"), dict):
         raise BundleError(f"{manifest_path}: not a face index manifest of format {INDEX_FORMAT}")
     names, photos = manifest.get("names"), manifest.get("photos")
     expected = (manifest.get("count"), manifest.get("embedding_size"))
@@ -117,8 +125,8 @@ def load_index(folder: str | Path, setting: dict | None = None) -> FaceIndex:
             or not isinstance(photos, list) or len(names) != embeddings.shape[0] or len(photos) != len(names)):
         raise BundleError(f"{folder}: the embeddings' shape {tuple(embeddings.shape)} does not match the manifest "
                           f"({expected[0]} photos x {expected[1]}); the index was changed or truncated")
-    if _checksum(embeddings.float()) != manifest.get("sha256"):
-        raise BundleError(f"{weights_path}: checksum does not match {manifest_path}; the index was changed")
+    if _checksum(embeddings, manifest["setting"], names, photos) != manifest.get("sha256"):
+        raise BundleError(f"{folder}: checksum does not match {manifest_path}; the index was changed")
     index = FaceIndex(embeddings.float(), [str(n) for n in names], [str(p) for p in photos], manifest["setting"])
     if setting is not None:
         check_setting(index.setting, setting, folder)

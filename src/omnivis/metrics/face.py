@@ -2,8 +2,8 @@
 open-set identification, thresholds chosen for a false-accept rate, and figures per group.
 
 Scores are similarities (higher: more alike); a pair is accepted as one person when its score is
-``>= threshold``. The ROC and AUC come from torchmetrics; everything read off the ROC (EER, TAR at
-FAR) is interpolated nowhere: it is a point the threshold can actually reach.
+``>= threshold``. The ROC and AUC come from torchmetrics; TAR at FAR is a point of the ROC that a
+threshold actually reaches, the EER the usual interpolation between the two points around it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from torchmetrics.functional.classification import binary_auroc, binary_roc
+
+from omnivis.errors import DataError
 
 FARS: tuple[float, ...] = (1e-1, 1e-2, 1e-3)
 
@@ -58,7 +60,7 @@ def threshold_for_far(impostor_scores: np.ndarray, far: float) -> float:
     """
     scores = np.sort(np.asarray(impostor_scores, dtype=np.float64))[::-1]
     if not len(scores):
-        raise ValueError("choosing a threshold needs impostor pairs")
+        raise DataError("choosing a threshold needs impostor pairs (photos of at least 2 people)")
     k = int(np.floor(far * len(scores) + 1e-9))
     if k >= len(scores):
         return float(scores[-1])
@@ -91,7 +93,8 @@ def verification_metrics(scores: np.ndarray, same: np.ndarray, folds: np.ndarray
     """AUC, EER, TAR at FAR 1e-1/1e-2/1e-3 (with the thresholds), 10-fold accuracy (mean, std)."""
     scores, same = np.asarray(scores, dtype=np.float64), np.asarray(same, dtype=bool)
     if same.all() or not same.any():
-        raise ValueError("verification figures need both genuine and impostor pairs")
+        raise DataError(f"verification figures need both genuine and impostor pairs; these {len(same)} pairs are all "
+                        f"{'genuine' if same.all() else 'impostor'}")
     fpr, tpr = roc_curve(scores, same)
     out = {
         "pairs": int(len(same)), "genuine_pairs": int(same.sum()), "impostor_pairs": int((~same).sum()),
@@ -109,11 +112,13 @@ def verification_metrics(scores: np.ndarray, same: np.ndarray, folds: np.ndarray
 def templates(embeddings: torch.Tensor, labels: Sequence) -> tuple[torch.Tensor, list]:
     """One unit vector per identity (labels may be numbers or names): the mean of its unit embeddings,
     renormalized; (T, D) and the identities in sorted order."""
-    labels = np.asarray(list(labels))
-    people = sorted(set(labels.tolist()))
+    labels = list(labels)
+    people = sorted(set(labels))
+    position = {p: i for i, p in enumerate(people)}
     unit = torch.nn.functional.normalize(embeddings.float(), dim=1)
-    rows = [unit[torch.from_numpy(np.flatnonzero(labels == p))].mean(0) for p in people]
-    return torch.nn.functional.normalize(torch.stack(rows), dim=1), people
+    index = torch.tensor([position[label] for label in labels], dtype=torch.long)
+    sums = torch.zeros(len(people), unit.shape[1]).index_add_(0, index, unit)  # one pass, any number of people
+    return torch.nn.functional.normalize(sums, dim=1), people
 
 
 def identification_metrics(gallery: torch.Tensor, gallery_labels: Sequence[int], probes: torch.Tensor,

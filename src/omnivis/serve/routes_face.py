@@ -62,6 +62,9 @@ def _face_model(request: Request, model: str):
     served_model = served(request, model)
     if served_model.task != "face":
         raise ApiError(404, f"model '{model}' is a {served_model.task} model, not a face model", "model")
+    if not isinstance(served_model.predictor.config.get("threshold"), dict):  # the server's set-up, not the request
+        raise ApiError(409, f"model '{model}' has no calibrated threshold; run omnivis face calibrate "
+                       f"{served_model.bundle_dir} and restart the server", "model")
     return served_model
 
 
@@ -71,7 +74,9 @@ async def verify(request: Request, model: str) -> JSONResponse:
     _face_model(request, model)
     request.app.state.batchers[model].check_room()
     photos, params = await read_photos(request, ("image_a", "image_b"))
-    P.only_known(params, set())
+    if params:
+        field = sorted(params)[0]
+        raise ApiError(422, f"unknown field '{field}'; this endpoint takes only the photos image_a and image_b", field)
     answer, job = await run_job(request, model, FaceItem("verify", photos))
     return JSONResponse({"model": model, "task": "face", **answer, "latency_ms": timings(job)})
 

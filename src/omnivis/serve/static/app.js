@@ -224,12 +224,13 @@ function generate(model) {
 function faceAnswer(answer) {
   const faces = answer.faces || [];
   const first = faces[0];
+  const boxes = faces.filter((f) => f.box).map((f) => ({ label: f.identity, score: Math.max(0, f.score), box: f.box }));
   return {
     ...answer,
     summary: faces.length ? `${answer.summary} · threshold ${Number(first.threshold).toFixed(3)} (FAR ${first.far})`
       : answer.summary,
     top_k: first ? first.top_k.map((c) => ({ label: c.identity, score: Math.max(0, c.score) })) : undefined,
-    detections: faces.filter((f) => f.box).map((f) => ({ label: f.identity, score: Math.max(0, f.score), box: f.box })),
+    detections: boxes.length ? boxes : undefined,
   };
 }
 
