@@ -120,3 +120,13 @@ def test_flips_stay_off_where_a_mirror_changes_the_class(tmp_path, classes, flip
         assert check.mirrored_accuracy > 0.85
     else:
         assert check.mirrored_accuracy < 0.2 and "changes what the images mean" in check.reason
+
+
+def test_flip_check_on_one_class_says_there_is_nothing_to_check():
+    import torch
+
+    from omnivis.data.profile import flip_check
+
+    check = flip_check([torch.zeros(1, 8, 8, dtype=torch.uint8)] * 6, [0] * 6)
+    assert check.hflip and not check.checked
+    assert check.reason.startswith("6 sampled images hold one class") and "chance" not in check.reason

@@ -120,9 +120,13 @@ class FlipCheck:
     tolerance: float
     images: int
     hflip: bool
+    checked: bool = True  # False: one class, or under 2 images of one, leaves nothing to compare
 
     @property
     def reason(self) -> str:
+        if not self.checked:
+            return (f"{self.images} sampled images hold one class or under 2 images of one: nothing to check, "
+                    "flips on as for photos")
         scores = (f"a pixel classifier scores {self.accuracy:.3f} on held-out training images and "
                   f"{self.mirrored_accuracy:.3f} on them mirrored")
         if self.hflip:
@@ -156,7 +160,7 @@ def flip_check(images: Sequence[torch.Tensor], labels: Sequence[int], seed: int 
     y = np.asarray(labels)
     classes, counts = np.unique(y, return_counts=True) if len(y) else (np.array([]), np.array([0]))
     if len(classes) < 2 or counts.min() < 2:
-        return FlipCheck(0.0, 0.0, 1.0, 0.0, len(y), True)
+        return FlipCheck(0.0, 0.0, 1.0, 0.0, len(y), True, checked=False)
     x = _features(list(images))
     fit_idx, check_idx = train_test_split(np.arange(len(y)), test_size=0.3, stratify=y, random_state=seed)
     model = LogisticRegression(max_iter=300, C=1.0)
