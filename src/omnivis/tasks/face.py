@@ -215,7 +215,9 @@ def face_plan(config: FaceConfig) -> TrainingPlan:
     datamodule = SeededDataModule(train_set, None, batch_size=min(config.batch_size, len(train_idx)),
                                   num_workers=config.trainer.num_workers, seed=config.trainer.seed)
     choices.append(workers_line(datamodule.num_workers, config.trainer.num_workers))
-    choices.append(f"held out {len(held_out)} people ({len(test_idx)} photos) for evaluation and the threshold")
+    choices.append(f"held out {len(held_out)} people ({len(test_idx)} photos) for evaluation and the threshold"
+                   if len(test_idx) else "no people held out: no evaluation and no threshold; run omnivis face "
+                   "calibrate BUNDLE --data OTHER_PEOPLE before verify or identify")
     held = data.subset(test_idx) if len(test_idx) else None
     return TrainingPlan(
         command="omnivis train face",
