@@ -21,7 +21,8 @@ from omnivis.commands.docs import config_commands
 from omnivis.commands.options import ALIASES, ConfigCommand, parse_attributes
 from omnivis.errors import ConfigError
 
-TRAIN_COMMANDS = {"train classify", "train detect", "train segment", "train multitask", "train generate", "pretrain",
+TRAIN_COMMANDS = {"train classify", "train detect", "train segment", "train multitask", "train generate", "train face",
+                  "pretrain",
                   "distill"}
 
 # The option names each command had before its options came from the configs: all still work.
@@ -50,6 +51,9 @@ EARLIER_NAMES = {
                        "max-steps batch-size lr weight-decay decoder-width fpn-channels score-threshold train-images "
                        "val-images train-seed val-seed init-from resume accelerator devices strategy num-nodes "
                        "precision seed checkpoint-every workers progress no-progress json",
+    "train face": "data out model img-size channels test-identities test-fraction embedding-size loss margin scale "
+                  "crop-margin flip-test no-flip-test init-from epochs max-steps batch-size lr hflip no-hflip resume "
+                  "seed workers progress no-progress json",  # the names docs/face.md used when it was written
     "train generate": "method data out img-size channels conditional width latent-dim kl-weight codebook-size "
                       "vq-bundle cfg-dropout ema-decay sampler sample-steps guidance reference val-fraction epochs "
                       "max-steps batch-size lr hflip resume accelerator devices strategy num-nodes precision seed "
