@@ -8,7 +8,7 @@ pretrained bundle (``init_from``). Training runs on the shared engine; the resul
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -19,15 +19,9 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from omnivis.config import config_to_dict
 from omnivis.data.builtin import resolve_classification_data
-from omnivis.data.cache import cache_datasets, workers_line
-from omnivis.data.datamodule import ImageClassificationDataset, SeededDataModule
-from omnivis.data.profile import flip_keeps_labels, profile_images, size_for
-from omnivis.data.readers import ClassificationData
 from omnivis.data.transforms import (
     AugmentConfig,
     build_batch_mix,
-    build_eval_transform,
-    build_train_transform,
 )
 from omnivis.engine.config import TrainerConfig
 from omnivis.errors import ConfigError, DataError
@@ -35,6 +29,7 @@ from omnivis.inference.classify import TASK, class_split, evaluate_classifier
 from omnivis.models.backbones import create_backbone
 from omnivis.models.heads import ImageClassifier
 from omnivis.tasks.common import log_training, warmup_cosine_for
+from omnivis.tasks.labelled_images import labelled_image_datamodule, resolve_from_data
 from omnivis.tasks.run import TrainingPlan, run_training
 
 
@@ -186,34 +181,6 @@ def bundle_config(config: ClassifyConfig, classes: Sequence[str], train_size: in
     }
 
 
-def resolve_from_data(config: ClassifyConfig, train: ClassificationData,
-                      stats: tuple[Sequence[float], Sequence[float]] | None = None,
-                      ) -> tuple[ClassifyConfig, tuple[tuple[float, ...], tuple[float, ...]], list[str]]:
-    """``config`` with channels, size and flips read off the training images where it left them None;
-    the mean/std to normalize with (``stats`` if given, e.g. a teacher's); one line per choice."""
-    sources = [s.source for s in train.samples]
-    profile = profile_images(sources, seed=config.trainer.seed)
-    choices = []
-    channels, img_size, hflip = config.channels, config.img_size, config.augment.hflip
-    if channels is None:
-        channels = profile.channels
-        choices.append(profile.channels_line())
-    if img_size is None:
-        img_size = size_for(profile.native_size)
-        choices.append(f"img_size {img_size}: the images' median shorter side is {profile.native_size} px "
-                       "(--img-size to choose)")
-    mode = "RGB" if channels == 3 else "L"
-    if hflip is None:
-        check = flip_keeps_labels(sources, train.labels(), mode, config.trainer.seed)
-        hflip = check.hflip
-        choices.append(f"horizontal flips {'on' if hflip else 'off'}: {check.reason} (--hflip / --no-hflip)")
-    if stats is None:
-        stats = profile.stats(channels)
-        choices.append(profile.stats_line(channels))
-    resolved = replace(config, channels=channels, img_size=img_size, augment=replace(config.augment, hflip=hflip))
-    return resolved, (tuple(stats[0]), tuple(stats[1])), choices
-
-
 def classify_plan(config: ClassifyConfig, stats: tuple[Sequence[float], Sequence[float]] | None = None) -> TrainingPlan:
     """The classification run: a stratified seeded split, the augmented train set, accuracy monitored;
     what the config leaves None is read off the training images (``resolve_from_data``)."""
@@ -223,17 +190,9 @@ def classify_plan(config: ClassifyConfig, stats: tuple[Sequence[float], Sequence
     train_idx, val_idx = class_split(data, config.val_fraction, config.trainer.seed)
     train = data.subset(train_idx)
     config, (mean, std), choices = resolve_from_data(config, train, stats)
-    seed = config.trainer.seed
     held_out = data.subset(val_idx) if len(val_idx) else None
-    train_set = ImageClassificationDataset(train, build_train_transform(config.img_size, mean, std, config.augment),
-                                           config.mode, seed)
-    val_set = (ImageClassificationDataset(held_out, build_eval_transform(config.img_size, mean, std), config.mode, seed)
-               if held_out else None)
-    choices += cache_datasets({"training images": train_set, "held-out images": val_set}, config.trainer.cache_mb,
-                              config.trainer.progress)
-    datamodule = SeededDataModule(train_set, val_set, batch_size=min(config.batch_size, len(train_idx)),
-                                  num_workers=config.trainer.num_workers, seed=seed)
-    choices.append(workers_line(datamodule.num_workers, config.trainer.num_workers))
+    datamodule, lines = labelled_image_datamodule(config, train, held_out, mean, std)
+    choices += lines
     return TrainingPlan(
         command="omnivis train classify",
         datamodule=datamodule,

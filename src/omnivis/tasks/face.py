@@ -19,21 +19,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnivis.bundle import model_card
 from omnivis.config import config_to_dict
 from omnivis.data.builtin import resolve_classification_data
-from omnivis.data.cache import cache_datasets, workers_line
-from omnivis.data.datamodule import ImageClassificationDataset, SeededDataModule
 from omnivis.data.faces import identity_split, parse_identities
 from omnivis.data.readers import ClassificationData, ImageSample
-from omnivis.data.transforms import AugmentConfig, build_train_transform
-from omnivis.bundle import model_card
+from omnivis.data.transforms import AugmentConfig
 from omnivis.engine.config import TrainerConfig
 from omnivis.errors import ConfigError, DataError
 from omnivis.inference.face import CROP_POLICY, TASK, evaluate_face
 from omnivis.models.backbones import create_backbone
 from omnivis.models.embedding import EmbeddingModel
-from omnivis.tasks.classify import resolve_from_data
 from omnivis.tasks.common import log_training, warmup_cosine_for
+from omnivis.tasks.labelled_images import labelled_image_datamodule, resolve_from_data
 from omnivis.tasks.run import TrainingPlan, run_training
 
 LOSSES = ("arcface", "cosface", "softmax")
@@ -209,12 +207,8 @@ def face_plan(config: FaceConfig) -> TrainingPlan:
     relabel = {old: new for new, old in enumerate(people)}  # dense labels over the training people
     train = ClassificationData([ImageSample(s.source, relabel[s.label], s.name) for s in train.samples],
                                [data.classes[p] for p in people], data.source, data.skipped)
-    train_set = ImageClassificationDataset(train, build_train_transform(config.img_size, mean, std, config.augment),
-                                           config.mode, config.trainer.seed)
-    choices += cache_datasets({"training faces": train_set}, config.trainer.cache_mb, config.trainer.progress)
-    datamodule = SeededDataModule(train_set, None, batch_size=min(config.batch_size, len(train_idx)),
-                                  num_workers=config.trainer.num_workers, seed=config.trainer.seed)
-    choices.append(workers_line(datamodule.num_workers, config.trainer.num_workers))
+    datamodule, lines = labelled_image_datamodule(config, train, None, mean, std, names=("training faces", ""))
+    choices += lines
     choices.append(f"held out {len(held_out)} people ({len(test_idx)} photos) for evaluation and the threshold"
                    if len(test_idx) else "no people held out: no evaluation and no threshold; run omnivis face "
                    "calibrate BUNDLE --data OTHER_PEOPLE before verify or identify")
