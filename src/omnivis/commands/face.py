@@ -113,14 +113,14 @@ def verify_command(
             raise OmnivisError("give two photos or --pairs, not both")
         from omnivis.data.faces import read_pairs
 
-        paths, found = read_pairs(pairs, root or pairs.parent)
-        firsts, seconds = [paths[i] for i in found.first], [paths[i] for i in found.second]
+        photos, found = read_pairs(pairs, root or pairs.parent)
+        first, second = found.first.tolist(), found.second.tolist()
     elif images and len(images) == 2:
-        firsts, seconds = [images[0]], [images[1]]
+        photos, first, second = list(images), [0], [1]
     else:
         raise OmnivisError(f"verify takes two photos (got {len(images or [])}) or --pairs FILE")
-    decisions = [{"first": str(a), "second": str(b), **d}
-                 for a, b, d in zip(firsts, seconds, predictor.verify(firsts, seconds))]
+    decisions = [{"first": str(photos[a]), "second": str(photos[b]), **d}
+                 for a, b, d in zip(first, second, predictor.verify_pairs(photos, first, second))]
     if pairs is not None:
         for d, same in zip(decisions, found.same.tolist()):
             d["labelled_same"] = bool(same)

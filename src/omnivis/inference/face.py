@@ -147,8 +147,14 @@ class FacePredictor(Predictor):
         """Pairs of photos (two lists of equal length) -> one decision each."""
         if len(first) != len(second):
             raise DataError(f"verify needs pairs: got {len(first)} first and {len(second)} second photos")
-        both = self.embed([*first, *second])  # one batched pass over both sides
-        a, b = both[: len(first)], both[len(first):]
+        n = len(first)
+        return self.verify_pairs([*first, *second], range(n), range(n, 2 * n))  # one batched pass over both sides
+
+    def verify_pairs(self, photos: Sequence, first: Sequence[int], second: Sequence[int]) -> list[dict]:
+        """Pairs given as indices into ``photos`` (a pairs file names each photo once): every photo is
+        embedded once, whatever the number of pairs it is in."""
+        vectors = self.embed(list(photos))
+        a, b = vectors[torch.as_tensor(list(first))], vectors[torch.as_tensor(list(second))]
         return [self.decide(s) for s in (a * b).sum(1).tolist()]
 
     def predict(self, images: Sequence, top_k: int = 5, names: Sequence[str] | None = None) -> list[dict]:
@@ -163,7 +169,6 @@ class FaceEvalSet:
     """What a face evaluation scores: photos, their people (None for a pairs file) and the pairs."""
 
     sources: list
-    names: list[str]
     people: list[str] | None
     pairs: Pairs
     source: str
@@ -174,7 +179,7 @@ def _eval_set(predictor: FacePredictor, data, split: str, strict: bool, images: 
     if isinstance(data, (str, Path)) and str(data).lower().endswith(".txt"):
         root = Path(images) if images else Path(data).parent
         paths, pairs = read_pairs(data, root)
-        return FaceEvalSet(paths, [str(p) for p in paths], None, pairs, str(data))
+        return FaceEvalSet(paths, None, pairs, str(data))
     if not isinstance(data, ClassificationData):
         spec = str(data or cfg.get("data"))
         data = resolve_classification_data(spec, strict=strict)
@@ -187,7 +192,7 @@ def _eval_set(predictor: FacePredictor, data, split: str, strict: bool, images: 
     labels = data.labels()
     n = len(labels)
     pairs = all_pairs(labels) if n * (n - 1) // 2 <= ALL_PAIRS_LIMIT else balanced_pairs(labels)
-    return FaceEvalSet([s.source for s in data.samples], [s.name for s in data.samples],
+    return FaceEvalSet([s.source for s in data.samples],
                        [data.classes[i] for i in labels], pairs, data.source)
 
 

@@ -144,7 +144,7 @@ def check_setting(stored: dict, current: dict, where: str | Path) -> None:
                               f"uses {key}={json.dumps(current.get(key))}; enrol the gallery again")
 
 
-def faces_in(predictor, images: Sequence, detector=None) -> list[list]:
+def faces_in(images: Sequence, detector=None) -> list[list]:
     """Per photo, the face boxes to embed: every face the detector finds, in its order, or the whole
     photo (``[None]``) without a detector."""
     if detector is None:
@@ -169,7 +169,7 @@ def enroll(predictor, gallery: str | Path, index: FaceIndex | None = None, repla
     skipped = list(data.skipped)
     if detector is not None:
         keep = []
-        for i, found in enumerate(faces_in(predictor, sources, detector)):
+        for i, found in enumerate(faces_in(sources, detector)):
             if found:
                 boxes[i] = max(found, key=lambda b: (b.x1 - b.x0) * (b.y1 - b.y0))
                 keep.append(i)
@@ -195,7 +195,7 @@ def identify(predictor, index: FaceIndex, images: Sequence, top_k: int = 5, dete
     person, or ``unknown`` below the bundle's threshold; each answer carries the threshold and FAR."""
     check_setting(index.setting, predictor.setting(), "the index")
     threshold = predictor.threshold
-    per_image = faces_in(predictor, images, detector)
+    per_image = faces_in(images, detector)
     flat = [(i, box) for i, found in enumerate(per_image) for box in found]
     vectors = predictor.embed([images[i] for i, _ in flat], [b for _, b in flat]) if flat else None
     matches = index.search(vectors, top_k) if flat else []

@@ -8,7 +8,7 @@ threshold actually reaches, the EER the usual interpolation between the two poin
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -173,7 +173,3 @@ def per_group(scores: np.ndarray, same: np.ndarray, first_group: np.ndarray, sec
             gaps[key] = float(max(values) - min(values))
     return {"groups": groups, "largest_gap": gaps}
 
-
-def summary(values: Mapping) -> dict:
-    """The scalar figures of a metrics dict, for ``metrics.json``."""
-    return {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

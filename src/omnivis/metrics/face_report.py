@@ -47,7 +47,7 @@ def plot_roc(scores: np.ndarray, same: np.ndarray, path: Path, threshold: float 
     return path
 
 
-def plot_hardest_pairs(sources: list, names: list[str], pairs, scores: np.ndarray, path: Path) -> Path:
+def plot_hardest_pairs(sources: list, pairs, scores: np.ndarray, path: Path) -> Path:
     """Two rows: the genuine pairs scored lowest, the impostor pairs scored highest."""
     import matplotlib
 
@@ -85,7 +85,7 @@ def write_face_report(out_dir: Path, evalset, scores: np.ndarray, metrics: dict)
     """``roc.png``, ``hardest_pairs.png`` and ``face_report.html`` in ``out_dir``; their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     roc = plot_roc(scores, evalset.pairs.same, out_dir / "roc.png", metrics.get("threshold"))
-    hardest = plot_hardest_pairs(evalset.sources, evalset.names, evalset.pairs, scores, out_dir / "hardest_pairs.png")
+    hardest = plot_hardest_pairs(evalset.sources, evalset.pairs, scores, out_dir / "hardest_pairs.png")
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     sections = [
         ReportSection("Verification", f"{metrics['pairs']} pairs of {metrics['images']} photos from {metrics['data']}",

@@ -181,18 +181,12 @@ class ServedModel:
                 for name, result, item in zip(names, results, items)]
 
     def _answer_faces(self, items: list[FaceItem]) -> list[dict]:
-        """Every request of the group in one embedding call (verify: both photos of every pair)."""
-        if self.task != "face":
-            raise ApiError(404, f"model '{self.name}' is a {self.task} model, not a face model", "model")
+        """Every request of the group in one embedding call (verify: both photos of every pair). The face
+        routes queue these only for a face model with a threshold (and, to identify, a gallery)."""
         if items[0].kind == "verify":
-            decisions = self.predictor.verify([item.images[0] for item in items], [item.images[1] for item in items])
-            return [{"same": d["same"], "score": d["score"], "threshold": d["threshold"], "far": d["far"]}
-                    for d in decisions]
+            return self.predictor.verify([item.images[0] for item in items], [item.images[1] for item in items])
         from omnivis.inference.face_index import identify
 
-        if self.face_index is None:
-            raise ApiError(409, f"model '{self.name}' has no gallery; start the server with --face-index "
-                           f"{self.name}=INDEX (from omnivis face enroll)", "model")
         results = identify(self.predictor, self.face_index, [item.images[0] for item in items], top_k=items[0].top_k,
                            detector=self.face_detector, names=[f"#{i}" for i in range(len(items))])
         return [{"faces": r["faces"], "summary": r["summary"]} for r in results]

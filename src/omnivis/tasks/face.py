@@ -154,10 +154,7 @@ class FaceModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
-        loss = self.loss(self.model(images).float(), labels)
-        if not torch.isfinite(loss):
-            raise DataError(f"face loss became {loss.item()} at step {self.global_step}; lower --lr "
-                            f"(now {self.config.lr}) or --scale (now {self.config.scale})")
+        loss = self.loss(self.model(images).float(), labels)  # a NaN stops the run in the engine
         log_training(self, {"train/loss": loss})
         return loss
 
