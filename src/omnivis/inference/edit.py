@@ -1,0 +1,288 @@
+"""Using an edit bundle: restore images of any size tile by tile, and score it against the classical
+baseline of its op on whole test photos.
+
+``EditPredictor.edit`` takes a user's image (and, for inpainting, a mask or a box); ``restore`` takes
+an image already degraded by ``data/degrade.py`` (evaluation, benchmarks). Both run the network
+through ``inference/tiling.py``: a fixed tile of the input at a time, with the network's receptive
+field of context around it and a cross-fade between tiles, so memory does not grow with the image
+and no seam shows. Grey images are converted to RGB (the three channels equal) on the way in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from rich.progress import track
+
+from omnivis.bundle import Bundle
+from omnivis.data.decode import decode_tensor
+from omnivis.data.degrade import (
+    Degradation,
+    Degraded,
+    bicubic_upscale,
+    context_statistics,
+    crop_to_multiple,
+    degrade,
+    scored_degradation,
+)
+from omnivis.data.images import MAX_IMAGE_PIXELS, load_image
+from omnivis.errors import BundleError, ConfigError, ImageError
+from omnivis.inference.base import Predictor
+from omnivis.inference.tiling import tiled_apply
+from omnivis.models.restoration import build_restoration_net
+from omnivis.seeding import mix_seed
+
+TASK = "edit"
+EVAL_SEED = 2024
+"""Seeds each test photo's degradation (with its index): every run and baseline sees the same pixels."""
+MAX_CONTEXT = 128
+"""Context read around a tile is the network's receptive radius, at most this (the inpainting
+network sees ~250 px; beyond 128 px, context costs more than it changes)."""
+
+
+def parse_box(text: str) -> tuple[int, int, int, int]:
+    """``"x,y,w,h"`` -> four ints (the rectangle to fill)."""
+    try:
+        x, y, w, h = (int(float(v)) for v in str(text).split(","))
+    except ValueError:
+        raise ConfigError(f"--box '{text}' must be x,y,w,h in pixels, e.g. 40,30,100,80") from None
+    if w <= 0 or h <= 0 or x < 0 or y < 0:
+        raise ConfigError(f"--box '{text}': x and y must be >= 0, w and h > 0")
+    return x, y, w, h
+
+
+def read_mask(mask: str | Path | np.ndarray | Image.Image, size: tuple[int, int], where: str = "mask") -> torch.Tensor:
+    """A mask (a PNG path, an array or a PIL image; nonzero = fill) -> (1, H, W) float, checked.
+
+    Args:
+        size: the image's (height, width); a mask of another size is an error naming both.
+    """
+    if isinstance(mask, (str, Path)):
+        where = str(mask)
+        array = np.asarray(load_image(mask, "L"))
+    elif isinstance(mask, Image.Image):
+        array = np.asarray(mask.convert("L"))
+    else:
+        array = np.asarray(mask)
+        if array.ndim == 3:
+            array = array.max(axis=2)
+    if array.shape != tuple(size):
+        raise ConfigError(f"{where}: the mask is {array.shape[1]}x{array.shape[0]} px but the image is "
+                          f"{size[1]}x{size[0]} px; give a mask of the image's size")
+    holes = array > 0
+    if not holes.any():
+        raise ConfigError(f"{where}: the mask is empty (all zero): nothing to fill; white marks what to fill")
+    if holes.all():
+        raise ConfigError(f"{where}: the mask covers the whole image: nothing is left to fill it from")
+    return torch.from_numpy(holes)[None].float()
+
+
+def box_to_mask(box: tuple[int, int, int, int], size: tuple[int, int]) -> torch.Tensor:
+    """(x, y, w, h) -> (1, H, W) float mask; a box outside the image is an error."""
+    x, y, w, h = box
+    height, width = size
+    if x >= width or y >= height:
+        raise ConfigError(f"--box {x},{y},{w},{h} starts outside the {width}x{height} px image")
+    mask = torch.zeros(1, height, width)
+    mask[:, y : min(height, y + h), x : min(width, x + w)] = 1
+    if mask.all():
+        raise ConfigError(f"--box {x},{y},{w},{h} covers the whole image: nothing is left to fill it from")
+    return mask
+
+
+def with_mask_channel(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) image + (1, H, W) mask (1 = missing) -> (4, H, W) in the image's dtype, holes zeroed
+    (uint8 stays uint8: the mask channel is 0 or 255, which the tiling reads as 0 or 1)."""
+    holes = mask.bool()
+    known = image.masked_fill(holes, 0)
+    return torch.cat([known, holes.to(image.dtype) * (255 if image.dtype == torch.uint8 else 1)])
+
+
+class EditPredictor(Predictor):
+    """An edit bundle ready to restore images; ``edit`` for users' images, ``restore`` for degraded ones."""
+
+    task = TASK
+    noun = "image-editing model"
+
+    def __init__(self, bundle: Bundle, device: str = "cpu") -> None:
+        super().__init__(bundle, device)
+        c = self.config
+        self.op = str(c["op"])
+        self.scale = int(c.get("scale", 1))
+        self.degradation = Degradation.from_dict(c["degradation"])
+        self.model = self.ready(build_restoration_net(c["arch"], self.scale, int(c["width"]), int(c["blocks"]),
+                                                      conditioned=self.op == "enhance"))
+        self.tile = int(c.get("tile") or 256)
+        self.context = min(MAX_CONTEXT, int(self.model.receptive_radius))
+
+    def _network(self, condition: torch.Tensor | None, strength: float):
+        """The function ``tiled_apply`` calls on each (N, C, h, w) tile."""
+        model, op, scale = self.model, self.op, self.scale
+
+        def run(tiles: torch.Tensor) -> torch.Tensor:
+            if op == "inpaint":
+                image, mask = tiles[:, :3], tiles[:, 3:]
+                h, w = image.shape[-2:]
+                pad = (0, (-w) % 4, 0, (-h) % 4)  # the network halves the size twice
+                out = model(F.pad(image, pad, mode="replicate"), F.pad(mask, pad, mode="replicate"))
+                return out[..., :h, :w]
+            if op == "enhance":
+                out = model(tiles, condition.to(tiles.device).expand(len(tiles), -1))
+            else:
+                out = model(tiles)
+            if strength != 1.0:
+                base = bicubic_upscale(tiles, scale) if scale > 1 else tiles
+                out = base + strength * (out - base)
+            return out
+
+        return run
+
+    def restore(self, degraded: Degraded, strength: float = 1.0, tile: int | None = None,
+                progress: bool = False) -> torch.Tensor:
+        """A degraded (3, h, w) image (uint8, or float in [0, 1]) -> the restored (3, h * scale, w * scale)
+        uint8 tensor. The image stays as given: tiles are converted to float one at a time."""
+        if strength < 0:
+            raise ConfigError(f"strength must be >= 0, got {strength}")
+        if self.op == "inpaint" and strength != 1.0:
+            raise ConfigError("--strength blends a restoration with its input; inpainting has no input to blend "
+                              "in the hole (leave it at 1)")
+        image = degraded.image
+        if self.op == "inpaint":
+            if degraded.mask is None:
+                raise ConfigError("inpainting needs a mask (--mask MASK.png) or a box (--box x,y,w,h)")
+            image = with_mask_channel(image, degraded.mask)
+        # enhance: the whole image's statistics, measured as training measured them (on a small copy)
+        condition = context_statistics(image)[None] if self.op == "enhance" else None
+        tile = self.tile if tile is None else tile
+        return tiled_apply(self._network(condition, strength), image, scale=self.scale, tile=tile,
+                           context=self.context, blend=min(8, max(1, tile // 4)) if tile else 8,
+                           progress=progress, device=self.device)
+
+    def edit(self, image: str | Path | np.ndarray | Image.Image, *, mask=None, box: tuple[int, int, int, int] | None = None,
+             strength: float = 1.0, tile: int | None = None, scale: int | None = None,
+             max_pixels: int = MAX_IMAGE_PIXELS, progress: bool = False) -> np.ndarray:
+        """Edit one image (a path, PIL image or array; grey becomes RGB) -> (H * s, W * s, 3) uint8.
+
+        Args:
+            mask: inpaint: what to fill (a PNG path, array or PIL image of the image's size; nonzero = fill).
+            box: inpaint: ``(x, y, w, h)`` to fill, instead of a mask.
+            strength: 0 gives the input (upscaled), 1 the network's output; in between blends them.
+            tile: tile side in input pixels (None: the bundle's; 0: the whole image at once).
+            scale: the factor the caller expects; one the bundle was not trained for is an error.
+            max_pixels: larger images are refused before they are decoded.
+        """
+        if scale is not None and scale != self.scale:
+            raise ConfigError(f"{self.bundle.path}: this bundle does {self.op} at x{self.scale}, not x{scale}; "
+                              f"train one with omnivis train edit --op superres --scale {scale}")
+        where = str(image) if isinstance(image, (str, Path)) else "image"
+        tensor = decode_tensor(image, "RGB", max_pixels=max_pixels)  # uint8; files are checked before decoding
+        if tensor.shape[1] * tensor.shape[2] > max_pixels:
+            raise ImageError(f"{where}: {tensor.shape[2]}x{tensor.shape[1]} = {tensor.shape[1] * tensor.shape[2]:,} "
+                             f"pixels, more than the limit of {max_pixels:,} pixels (--max-pixels)")
+        hole = None
+        if self.op == "inpaint":
+            size = tuple(tensor.shape[-2:])
+            if (mask is None) == (box is None):
+                raise ConfigError(f"{where}: inpainting needs exactly one of a mask (--mask) or a box (--box)")
+            hole = read_mask(mask, size) if mask is not None else box_to_mask(box, size)
+        elif mask is not None or box is not None:
+            raise ConfigError(f"{self.bundle.path}: a {self.op} bundle takes no mask or box; they are for inpaint bundles")
+        out = self.restore(Degraded(tensor, mask=hole), strength=strength, tile=tile, progress=progress)
+        return out.permute(1, 2, 0).numpy()
+
+    def predict(self, images: Sequence, top_k: int = 1, names: Sequence[str] | None = None):
+        raise BundleError(f"{self.bundle.path}: an edit bundle writes images; use omnivis edit {self.bundle.path} "
+                          "IMAGE... --out DIR")
+
+
+def degraded_test_photo(clean: torch.Tensor, degradation: Degradation, index: int) -> Degraded:
+    """Photo ``index`` of a test set as every evaluation and benchmark degrades it."""
+    return degrade(clean, scored_degradation(degradation), np.random.default_rng(mix_seed(EVAL_SEED, index)))
+
+
+def to_uint8_array(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [0, 1] or uint8 -> (H, W, 3) uint8."""
+    if image.dtype != torch.uint8:
+        image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    return image.permute(1, 2, 0).contiguous().numpy()
+
+
+def score_photos(predictor: EditPredictor, photos: Sequence, names: Sequence[str], progress: bool = True,
+                 pictures: Path | None = None, shown: int = 6) -> dict:
+    """Degrade each clean photo, restore it with the bundle and with the op's classical baselines, and
+    score all of them by the same protocol (``metrics.edit``); the benchmark calls this too.
+
+    Returns the mean of every figure over the photos, the per-photo rows, and the pictures' paths.
+    """
+    from omnivis.inference.edit_baselines import BASELINES, run_baseline
+    from omnivis.metrics.edit import PROTOCOL, masked_psnr, quality
+    from omnivis.metrics.edit_report import comparison_picture
+
+    degradation = scored_degradation(predictor.degradation)
+    scale, op = predictor.scale, predictor.op
+    border = scale if op == "superres" else 0
+    rows, seconds, megapixels, shown_pictures = [], 0.0, 0.0, []
+    items = list(enumerate(zip(photos, names)))
+    for index, (photo, name) in track(items, description=f"scoring {op}", transient=True, disable=not progress):
+        clean = decode_tensor(photo, "RGB").float() / 255.0
+        clean = crop_to_multiple(clean, 4 * scale)
+        degraded = degraded_test_photo(clean, degradation, index)
+        started = time.perf_counter()
+        ours = to_uint8_array(predictor.restore(degraded))
+        seconds += time.perf_counter() - started
+        megapixels += ours.shape[0] * ours.shape[1] / 1e6
+        target, given = to_uint8_array(clean), to_uint8_array(degraded.image)
+        hole = degraded.mask[0].bool().numpy() if degraded.mask is not None else None
+        outputs = {"ours": ours}
+        for baseline in BASELINES[op]:
+            outputs[baseline] = run_baseline(baseline, given, scale=scale, sigma=degradation.sigma, mask=hole)
+        if op != "superres":
+            outputs["input"] = given
+        row: dict = {"image": name}
+        for method, output in outputs.items():
+            for key, value in quality(output, target, crop_border=border).items():
+                row[f"{method}_{key}"] = value
+            if hole is not None:
+                row[f"{method}_psnr_hole"] = masked_psnr(output, target, hole)
+        rows.append(row)
+        if pictures is not None and len(shown_pictures) < shown:
+            shown_pictures.append(comparison_picture(given, outputs, target, name, pictures, scale=scale, mask=hole))
+    keys = [k for k in rows[0] if k != "image"] if rows else []
+    means = {k: float(np.mean([r[k] for r in rows if np.isfinite(r[k])] or [float("inf")])) for k in keys}
+    key = "psnr_hole" if op == "inpaint" else "psnr_y"
+    best = max(BASELINES[op], key=lambda b: means[f"{b}_{key}"]) if rows else None
+    summary = {**means, "images": len(rows), "protocol": PROTOCOL, "degradation": degradation.describe(),
+               "best_baseline": best, "megapixels_per_s": megapixels / seconds if seconds else None}
+    if best is not None:
+        summary[f"gain_{key}_db"] = means[f"ours_{key}"] - means[f"{best}_{key}"]
+    return {"summary": summary, "rows": rows, "pictures": shown_pictures}
+
+
+def evaluate_edit(bundle_dir: str | Path, data: str | None = None, split: str = "auto", out_dir: str | Path | None = None,
+                  strict: bool = False, progress: bool = True) -> dict:
+    """Score an edit bundle on clean photos (default: the test photos it was trained to be scored on,
+    scikit-image's), against its op's classical baselines; writes ``edit_report.json`` and
+    ``edit_report.html`` (input / baseline / ours / clean, side by side, zoomed) into ``out_dir``.
+
+    ``split`` is accepted for the shared ``omnivis eval`` signature: test photos are never trained on.
+    """
+    from omnivis.data.builtin import resolve_classification_data
+    from omnivis.metrics.edit_report import write_edit_report
+
+    predictor = EditPredictor.from_dir(bundle_dir)
+    data = data or (predictor.config.get("split") or {}).get("test_data") or "builtin:photos"
+    photos = resolve_classification_data(data, strict=strict)
+    out = Path(out_dir) if out_dir is not None else None
+    pictures = out / "edit_examples" if out is not None else None
+    scored = score_photos(predictor, [s.source for s in photos.samples], [s.name for s in photos.samples],
+                          progress=progress, pictures=pictures)
+    metrics = {"data": str(data), **scored["summary"]}
+    if out is not None:
+        metrics["report_html"] = str(write_edit_report(out, predictor.op, metrics, scored["rows"], scored["pictures"]))
+    return metrics

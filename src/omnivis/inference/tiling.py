@@ -1,0 +1,304 @@
+"""Image-to-image networks (super-resolution, denoising, inpainting, enhancement) applied to images of
+any size in bounded memory, tile by tile, with no seam between tiles.
+
+The image is cut into a grid of near-equal cores of at most ``tile`` pixels a side. The network sees
+each core grown by ``blend`` (the cross-fade band) and by ``context`` (pixels it needs to see but whose
+output is thrown away), clamped to the image: at the image border nothing is padded by us, so the
+network sees exactly what one pass over the whole image sees there. Each tile's output over its core
+plus the blend band is added to the result with a weight that ramps linearly across the band shared
+with the neighbouring tile (1 at the image border), then divided by the summed weights. When
+``context`` covers the network's receptive radius every tile is exact and the result equals one pass
+over the whole image; when it does not, the cross-fade hides the seams.
+
+The result is written one row of tiles (a strip) at a time, so memory stays bounded: see
+``tiled_apply``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from rich.progress import track
+
+from omnivis.errors import ConfigError
+
+Net = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """How one image axis (rows or columns) is cut into tiles, in input pixels.
+
+    Attributes:
+        length: the axis length of the image.
+        bounds: core boundaries, ``len(bounds) = cores + 1``; core ``i`` is ``[bounds[i], bounds[i+1])``.
+        blend: half the width of the cross-fade band around each interior boundary (the band is
+            ``[bound - blend, bound + blend)``); at most half the smallest core, so bands never overlap.
+        window: the length of every tile's input window (the same for all tiles, so tiles batch).
+        context: pixels of context read on each side of a core plus its blend band.
+    """
+
+    length: int
+    bounds: tuple[int, ...]
+    blend: int
+    window: int
+    context: int
+
+    @property
+    def cores(self) -> int:
+        return len(self.bounds) - 1
+
+    def span(self, i: int) -> tuple[int, int]:
+        """Core ``i`` grown by the blend band at its interior edges: the part of the output it writes."""
+        lo = self.bounds[i] - (self.blend if i > 0 else 0)
+        hi = self.bounds[i + 1] + (self.blend if i < self.cores - 1 else 0)
+        return lo, hi
+
+    def window_start(self, i: int) -> int:
+        """Where tile ``i``'s input window starts: it holds the span plus ``context`` clamped to the image.
+
+        Every window has the same length ``window``; a tile at the image border, which gets less
+        context on its outer side, is shifted inward and so reads more on its inner side (never padded).
+        """
+        lo, _ = self.span(i)
+        return min(max(lo - self.context, 0), self.length - self.window)
+
+    def weights(self, i: int, scale: int) -> torch.Tensor:
+        """(``(hi - lo) * scale``,) float weights of tile ``i`` over its span in output pixels: a linear
+        ramp ``(k + 0.5) / band`` up across the band at an interior left edge, down at an interior right
+        edge, 1 elsewhere; the two ramps of a shared band sum to 1, and none is 0 (no division by 0)."""
+        lo, hi = self.span(i)
+        w = torch.ones((hi - lo) * scale)
+        band = 2 * self.blend * scale
+        if band:
+            ramp = (torch.arange(band, dtype=torch.float32) + 0.5) / band
+            if i > 0:
+                w[:band] = ramp
+            if i < self.cores - 1:
+                w[-band:] = ramp.flip(0)
+        return w
+
+
+def plan_axis(length: int, tile: int, context: int, blend: int) -> AxisPlan:
+    """Cut an axis of ``length`` pixels into ``ceil(length / tile)`` near-equal cores (sizes differ by at
+    most 1, so no sliver is left at the end); ``tile`` 0 or ``>= length`` gives one core."""
+    n = 1 if tile == 0 or tile >= length else math.ceil(length / tile)
+    bounds = tuple(i * length // n for i in range(n + 1))
+    smallest = min(b - a for a, b in zip(bounds, bounds[1:]))
+    band = 0 if n == 1 else min(blend, smallest // 2)
+    largest = max(b - a for a, b in zip(bounds, bounds[1:]))
+    window = min(length, largest + (2 * (band + context) if n > 1 else 0))
+    return AxisPlan(length=length, bounds=bounds, blend=band, window=window, context=context)
+
+
+def count_tiles(h: int, w: int, tile: int) -> int:
+    """How many tiles (network inputs) ``tiled_apply`` cuts an ``h`` x ``w`` image into."""
+    return plan_axis(h, tile, 0, 0).cores * plan_axis(w, tile, 0, 0).cores
+
+
+def _check_int(name: str, value: object, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _check_image(image: object) -> torch.Tensor:
+    if not isinstance(image, torch.Tensor):
+        raise ConfigError(f"the image must be a (C, H, W) torch tensor, got {type(image).__name__} "
+                          "(to_chw_tensor converts an (H, W, C) array)")
+    if image.ndim != 3 or 0 in image.shape:
+        raise ConfigError(f"the image must be a non-empty (C, H, W) tensor, got shape {tuple(image.shape)}")
+    if image.dtype != torch.uint8 and not image.dtype.is_floating_point:
+        raise ConfigError(f"the image must be uint8 or float in [0, 1], got {image.dtype}")
+    return image
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _read_window(image: torch.Tensor, rows: AxisPlan, cols: AxisPlan, r: int, c: int) -> torch.Tensor:
+    """(C_in, window_h, window_w) float32 in [0, 1]: tile (r, c)'s input, converted tile by tile so the
+    whole image is never held as float."""
+    y0, x0 = rows.window_start(r), cols.window_start(c)
+    part = image[:, y0 : y0 + rows.window, x0 : x0 + cols.window]
+    return part.float() / 255 if part.dtype == torch.uint8 else part.float()
+
+
+def _run_net(net: Net, inputs: torch.Tensor, scale: int, channels: int | None) -> torch.Tensor:
+    """(N, C_out, h*scale, w*scale) float32 on the CPU: ``net(inputs)``, its shape checked."""
+    with torch.inference_mode():
+        out = net(inputs)
+    if not isinstance(out, torch.Tensor):
+        raise ConfigError(f"the network returned a {type(out).__name__} for a {tuple(inputs.shape)} tile; "
+                          "expected a tensor")
+    n, _, h, w = inputs.shape
+    c = channels if channels is not None else (out.shape[1] if out.ndim == 4 else "C_out")
+    expected = (n, c, h * scale, w * scale)
+    if tuple(out.shape) != expected:
+        raise ConfigError(f"the network returned {tuple(out.shape)} for a {tuple(inputs.shape)} tile; "
+                          f"expected {expected} (scale {scale})")
+    return out.float().cpu()
+
+
+def _to_uint8(values: torch.Tensor) -> torch.Tensor:
+    return (values * 255).clamp_(0, 255).round_().to(torch.uint8)
+
+
+class _StripWriter:
+    """Accumulates tile outputs one strip (row of tiles) at a time and writes finished rows as uint8.
+
+    The float accumulator covers only the current strip's output rows, from the top of its blend band
+    with the strip above to the bottom of its band with the strip below. When the next strip starts, the
+    rows above that next strip's band are final: they are normalised and written into ``out``, and the
+    shared band (``2 * blend * scale`` rows, still waiting for the next strip's share) is carried over.
+    """
+
+    def __init__(self, out: torch.Tensor, rows: AxisPlan, cols: AxisPlan, scale: int) -> None:
+        self.out, self.rows, self.cols, self.scale = out, rows, cols, scale
+        self.row: int | None = None
+        self.top = 0  # output row of acc[:, 0]
+        self.acc = torch.empty(0)  # (C_out, strip rows, W * scale) weighted sum of tile outputs
+        self.wsum = torch.empty(0)  # (strip rows, W * scale) summed weights
+
+    def add(self, r: int, c: int, tile_out: torch.Tensor) -> None:
+        """Add tile (r, c)'s (C_out, window_h*scale, window_w*scale) output; tiles come in row-major order."""
+        if r != self.row:
+            self._start(r)
+        s = self.scale
+        (y_lo, y_hi), (x_lo, x_hi) = self.rows.span(r), self.cols.span(c)
+        dy, dx = (y_lo - self.rows.window_start(r)) * s, (x_lo - self.cols.window_start(c)) * s
+        crop = tile_out[:, dy : dy + (y_hi - y_lo) * s, dx : dx + (x_hi - x_lo) * s]
+        weight = self.rows.weights(r, s)[:, None] * self.cols.weights(c, s)[None, :]
+        self.acc[:, :, x_lo * s : x_hi * s] += crop * weight
+        self.wsum[:, x_lo * s : x_hi * s] += weight
+
+    def close(self) -> None:
+        """Write every row still held (the last strip's)."""
+        if self.row is not None:
+            self._flush(self.acc.shape[1])
+
+    def _start(self, r: int) -> None:
+        lo, hi = self.rows.span(r)
+        rows, width = (hi - lo) * self.scale, self.out.shape[2]
+        acc, wsum = torch.zeros(self.out.shape[0], rows, width), torch.zeros(rows, width)
+        if self.row is not None:
+            done = lo * self.scale - self.top
+            self._flush(done)
+            carry = self.acc.shape[1] - done
+            acc[:, :carry], wsum[:carry] = self.acc[:, done:], self.wsum[done:]
+        self.row, self.top, self.acc, self.wsum = r, lo * self.scale, acc, wsum
+
+    def _flush(self, n: int) -> None:
+        self.out[:, self.top : self.top + n] = _to_uint8(self.acc[:, :n] / self.wsum[:n])
+
+
+def tiled_apply(
+    net: Net,
+    image: torch.Tensor,
+    *,
+    scale: int = 1,
+    tile: int = 256,
+    context: int = 16,
+    blend: int = 8,
+    batch: int = 1,
+    progress: bool = False,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """Apply an image-to-image network to an image of any size, tile by tile, in bounded memory.
+
+    Memory: the whole image never goes through the network at once, and no float copy of the whole
+    input or output is made. Tiles are processed in row-major order; a float accumulator and weight
+    map cover only the current strip (one row of tiles) of output rows plus the blend band it shares
+    with the next strip. When a strip is done its finished rows are normalised and written into the
+    uint8 output, and the shared band is carried over to the next strip. Peak extra memory is about
+    one strip of float output (``(C_out + 1) * (tile + 2*blend) * scale * W * scale`` floats), one batch
+    of tiles in and out of the network, and the uint8 input and output.
+
+    Args:
+        net: takes a float (N, C_in, h, w) tensor in [0, 1] on ``device`` and returns
+            (N, C_out, h*scale, w*scale) float in about [0, 1]; called under ``torch.inference_mode()``
+            (put a module in eval mode first).
+        image: (C_in, H, W) uint8, or float in [0, 1]; may carry extra channels (a mask for inpainting).
+        scale: the network's upscaling factor; the output is (C_out, H*scale, W*scale).
+        tile: the core tile side in input pixels; the image is cut into ``ceil(H / tile)`` x
+            ``ceil(W / tile)`` near-equal cores. 0, or ``>= max(H, W)``: one pass over the whole image.
+        context: input pixels read around each tile (clamped at the image border) whose output is thrown
+            away; at least the network's receptive radius for a result equal to one whole-image pass.
+        blend: input pixels on each side of a boundary between tiles over which they cross-fade (linear
+            ramp), so no seam shows where ``context`` is too small; reduced to half the smallest core
+            where cores are shorter than ``2 * blend``.
+        batch: tiles per network call (every tile has the same input shape, so any tiles batch).
+        progress: show a transient progress bar over the tiles.
+        device: where the network runs; tiles move there and back, the result is accumulated on the CPU.
+
+    Returns:
+        (C_out, H*scale, W*scale) uint8 tensor on the CPU, rounded and clamped to [0, 255].
+
+    Raises:
+        ConfigError: a bad argument (negative or non-integer, ``tile < 2 * blend``), an image that is not
+            a (C, H, W) uint8/float tensor, or a network output of the wrong shape.
+    """
+    image = _check_image(image)
+    scale = _check_int("scale", scale, 1)
+    tile = _check_int("tile", tile, 0)
+    context = _check_int("context", context, 0)
+    blend = _check_int("blend", blend, 0)
+    batch = _check_int("batch", batch, 1)
+    if tile and tile < 2 * blend:
+        raise ConfigError(f"tile must be larger than twice blend: tile {tile} < 2 * blend {2 * blend} "
+                          "(use a larger tile or a smaller blend)")
+    _, height, width = image.shape
+    rows, cols = plan_axis(height, tile, context, blend), plan_axis(width, tile, context, blend)
+    tiles: Iterable[tuple[int, int]] = [(r, c) for r in range(rows.cores) for c in range(cols.cores)]
+    if progress:
+        tiles = track(tiles, description="tiles", total=rows.cores * cols.cores, transient=True)
+
+    writer: _StripWriter | None = None
+    for chunk in _batches(tiles, batch):
+        inputs = torch.stack([_read_window(image, rows, cols, r, c) for r, c in chunk]).to(device)
+        channels = None if writer is None else writer.out.shape[0]
+        outputs = _run_net(net, inputs, scale, channels)
+        if writer is None:
+            out = torch.empty(outputs.shape[1], height * scale, width * scale, dtype=torch.uint8)
+            writer = _StripWriter(out, rows, cols, scale)
+        for (r, c), tile_out in zip(chunk, outputs):
+            writer.add(r, c, tile_out)
+    writer.close()
+    return writer.out
+
+
+def to_chw_tensor(array: np.ndarray) -> torch.Tensor:
+    """(H, W) or (H, W, C) uint8/float array -> (C, H, W) tensor for ``tiled_apply``.
+
+    The tensor is a view sharing the array's memory (a read-only array is copied first), so a large
+    image is not duplicated.
+    """
+    if not isinstance(array, np.ndarray) or array.ndim not in (2, 3):
+        raise ConfigError(f"expected an (H, W) or (H, W, C) array, got {getattr(array, 'shape', type(array))}")
+    if array.dtype != np.uint8 and not np.issubdtype(array.dtype, np.floating):
+        raise ConfigError(f"expected a uint8 or float array, got {array.dtype}")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def to_hwc_array(tensor: torch.Tensor) -> np.ndarray:
+    """(C, H, W) tensor (``tiled_apply``'s output) -> (H, W, C) numpy array of the same dtype, on the CPU;
+    take ``[..., 0]`` of a one-channel result for PIL."""
+    if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3:
+        raise ConfigError(f"expected a (C, H, W) tensor, got {getattr(tensor, 'shape', type(tensor))}")
+    return tensor.detach().cpu().permute(1, 2, 0).numpy()
