@@ -141,7 +141,7 @@ class Gate:
 def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None) -> FastAPI:
     """An app serving ``models`` (name -> loaded model). Batchers start with the app and stop after it
     has answered its in-flight requests."""
-    from omnivis.serve import routes_face, routes_kserve, routes_omnivis, routes_openai
+    from omnivis.serve import routes_edit, routes_face, routes_kserve, routes_omnivis, routes_openai
 
     config = config or ServeConfig()
     metrics = ServerMetrics()
@@ -208,6 +208,7 @@ def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None
 
     guard = [Depends(require_key)] if config.api_key else []  # no key: no per-request dependency to solve
     app.include_router(routes_face.router, dependencies=guard)  # before /api/{task}/{model}: /api/face/verify/...
+    app.include_router(routes_edit.router, dependencies=guard)  # before /api/{task}/{model}
     app.include_router(routes_omnivis.router, dependencies=guard)
     app.include_router(routes_openai.router, dependencies=guard)
     app.include_router(routes_kserve.router)  # server metadata and health stay open

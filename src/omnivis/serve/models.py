@@ -55,6 +55,16 @@ class FaceItem:
 
 
 @dataclass
+class EditItem:
+    """An edit request: the photo, and for inpainting the holes (H, W bool) or a box (x, y, w, h)."""
+
+    image: Image.Image
+    mask: np.ndarray | None = None
+    box: tuple[int, int, int, int] | None = None
+    strength: float = 1.0
+
+
+@dataclass
 class ImageAnswer:
     result: dict
     mask: np.ndarray | None = None  # segment and multitask: the class map at the image's own size
@@ -136,6 +146,8 @@ class ServedModel:
             info.update(tasks=list(p.tasks), seg_classes=p.seg_classes, det_classes=p.det_classes)
         if self.task == "segment":
             info["seg_classes"] = list(p.classes)
+        if self.task == "edit":
+            info.update(op=p.op, scale=p.scale, tile=p.tile)
         if self.task == "face":
             info.update(threshold=p.config.get("threshold"), embedding_size=int(p.config["embedding_size"]),
                         gallery_people=len(self.face_index.people) if self.face_index is not None else 0)
@@ -158,6 +170,8 @@ class ServedModel:
                     answers = self._run_tensors([items[i] for i in idx])
                 elif kind is FaceItem:
                     answers = self._answer_faces([items[i] for i in idx])
+                elif kind is EditItem:  # one photo at a time: each is already cut into batched tiles
+                    answers = [self._edit(items[i]) for i in idx]
                 else:
                     answers = [self._generate(items[i]) for i in idx]
             except OmnivisError as exc:
@@ -199,6 +213,12 @@ class ServedModel:
             counts = [len(item.images) for item in items]
             return [list(parts) for parts in zip(*(out.split(counts) for out in outputs))]
         return [list(self.predictor.run_graph(item.images)) for item in items]
+
+    def _edit(self, item: EditItem) -> np.ndarray | ApiError:
+        try:
+            return self.predictor.edit(np.asarray(item.image), mask=item.mask, box=item.box, strength=item.strength)
+        except OmnivisError as exc:
+            return ApiError(422, str(exc))
 
     def _generate(self, item: GenerateItem) -> np.ndarray | ApiError:
         try:

@@ -56,6 +56,19 @@ def class_from_prompt(model, prompt: str) -> str | None:
     return named[0]
 
 
+def response_format_of(params: dict) -> str:
+    """How the client wants its images (``b64_json`` or ``url``), after refusing what is not served:
+    another output format, streaming."""
+    response_format = P.text(params, "response_format", "b64_json", 20)
+    if response_format not in ("b64_json", "url"):
+        raise ApiError(400, f"response_format must be b64_json or url, got '{response_format}'", "response_format")
+    if P.text(params, "output_format", "png", 10) != "png":
+        raise ApiError(400, "output_format must be png", "output_format")
+    if P.flag(params, "stream", False):
+        raise ApiError(400, "streaming is not supported; leave out stream", "stream")
+    return response_format
+
+
 @router.post("/images/generations", summary="OpenAI-compatible image generation")
 async def generations(request: Request) -> JSONResponse:
     body = await json_body(request)
@@ -68,13 +81,7 @@ async def generations(request: Request) -> JSONResponse:
     own = f"{model.predictor.img_size}x{model.predictor.img_size}"
     if size not in ("auto", own):
         raise ApiError(400, f"size '{size}' is not available: model '{model.name}' makes {own} images", "size")
-    response_format = P.text(body, "response_format", "b64_json", 20)
-    if response_format not in ("b64_json", "url"):
-        raise ApiError(400, f"response_format must be b64_json or url, got '{response_format}'", "response_format")
-    if P.text(body, "output_format", "png", 10) != "png":
-        raise ApiError(400, "output_format must be png", "output_format")
-    if P.flag(body, "stream", False):
-        raise ApiError(400, "streaming is not supported; leave out stream", "stream")
+    response_format = response_format_of(body)
     params = {"n": body.get("n", 1), "class": class_from_prompt(model, prompt), "steps": body.get("steps"),
               "seed": body.get("seed", 0)}
     item = generate_item(model, params, request.app.state.config.max_images)

@@ -10,7 +10,7 @@ const PALETTE = [  // fixed, so a class keeps its colour between runs; class 0 (
   [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [220, 190, 255], [170, 110, 40],
   [255, 225, 25], [128, 0, 0], [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128],
 ];
-const IMAGE_TASKS = ["classify", "detect", "segment", "multitask", "face"];
+const IMAGE_TASKS = ["classify", "detect", "segment", "multitask", "face", "edit"];
 const CANVAS_SIZE = 480;  // the longer side of the drawn result, whatever the image's size
 const OVERLAY_ALPHA = 120;
 
@@ -114,11 +114,17 @@ function showModel() {
   showError("");
   if (model.task === "face" && !model.gallery_people) showError("this face model has no gallery: start the server with --face-index NAME=INDEX");
   if (generating) fillGenerateInputs(model);
+  const inpainting = model.task === "edit" && model.op === "inpaint";
+  $("edit-inputs").hidden = model.task !== "edit";
+  $("box").hidden = $("box-label").hidden = !inpainting;
+  $("strength").hidden = $("strength-label").hidden = inpainting;
 }
 
 function describe(model) {
   const parts = [model.method, `${model.img_size} px`, model.channels === 1 ? "grayscale" : "RGB",
     model.backend && `${model.backend} backend`];
+  if (model.task === "edit") return [`${model.op}${model.scale > 1 ? ` x${model.scale}` : ""}`, `tiles of ${model.tile} px`,
+    model.op === "inpaint" ? "give the box to fill" : ""].filter(Boolean).join(" · ");
   const classes = model.task === "face" ? `${model.gallery_people} people enrolled`
     : model.task === "multitask" ? model.tasks && `tasks: ${model.tasks.join(", ")}`
     : model.classes && model.classes.length && `${model.classes.length} class${model.classes.length === 1 ? "" : "es"}`;
@@ -209,8 +215,17 @@ function predict(model) {
     return api(`/api/face/identify/${encodeURIComponent(model.name)}`, { method: "POST", body: form })
       .then(faceAnswer);
   }
+  if (model.task === "edit") return edit(model);
   if (model.task === "segment" || model.task === "multitask") form.append("mask", "true");
   return api(`/api/${model.task}/${encodeURIComponent(model.name)}`, { method: "POST", body: form });
+}
+
+function edit(model) {
+  const form = new FormData();
+  form.append("image", state.file, state.file.name);
+  if (model.op === "inpaint" && $("box").value.trim()) form.append("box", $("box").value.trim());
+  else form.append("strength", $("strength").value || "1");
+  return api(`/api/edit/${encodeURIComponent(model.name)}`, { method: "POST", body: form });
 }
 
 function generate(model) {
@@ -253,6 +268,10 @@ async function draw(model, answer) {
     result.append(generatedGrid(model, answer.images || []));
     return;
   }
+  if (model.task === "edit") {
+    result.append(beforeAfter(answer));
+    return;
+  }
   const side = el("div", { class: "side" });
   const topK = answer.top_k || (answer.classification && answer.classification.top_k);
   if (answer.summary) side.append(el("p", { class: "summary" }, answer.summary));
@@ -260,6 +279,17 @@ async function draw(model, answer) {
   if (answer.class_fractions) side.append(legend(answer.class_fractions, model.seg_classes || model.classes));
   if (answer.detections) side.append(detectionList(answer.detections, model.det_classes || model.classes));
   result.append(el("div", { class: "picture" }, await resultCanvas(model, answer)), side);
+}
+
+/** The uploaded photo and the edited one side by side at the same displayed width, and a download link. */
+function beforeAfter(answer) {
+  const src = `data:image/png;base64,${answer.png_base64}`;
+  const [w, h] = answer.size;
+  const before = el("figure", {}, el("img", { src: $("preview").src, alt: "input", class: "edit-image" }),
+    el("figcaption", {}, "input"));
+  const after = el("figure", {}, el("img", { src, alt: "edited", class: "edit-image" }),
+    el("figcaption", {}, `${answer.op}: ${w} x ${h} px · `, el("a", { href: src, download: "edited.png" }, "download")));
+  return el("div", { class: "before-after" }, before, after);
 }
 
 /** Top-k scores as horizontal bars, best first. */
