@@ -1,5 +1,5 @@
-"""``omnivis edit BUNDLE IMAGE... --out DIR``: super-resolve, denoise, inpaint or enhance images of any
-size with an edit bundle (``omnivis train edit``), tile by tile, on CPU in fp32 or on a GPU."""
+"""``omnivis edit BUNDLE IMAGE... --out DIR``: super-resolve, denoise, inpaint, enhance or restyle images
+of any size with an edit bundle (``omnivis train edit``), tile by tile, on CPU in fp32 or on a GPU."""
 
 from __future__ import annotations
 
@@ -23,30 +23,43 @@ def edit_command(
                                                   "what to fill.")] = None,
     box: Annotated[Optional[str], typer.Option(help="Inpaint: the rectangle x,y,w,h (pixels) to fill, instead of "
                                                "--mask.")] = None,
+    style: Annotated[Optional[Path], typer.Option(help="Style bundles: the style image every input is restyled "
+                                                  "after.")] = None,
     strength: Annotated[float, typer.Option(help="0 keeps the input (upscaled), 1 is the network's output; in "
-                                            "between blends them (not for inpaint).")] = 1.0,
+                                            "between blends them (not for inpaint; style: AdaIN's alpha).")] = 1.0,
     tile: Annotated[Optional[int], typer.Option(help="Tile side in input pixels (default: the bundle's; 0: the "
                                                 "whole image at once). Smaller tiles use less memory.")] = None,
     scale: Annotated[Optional[int], typer.Option(help="Superres: the factor you expect (an error if the bundle "
                                                  "was trained for another).")] = None,
     max_pixels: Annotated[int, typer.Option(help="Refuse larger images (width x height) before decoding them.")]
     = 89_478_485,
+    steps: Annotated[int, typer.Option(help="Diffusion bundles (RePaint): denoising steps.")] = 50,
+    seed: Annotated[int, typer.Option(help="Diffusion bundles (RePaint): the same seed gives the same fill.")] = 0,
+    class_: Annotated[Optional[str], typer.Option("--class", help="Diffusion bundles (RePaint), class-conditional: "
+                                                  "the class to fill with.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N (fp32 on every device).")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print edits.json instead of a table.")] = False,
 ) -> None:
     """Edit images with an edit bundle; each result is written to --out as PNG, with edits.json.
 
     Images are processed one at a time and each in tiles with overlap, cross-faded so no seam shows:
-    memory stays bounded whatever the image size.
+    memory stays bounded whatever the image size. A diffusion generator bundle (omnivis train generate
+    --method diffusion) fills --mask or --box by RePaint, at the bundle's own image size.
     """
     from PIL import Image
 
+    from omnivis.bundle import load_bundle
     from omnivis.data.images import expand_image_paths
     from omnivis.fileio import atomic_write_bytes
     from omnivis.inference.edit import EditPredictor, parse_box
 
-    predictor = EditPredictor.from_dir(bundle, device=device)
     box_value = parse_box(box) if box is not None else None
+    if load_bundle(bundle).task == "generate":
+        from omnivis.inference.repaint import RePaintEditor
+
+        predictor = RePaintEditor(bundle, device, steps=steps, seed=seed, class_=class_)
+    else:
+        predictor = EditPredictor.from_dir(bundle, device=device)
     paths = expand_image_paths(inputs)
     jobs = list(zip(paths, output_names(paths)))
     for path, name in jobs:
@@ -56,7 +69,7 @@ def edit_command(
     rows = []
     for path, name in jobs:
         started = time.perf_counter()
-        edited = predictor.edit(path, mask=mask, box=box_value, strength=strength, tile=tile, scale=scale,
+        edited = predictor.edit(path, mask=mask, box=box_value, style=style, strength=strength, tile=tile, scale=scale,
                                 max_pixels=max_pixels, progress=not as_json)
         seconds = time.perf_counter() - started
         Image.fromarray(edited).save(out / name)

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from omnivis.errors import ConfigError
 
-OPS = ("superres", "denoise", "inpaint", "enhance")
+OPS = ("superres", "denoise", "inpaint", "enhance", "style")
 NOISES = ("gaussian", "realistic", "blind")
 MASKS = ("mixed", "free-form", "box")
 CONDITION_SIZE = 6
@@ -35,7 +35,8 @@ class Degradation:
     """What an edit network undoes; kept in its bundle so evaluation degrades test photos alike.
 
     Attributes:
-        op: ``superres``, ``denoise``, ``inpaint`` or ``enhance``.
+        op: ``superres``, ``denoise``, ``inpaint``, ``enhance`` or ``style`` (nothing to undo: the
+            content is kept as it is and a style image is drawn beside it).
         scale: super-resolution factor (2 or 4); 1 for the other ops.
         noise: denoising noise: ``gaussian`` (of ``sigma``), ``realistic`` (Poisson shot noise, Gaussian
             read noise, then JPEG) or ``blind`` (Gaussian of a sigma drawn from ``sigma_range``).
@@ -90,6 +91,8 @@ class Degradation:
                     "blind": f"Gaussian noise sigma {self.sigma:g}/255 (trained blind over "
                              f"{self.sigma_range[0]:g}..{self.sigma_range[1]:g}), 8-bit",
                     "realistic": "Poisson shot noise + Gaussian read noise, then JPEG"}[self.noise]
+        if self.op == "style":
+            return "content photos restyled after another photo (AdaIN): nothing degraded"
         if self.op == "inpaint":
             where = f"a third of the {self.mask_cell}-px cells" if self.mask_cell else "the image"
             return f"{self.masks} holes (strokes and/or boxes, 5-40% of {where}) filled with zeros"
@@ -255,6 +258,8 @@ def degrade(clean: torch.Tensor, degradation: Degradation, rng: np.random.Genera
     For ``superres`` H and W must be multiples of the scale (``crop_to_multiple``).
     """
     op = degradation.op
+    if op == "style":
+        return Degraded(clean)
     if op == "superres":
         return Degraded(quantize(bicubic_downscale(clean, degradation.scale)))
     if op == "denoise":

@@ -54,12 +54,14 @@ class EditCropDataset(Dataset):
     """Photos as (degraded input, clean target, mask, condition) crops.
 
     Items are addressed by ``(epoch, index)``; sample ``index`` crops photo ``index % photos``.
+    For ``style`` the second item is instead a crop of a style image (``styles``, default the photos
+    themselves: another photo than the content's, drawn from the same generator).
     Shapes: input (3, S / scale, S / scale), target (3, S, S), mask (1, S, S) (zeros unless
     inpainting), condition (CONDITION_SIZE,) (zeros unless enhancing); S = ``crop_size``.
     """
 
     def __init__(self, photos: ClassificationData, degradation: Degradation, crop_size: int,
-                 crops_per_image: int, seed: int = 0) -> None:
+                 crops_per_image: int, seed: int = 0, styles: ClassificationData | None = None) -> None:
         if crop_size % max(1, degradation.scale) or crop_size % 4:
             raise ValueError(f"crop_size {crop_size} must be a multiple of 4 and of the scale {degradation.scale}")
         self.data = photos
@@ -67,6 +69,7 @@ class EditCropDataset(Dataset):
         self.crop_size = crop_size
         self.crops_per_image = crops_per_image
         self.seed = seed
+        self.styles = styles
         self.mode = "RGB"
         self.decoded: list[torch.Tensor | None] | None = None
         self._small: dict[int, torch.Tensor] = {}  # enhance: photos shrunk once to a short side of 2 crops
@@ -81,6 +84,18 @@ class EditCropDataset(Dataset):
         if self.decoded is not None and self.decoded[photo] is not None:
             return self.decoded[photo]
         return decode_tensor(self.data.samples[photo].source, self.mode)
+
+    def _content_and_style(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        size, photos = self.crop_size, len(self.data.samples)
+        content = _random_crop(self.load(index % photos), size, rng)
+        if self.styles is None:  # another of the photos (the same one only when there is one photo)
+            other = (index % photos + 1 + int(rng.integers(0, max(1, photos - 1)))) % photos
+            style = self.load(other)
+        else:
+            style = decode_tensor(self.styles.samples[int(rng.integers(0, len(self.styles.samples)))].source, "RGB")
+        style = _random_orientation(_random_crop(style, size, rng), rng)
+        return (content.float().div(255.0), style.float().div(255.0), torch.zeros(1, size, size),
+                torch.zeros(CONDITION_SIZE))
 
     def _shrunk(self, photo: int) -> torch.Tensor:
         if photo not in self._small:
@@ -99,6 +114,8 @@ class EditCropDataset(Dataset):
             dark = degrade(small, self.degradation, rng)
             both = _random_orientation(_random_crop(torch.cat([small, dark.image]), size, rng), rng)
             return both[3:].contiguous(), both[:3].contiguous(), torch.zeros(1, size, size), dark.condition
+        if self.degradation.op == "style":
+            return self._content_and_style(index, rng)
         photo = self.load(index % len(self.data.samples))  # uint8: crop first, a whole photo in float is 100 MB
         clean = _random_orientation(_random_crop(photo, size, rng), rng).float().div(255.0)
         degraded = degrade(clean, self.degradation, rng)

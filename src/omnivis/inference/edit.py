@@ -116,10 +116,18 @@ class EditPredictor(Predictor):
         self.op = str(c["op"])
         self.scale = int(c.get("scale", 1))
         self.degradation = Degradation.from_dict(c["degradation"])
-        self.model = self.ready(build_restoration_net(c["arch"], self.scale, int(c["width"]), int(c["blocks"]),
-                                                      conditioned=self.op == "enhance"))
+        self.model = self.ready(self._build(c))
         self.tile = int(c.get("tile") or 256)
         self.context = min(MAX_CONTEXT, int(self.model.receptive_radius))
+
+    def _build(self, c: dict) -> torch.nn.Module:
+        if c["arch"] == "adain":
+            from omnivis.models.backbones import create_backbone
+            from omnivis.models.style import StyleTransferNet
+
+            return StyleTransferNet(create_backbone(c["encoder"]), int(c["level"]), int(c["width"]))
+        return build_restoration_net(c["arch"], self.scale, int(c["width"]), int(c["blocks"]),
+                                     conditioned=self.op == "enhance")
 
     def _network(self, condition: torch.Tensor | None, strength: float):
         """The function ``tiled_apply`` calls on each (N, C, h, w) tile."""
@@ -149,6 +157,8 @@ class EditPredictor(Predictor):
         uint8 tensor. The image stays as given: tiles are converted to float one at a time."""
         if strength < 0:
             raise ConfigError(f"strength must be >= 0, got {strength}")
+        if self.op == "style":
+            raise ConfigError("a style bundle restyles a photo after a style image: use edit(image, style=...)")
         if self.op == "inpaint" and strength != 1.0:
             raise ConfigError("--strength blends a restoration with its input; inpainting has no input to blend "
                               "in the hole (leave it at 1)")
@@ -165,14 +175,16 @@ class EditPredictor(Predictor):
                            progress=progress, device=self.device)
 
     def edit(self, image: str | Path | np.ndarray | Image.Image, *, mask=None, box: tuple[int, int, int, int] | None = None,
-             strength: float = 1.0, tile: int | None = None, scale: int | None = None,
+             style=None, strength: float = 1.0, tile: int | None = None, scale: int | None = None,
              max_pixels: int = MAX_IMAGE_PIXELS, progress: bool = False) -> np.ndarray:
         """Edit one image (a path, PIL image or array; grey becomes RGB) -> (H * s, W * s, 3) uint8.
 
         Args:
             mask: inpaint: what to fill (a PNG path, array or PIL image of the image's size; nonzero = fill).
             box: inpaint: ``(x, y, w, h)`` to fill, instead of a mask.
-            strength: 0 gives the input (upscaled), 1 the network's output; in between blends them.
+            style: style: the style image (a path, PIL image or array).
+            strength: 0 gives the input (upscaled), 1 the network's output; in between blends them
+                (style: AdaIN's alpha, blended in feature space).
             tile: tile side in input pixels (None: the bundle's; 0: the whole image at once).
             scale: the factor the caller expects; one the bundle was not trained for is an error.
             max_pixels: larger images are refused before they are decoded.
@@ -185,6 +197,18 @@ class EditPredictor(Predictor):
         if tensor.shape[1] * tensor.shape[2] > max_pixels:
             raise ImageError(f"{where}: {tensor.shape[2]}x{tensor.shape[1]} = {tensor.shape[1] * tensor.shape[2]:,} "
                              f"pixels, more than the limit of {max_pixels:,} pixels (--max-pixels)")
+        if (style is None) == (self.op == "style"):
+            raise ConfigError(f"{self.bundle.path}: a style bundle needs a style image (--style)" if self.op == "style"
+                              else f"{self.bundle.path}: a {self.op} bundle takes no style image; --style is for style bundles")
+        if self.op == "style":
+            if mask is not None or box is not None:
+                raise ConfigError(f"{self.bundle.path}: a style bundle takes no mask or box")
+            from omnivis.inference.edit_style import stylize
+
+            styled = stylize(self.model, tensor, decode_tensor(style, "RGB", max_pixels=max_pixels), strength=strength,
+                             tile=self.tile if tile is None else tile, context=self.context, progress=progress,
+                             device=self.device)
+            return styled.permute(1, 2, 0).numpy()
         hole = None
         if self.op == "inpaint":
             size = tuple(tensor.shape[-2:])
@@ -223,6 +247,11 @@ def score_photos(predictor: EditPredictor, photos: Sequence, names: Sequence[str
     from omnivis.inference.edit_baselines import BASELINES, run_baseline
     from omnivis.metrics.edit import PROTOCOL, masked_psnr, quality
     from omnivis.metrics.edit_report import comparison_picture
+
+    if predictor.op == "style":
+        from omnivis.inference.edit_style import score_style
+
+        return score_style(predictor, photos, names, progress, pictures, shown)
 
     degradation = scored_degradation(predictor.degradation)
     scale, op = predictor.scale, predictor.op

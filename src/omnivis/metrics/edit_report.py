@@ -44,8 +44,8 @@ def _zoom_window(target: np.ndarray, mask: np.ndarray | None) -> tuple[int, int,
 
 
 def comparison_picture(given: np.ndarray, outputs: dict[str, np.ndarray], target: np.ndarray, name: str,
-                       folder: Path, scale: int = 1, mask: np.ndarray | None = None) -> Path:
-    """One PNG: a row of whole images (input, each output, clean) and a row of the same zoomed crop.
+                       folder: Path, scale: int = 1, mask: np.ndarray | None = None, target_label: str = "clean") -> Path:
+    """One PNG: a row of whole images (input, each output, ``target``) and a row of the same zoomed crop.
 
     The input is enlarged to the target's size (nearest neighbour, so its pixels show) for super-resolution.
     """
@@ -53,7 +53,7 @@ def comparison_picture(given: np.ndarray, outputs: dict[str, np.ndarray], target
     h, w = target.shape[:2]
     columns = [("input", _resize_to(given, (h, w)))]
     columns += [(method, image) for method, image in outputs.items() if method != "input"]
-    columns.append(("clean", target))
+    columns.append((target_label, target))
     top, left, side = _zoom_window(target, mask)
     thumb = (PANEL, max(1, round(PANEL * w / h))) if h >= w else (max(1, round(PANEL * h / w)), PANEL)
     label = 18
@@ -81,7 +81,7 @@ def write_edit_report(out: Path, op: str, metrics: dict, rows: list[dict], pictu
         ReportSection(f"{op}: ours against the classical baseline", text=str(metrics.get("protocol", "")), table=figures),
         ReportSection("per image", rows=[{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
                                          for r in rows]),
-        ReportSection("input / baseline / ours / clean (zoomed crop below, red box)",
+        ReportSection("input / baseline / ours / clean (style for style transfer); zoomed crop below, red box",
                       images=[(p.stem, p) for p in pictures]),
     ]
     return write_html_report(out / "edit_report.html", f"omnivis edit report: {op}", sections)

@@ -56,12 +56,14 @@ class FaceItem:
 
 @dataclass
 class EditItem:
-    """An edit request: the photo, and for inpainting the holes (H, W bool) or a box (x, y, w, h)."""
+    """An edit request: the photo, and for inpainting the holes (H, W bool) or a box (x, y, w, h), for
+    style transfer the style image."""
 
     image: Image.Image
     mask: np.ndarray | None = None
     box: tuple[int, int, int, int] | None = None
     strength: float = 1.0
+    style: Image.Image | None = None
 
 
 @dataclass
@@ -216,7 +218,9 @@ class ServedModel:
 
     def _edit(self, item: EditItem) -> np.ndarray | ApiError:
         try:
-            return self.predictor.edit(np.asarray(item.image), mask=item.mask, box=item.box, strength=item.strength)
+            style = np.asarray(item.style) if item.style is not None else None
+            return self.predictor.edit(np.asarray(item.image), mask=item.mask, box=item.box, style=style,
+                                       strength=item.strength)
         except OmnivisError as exc:
             return ApiError(422, str(exc))
 

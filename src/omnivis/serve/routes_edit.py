@@ -2,7 +2,7 @@
 edit bundles (``omnivis train edit``: superres, denoise, inpaint, enhance).
 
 Both take the photo as a multipart file field ``image`` (the OpenAI client sends it so) or, for
-``/api/edit``, base64 in JSON. Inpainting needs what to fill: on ``/api/edit`` a ``mask`` image
+``/api/edit``, base64 in JSON; a style model also takes ``style`` there. Inpainting needs what to fill: on ``/api/edit`` a ``mask`` image
 (nonzero = fill, as ``omnivis edit --mask``) or ``box=x,y,w,h``; on ``/v1/images/edits`` OpenAI's
 convention, a ``mask`` whose fully transparent pixels (alpha 0) mark what to edit, or else the
 image's own transparent pixels. The photo is refused before decoding if it, or what the model would
@@ -30,33 +30,35 @@ from omnivis.serve.uploads import decode_base64, decode_pixels, open_header
 
 router = APIRouter()
 
+FILE_FIELDS = ("image", "mask", "style")
 OPENAI_FIELDS = {"prompt", "model", "n", "size", "response_format", "output_format", "user", "quality",
                  "background", "input_fidelity", "output_compression", "stream"}
 
 
-async def read_edit_request(request: Request, json_allowed: bool = True) -> tuple[bytes, bytes | None, dict]:
-    """(image file bytes, mask file bytes or None, the other parameters)."""
+async def read_edit_request(request: Request, json_allowed: bool = True) -> tuple[bytes, dict[str, bytes | None], dict]:
+    """(image file bytes, {"mask": bytes or None, "style": bytes or None}, the other parameters)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     params: dict = dict(request.query_params)
     if ctype == "multipart/form-data":
-        form = await request.form(max_files=2, max_fields=16)
+        form = await request.form(max_files=3, max_fields=16)
         uploads = {}
-        for field in ("image", "mask"):
+        for field in FILE_FIELDS:
             value = form.get(field) or form.get(f"{field}[]")
             if value is not None and not isinstance(value, UploadFile):
                 raise ApiError(422, f"send '{field}' as a multipart file field", field)
             uploads[field] = await value.read() if value is not None else None
         if uploads["image"] is None:
             raise ApiError(422, "send the photo as the multipart file field 'image'", "image")
-        params.update({k: v for k, v in form.multi_items() if k not in ("image", "mask", "image[]", "mask[]")
+        params.update({k: v for k, v in form.multi_items() if k.removesuffix("[]") not in FILE_FIELDS
                        and isinstance(v, str)})
-        return uploads["image"], uploads["mask"], params
+        image = uploads.pop("image")
+        return image, uploads, params
     if ctype == "application/json" and json_allowed:
         params.update(await json_body(request))
         image = decode_base64(params.pop("image", None), "image")
-        mask = decode_base64(params.pop("mask"), "mask") if params.get("mask") is not None else None
-        params.pop("mask", None)
-        return image, mask, params
+        extra = {f: decode_base64(params.pop(f), f) if params.get(f) is not None else params.pop(f, None)
+                 for f in FILE_FIELDS[1:]}
+        return image, extra, params
     accepted = "multipart/form-data or application/json" if json_allowed else "multipart/form-data"
     raise ApiError(415, f"send {accepted}, not '{ctype or 'no content type'}'")
 
@@ -107,7 +109,8 @@ def _check_mask(holes: np.ndarray, size: tuple[int, int], name: str) -> np.ndarr
 async def edit(request: Request, model: str) -> JSONResponse:
     served_model = _edit_model(request, model)
     request.app.state.batchers[model].check_room()
-    image_bytes, mask_bytes, params = await read_edit_request(request)
+    image_bytes, extra, params = await read_edit_request(request)
+    mask_bytes, style_bytes = extra["mask"], extra["style"]
     P.only_known(params, {"box", "strength"})
     strength = P.number(params, "strength", 1.0, 0.0, 10.0)
     box_text = P.text(params, "box", None, 100)
@@ -126,7 +129,11 @@ async def edit(request: Request, model: str) -> JSONResponse:
             box = parse_box(box_text)
         except Exception as exc:
             raise ApiError(422, str(exc), "box") from None
-    result, job = await run_job(request, model, EditItem(photo, mask, box, strength))
+    style = None
+    if style_bytes is not None:
+        style_header = open_header(style_bytes, request.app.state.config.max_pixels, "style")
+        style = await run_in_threadpool(decode_pixels, style_header, "style")
+    result, job = await run_job(request, model, EditItem(photo, mask, box, strength, style))
     png = await run_in_threadpool(png_base64, result)
     return JSONResponse({"model": model, "task": "edit", "op": served_model.predictor.op,
                          "size": [int(result.shape[1]), int(result.shape[0])], "png_base64": png,
@@ -146,7 +153,10 @@ def _pick_edit_model(request: Request, name: str | None):
 @router.post("/v1/images/edits", summary="OpenAI-compatible image edit (an edit bundle: superres, denoise, "
              "inpaint with a mask's transparent pixels, enhance)")
 async def openai_edits(request: Request) -> JSONResponse:
-    image_bytes, mask_bytes, params = await read_edit_request(request, json_allowed=False)
+    image_bytes, extra, params = await read_edit_request(request, json_allowed=False)
+    mask_bytes = extra["mask"]
+    if extra["style"] is not None:
+        raise ApiError(400, "OpenAI's edits take no style image; send it to /api/edit/MODEL as 'style'", "style")
     P.only_known(params, OPENAI_FIELDS)
     prompt = P.text(params, "prompt", "", 32000)
     model = _pick_edit_model(request, P.text(params, "model", None, 200))
@@ -154,6 +164,9 @@ async def openai_edits(request: Request) -> JSONResponse:
     if P.integer(params, "n", 1, 1, 10) != 1:
         raise ApiError(400, "n must be 1: an edit model gives one answer per image", "n")
     response_format = response_format_of(params)
+    if model.predictor.op == "style":
+        raise ApiError(400, f"model '{model.name}' restyles after a style image, which OpenAI's edits cannot send; "
+                       f"use POST /api/edit/{model.name} with the files image and style", "model")
     header = _open_photo(request, model, image_bytes)
     scale = model.predictor.scale
     size = P.text(params, "size", "auto", 40)

@@ -30,13 +30,15 @@ from omnivis.models.restoration import build_restoration_net
 from omnivis.tasks.common import log_training, warmup_cosine_for
 from omnivis.tasks.run import TrainingPlan, run_training
 
-DEFAULT_ARCH = {"superres": "residual", "denoise": "residual", "enhance": "residual", "inpaint": "inpaint"}
+DEFAULT_ARCH = {"superres": "residual", "denoise": "residual", "enhance": "residual", "inpaint": "inpaint",
+                "style": "adain"}
 OP_ARCHS = {"superres": ("residual", "subpixel"), "denoise": ("residual",), "enhance": ("residual",),
-            "inpaint": ("inpaint",)}
-DEFAULT_CROP = {"superres": 96, "denoise": 48, "enhance": 64, "inpaint": 64}
-DEFAULT_TILE = {"superres": 192, "denoise": 256, "enhance": 256, "inpaint": 512}
+            "inpaint": ("inpaint",), "style": ("adain",)}
+DEFAULT_CROP = {"superres": 96, "denoise": 48, "enhance": 64, "inpaint": 64, "style": 96}
+DEFAULT_TILE = {"superres": 192, "denoise": 256, "enhance": 256, "inpaint": 512, "style": 512}
 """Tile sides in input pixels for ``omnivis edit``: large enough that context is a small overhead,
 small enough that one tile's activations stay in tens of MB."""
+STYLE_LEVEL = 2  # the backbone's third level: stride 8 on omnivis' ResNets (AdaIN's relu4_1 is stride 8)
 EDIT_STEPS = (400, 1500)
 """Fewer than the classifiers' 3,000: a restoration step sees every pixel of 16 crops, and on a
 2-core CPU these defaults finish in 2-6 minutes."""
@@ -47,8 +49,10 @@ class EditConfig:
     """Everything that defines an image-editing run.
 
     Attributes:
-        op: ``superres``, ``denoise``, ``inpaint`` or ``enhance``.
+        op: ``superres``, ``denoise``, ``inpaint``, ``enhance`` or ``style``.
         data: clean training photos: a folder (searched recursively) or ``builtin:photos-train``.
+        style_data: style: the style images to train on (None: the training photos themselves, each
+            content crop styled after another photo).
         test_data: photos the bundle is scored on after training (None: no evaluation).
         strict: unreadable images are an error instead of being skipped with a warning.
         scale: super-resolution factor, 2 or 4 (superres only).
@@ -58,8 +62,13 @@ class EditConfig:
         sigma_min: lowest blind noise level.
         sigma_max: highest blind noise level.
         masks: inpainting holes to train on: ``mixed``, ``free-form`` (brush strokes) or ``box``.
-        arch: ``residual`` (EDSR-style), ``subpixel`` (ESPCN, super-resolution only, fastest) or
-            ``inpaint`` (encoder-decoder; the only one for inpaint); None: the op's default.
+        arch: ``residual`` (EDSR-style), ``subpixel`` (ESPCN, super-resolution only, fastest),
+            ``inpaint`` (encoder-decoder; the only one for inpaint) or ``adain`` (the only one for
+            style); None: the op's default.
+        model: style: the encoder, any timm name or omnivis preset (frozen; AdaIN at its stride-8 level).
+        init_from: style: a bundle or safetensors file for the encoder (e.g. an omnivis pretrain
+            bundle); None: the seeded random backbone.
+        style_weight: style: weight of the style loss against the content loss.
         width: channels of the network (the inpaint network widens to 4x at 1/4 resolution).
         blocks: residual blocks (the inpaint network's are dilated 2, 4, 8, 16).
         crop_size: side of the clean training crops in pixels (None: superres 96, denoise 48,
@@ -75,6 +84,7 @@ class EditConfig:
 
     op: str = "superres"
     data: str = "builtin:photos-train"
+    style_data: str | None = None
     test_data: str | None = "builtin:photos"
     strict: bool = False
     scale: int = 2
@@ -84,6 +94,9 @@ class EditConfig:
     sigma_max: float = 50.0
     masks: str = "mixed"
     arch: str | None = None
+    model: str = "omnivis_resnet_tiny"
+    init_from: str | None = None
+    style_weight: float = 10.0
     width: int = 32
     blocks: int = 6
     crop_size: int | None = None
@@ -122,6 +135,11 @@ class EditConfig:
 
 
 def build_model(config: EditConfig) -> torch.nn.Module:
+    if config.op == "style":
+        from omnivis.models.backbones import create_backbone
+        from omnivis.models.style import StyleTransferNet
+
+        return StyleTransferNet(create_backbone(config.model, pretrained=config.init_from), STYLE_LEVEL, config.width)
     return build_restoration_net(config.arch or DEFAULT_ARCH[config.op], config.scale_factor, config.width, config.blocks,
                                  conditioned=config.op == "enhance")
 
@@ -146,6 +164,10 @@ class EditModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         image, clean, mask, condition = batch
+        if self.config.op == "style":  # (content crops, style crops)
+            loss, parts = self.model.training_loss(image, clean, self.config.style_weight)
+            log_training(self, {"train/loss": loss, **parts})
+            return loss
         restored = restore(self.model, self.config.op, image, mask, condition).float()
         if self.config.op == "inpaint":  # known pixels are copied through: only the hole is learned
             loss = (restored - clean).abs().mul(mask).sum() / (mask.sum() * 3).clamp_min(1.0)
@@ -155,8 +177,8 @@ class EditModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self) -> dict:
-        return warmup_cosine_for(self, self.model, self.config.lr, self.config.weight_decay,
-                                 self.config.warmup_epochs)
+        model = self.model.decoder if self.config.op == "style" else self.model  # the encoder is frozen
+        return warmup_cosine_for(self, model, self.config.lr, self.config.weight_decay, self.config.warmup_epochs)
 
 
 def bundle_config(config: EditConfig, photos: int) -> dict:
@@ -173,6 +195,7 @@ def bundle_config(config: EditConfig, photos: int) -> dict:
         "width": config.width,
         "blocks": config.blocks,
         "degradation": config.degradation().to_dict(),
+        **({"encoder": config.model, "init_from": config.init_from, "level": STYLE_LEVEL} if config.op == "style" else {}),
         "tile": config.tile,
         "train_config": config_to_dict(config),
     }
@@ -192,13 +215,16 @@ def edit_plan(config: EditConfig) -> TrainingPlan:
     if not photos.samples:
         raise DataError(f"{config.data}: no photos to train on")
     seed = config.trainer.seed
-    train_set = EditCropDataset(photos, config.degradation(), config.crop_size, config.crops_per_image, seed)
+    styles = resolve_classification_data(config.style_data, strict=config.strict) if config.style_data else None
+    train_set = EditCropDataset(photos, config.degradation(), config.crop_size, config.crops_per_image, seed, styles)
     choices += cache_datasets({"training photos": train_set}, config.trainer.cache_mb, config.trainer.progress)
     datamodule = SeededDataModule(train_set, None, batch_size=min(config.batch_size, len(train_set)),
                                   num_workers=config.trainer.num_workers, seed=seed)
     choices.append(workers_line(datamodule.num_workers, config.trainer.num_workers))
     choices.append(f"{config.op}: {config.degradation().describe()}; {config.arch} network, width {config.width}"
-                   + (f", {config.blocks} blocks" if config.arch != "subpixel" else ""))
+                   + (f", {config.blocks} blocks" if config.arch in ("residual", "inpaint") else "")
+                   + (f", encoder {config.model} ({config.init_from or 'seeded random weights'})"
+                      if config.op == "style" else ""))
     test_data = config.test_data
     return TrainingPlan(
         command="omnivis train edit",
