@@ -32,6 +32,7 @@ RUNS = {
     "denoise_sigma25": {"op": "denoise", "noise": "gaussian", "sigma": 25.0},
     "inpaint": {"op": "inpaint"},
     "enhance": {"op": "enhance"},
+    "style": {"op": "style"},
 }
 TARGET_KEY = {"superres": "psnr_y", "denoise": "psnr_y", "enhance": "psnr_y", "inpaint": "psnr_hole"}
 
@@ -39,7 +40,7 @@ _MEMORY_CHILD = r"""
 import json, sys, time
 from omnivis.inference.edit import EditPredictor
 from omnivis.data.decode import decode_tensor
-bundle, image, box = sys.argv[1], sys.argv[2], sys.argv[3]
+bundle, image, box, style = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 predictor = EditPredictor.from_dir(bundle)
 def status_mb(field):  # VmHWM, not ru_maxrss: that one keeps the forking parent's peak across exec
     for line in open("/proc/self/status"):
@@ -47,7 +48,8 @@ def status_mb(field):  # VmHWM, not ru_maxrss: that one keeps the forking parent
             return int(line.split()[1]) / 1024
 before = status_mb("VmRSS")
 started = time.perf_counter()
-out = predictor.edit(image, box=tuple(int(v) for v in box.split(",")) if box != "-" else None)
+out = predictor.edit(image, box=tuple(int(v) for v in box.split(",")) if box != "-" else None,
+                     style=style if style != "-" else None)
 seconds = time.perf_counter() - started
 peak = status_mb("VmHWM")
 h, w = decode_tensor(image).shape[-2:]
@@ -70,7 +72,7 @@ def train(name: str, settings: dict, out: Path, quick: bool, test_data: str) -> 
     return metrics
 
 
-def tiled_vs_whole(bundle: Path, photo: np.ndarray) -> dict:
+def tiled_vs_whole(bundle: Path, photo: np.ndarray, style: np.ndarray) -> dict:
     """The bundle on one photo that fits, tiled (tile 96) and in one pass: PSNR between the two."""
     import torch
 
@@ -79,6 +81,9 @@ def tiled_vs_whole(bundle: Path, photo: np.ndarray) -> dict:
     from omnivis.metrics.edit import psnr
 
     predictor = EditPredictor.from_dir(bundle)
+    if predictor.op == "style":
+        whole, tiled = (predictor.edit(photo, style=style, tile=tile) for tile in (0, 96))
+        return {"tiled_vs_whole_psnr_db": psnr(tiled, whole), "tiles_of": 96, "image": list(photo.shape[:2])}
     clean = torch.from_numpy(photo).permute(2, 0, 1).float() / 255.0
     clean = clean[:, : clean.shape[1] // 16 * 16, : clean.shape[2] // 16 * 16]
     degraded = degraded_test_photo(clean, predictor.degradation, 0)
@@ -98,10 +103,10 @@ def big_photo(folder: Path, width: int, height: int) -> Path:
     return path
 
 
-def memory_and_speed(bundle: Path, image: Path, box: str = "-") -> dict:
+def memory_and_speed(bundle: Path, image: Path, box: str = "-", style: str = "-") -> dict:
     """``EditPredictor.edit`` on ``image`` in a fresh process: peak RSS over the RSS before the edit,
     against the input + output uint8 buffers, and megapixels (of output) per second."""
-    result = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(bundle), str(image), box],
+    result = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(bundle), str(image), box, style],
                             capture_output=True, text=True, check=True)
     row = json.loads(result.stdout.strip().splitlines()[-1])
     row["extra_rss_mb"] = row["peak_rss_mb"] - row["rss_before_mb"]
@@ -137,6 +142,20 @@ def main() -> None:
             print(f"== {name}: training with the defaults", flush=True)
             metrics = train(name, settings, tmp / name, args.quick, test_data)
             op = settings["op"]
+            if op == "style":
+                row = {k: metrics[k] for k in ("train_steps", "train_time_s", "ours_content_ssim_y",
+                                               "histogram_match_content_ssim_y", "ours_gram_own", "histogram_match_gram_own",
+                                               "input_gram_own", "ours_gram_referee", "histogram_match_gram_referee",
+                                               "input_gram_referee")}
+                row.update(tiled_vs_whole(tmp / name, np.asarray(photos.samples[0].source),
+                                          np.asarray(photos.samples[4].source)))  # astronaut after chelsea
+                Image.fromarray(np.asarray(photos.samples[4].source)).save(tmp / "style.png")
+                width, height = Image.open(large).size
+                row["large_image"] = {"input": f"{width}x{height}",
+                                      **memory_and_speed(tmp / name, large, style=str(tmp / "style.png"))}
+                results[name] = row
+                print(json.dumps(row, indent=2), flush=True)
+                continue
             key = TARGET_KEY[op]
             best = metrics["best_baseline"]
             row = {"train_steps": metrics["train_steps"], "train_time_s": metrics["train_time_s"],
@@ -149,7 +168,7 @@ def main() -> None:
                     row[f"{other}_{key}"] = metrics[f"{other}_{key}"]
             if op == "denoise":
                 row["noisy_input_psnr_y"] = metrics["input_psnr_y"]
-            row.update(tiled_vs_whole(tmp / name, np.asarray(photos.samples[0].source)))  # astronaut, 512 x 512
+            row.update(tiled_vs_whole(tmp / name, np.asarray(photos.samples[0].source), None))  # astronaut, 512 x 512
             source = half if op == "superres" and settings["scale"] == 2 else large
             if not (op == "superres" and settings["scale"] == 4):  # x4 of 4000x3000 would be 192 Mpx out
                 width, height = Image.open(source).size
@@ -159,6 +178,11 @@ def main() -> None:
             print(json.dumps(row, indent=2), flush=True)
     print("\n== summary (ours vs the best classical baseline; PSNR dB by the op's protocol)")
     for name, row in results.items():
+        if name == "style":
+            print(f"{name:16s} content SSIM {row['ours_content_ssim_y']:.3f} (histogram matching "
+                  f"{row['histogram_match_content_ssim_y']:.3f}), referee Gram distance {row['ours_gram_referee']:.3g} "
+                  f"({row['histogram_match_gram_referee']:.3g}; unstyled {row['input_gram_referee']:.3g})")
+            continue
         gain = next(v for k, v in row.items() if k.startswith("gain_over_"))
         print(f"{name:16s} gain {gain:+.2f} dB   tiled vs whole {row['tiled_vs_whole_psnr_db']:.1f} dB" +
               (f"   {row['large_image']['megapixels_per_s']:.2f} Mpx/s, extra RSS "

@@ -65,15 +65,17 @@ def test_inpainting_changes_only_the_hole(edit_bundles):
 
 @pytest.mark.parametrize("op", ["superres", "denoise", "enhance", "inpaint"])
 def test_tiles_equal_one_pass_on_an_image_that_fits(edit_bundles, op):
+    """Several tiles (the context read around each covers the network's receptive radius, and tiles start
+    on the network's sampling grid) give what one pass over the whole image gives."""
+    from skimage import data
+
     predictor = EditPredictor.from_dir(edit_bundles[op])
-    clean = torch.from_numpy(_photo(96, 112)).permute(2, 0, 1).float() / 255
+    clean = torch.from_numpy(np.asarray(data.astronaut())[:240, :256].copy()).permute(2, 0, 1).float() / 255
     degraded = degraded_test_photo(clean, predictor.degradation, 0)
     whole = predictor.restore(degraded, tile=0)
-    tiled = predictor.restore(Degraded(degraded.image, degraded.mask, degraded.condition), tile=24)
+    tiled = predictor.restore(Degraded(degraded.image, degraded.mask, degraded.condition), tile=48)
     assert tiled.shape == whole.shape
-    # the residual networks' receptive radius fits in the context read around each tile: exact;
-    # the inpainting network sees farther than the context, and the cross-fade keeps it close
-    assert psnr(tiled.permute(1, 2, 0).numpy(), whole.permute(1, 2, 0).numpy()) >= (40 if op == "inpaint" else 50)
+    assert psnr(tiled.permute(1, 2, 0).numpy(), whole.permute(1, 2, 0).numpy()) >= 50
 
 
 def test_the_reported_baseline_is_the_benchmarks_function(edit_bundles, photo_folder):
@@ -124,28 +126,57 @@ def test_a_bundle_of_another_task_is_refused(tmp_path, tiny_config):
         EditPredictor.from_dir(bundle)
 
 
-def test_training_lowers_the_loss_below_the_classical_guess(photo_folder):
-    """The network starts as its op's classical guess (the noisy input itself); 60 steps of training on
-    fresh noise must take the L1 loss well below that guess's (0.078 for sigma 25, 0.8 sigma / 255)."""
+# Bounds with wide margins only (superres is left out: bicubic is a strong start, 0.95 after 150 steps
+# here, too close to 1 to hold on every machine; its end-to-end gain is benchmarks/edit.py's)
+@pytest.mark.parametrize("op, settings, steps, bound", [
+    ("denoise", {}, 60, 0.70),  # observed 0.46
+    ("inpaint", {}, 60, 0.90),  # observed 0.71
+    ("enhance", {}, 60, 0.60),  # observed 0.36
+    ("style", {"model": "omnivis_resnet_micro"}, 60, 0.80),  # observed 0.61
+])
+def test_training_lowers_the_loss_below_the_untrained_networks(photo_folder, op, settings, steps, bound):
+    """Every network starts as its op's classical guess (the input itself; inpaint: an untrained fill;
+    style: a random decoder). After ``steps`` steps on fresh crops, its loss over the last 10 batches must be
+    below ``bound`` times the untrained network's loss on those same batches."""
+    import copy
+
     from omnivis.data.edit_crops import EditCropDataset
     from omnivis.data.readers import read_class_folder
 
-    config = tiny_edit_config(photo_folder, op="denoise", width=16, blocks=2)
-    photos = read_class_folder(photo_folder, classes=[])
-    dataset = EditCropDataset(photos, config.degradation(), 32, 16)
+    config = tiny_edit_config(photo_folder, op=op, width=16, blocks=2, **settings)
+    dataset = EditCropDataset(read_class_folder(photo_folder, classes=[]), config.degradation(), 32, 16)
     torch.manual_seed(0)
     module = EditModule(config)
-    optimizer = torch.optim.Adam(module.model.parameters(), lr=2e-3)
-    losses = []
-    for step in range(60):
+    untrained = copy.deepcopy(module)
+    optimizer = torch.optim.Adam(module.model.decoder.parameters() if op == "style" else module.model.parameters(),
+                                 lr=2e-3)
+    trained_losses, untrained_losses = [], []
+    for step in range(steps):
         batch = [torch.stack(parts) for parts in zip(*(dataset[(step, (step * 8 + i) % len(dataset))] for i in range(8)))]
         loss = module.training_step(batch, step)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
-    assert losses[0] == pytest.approx(0.078, abs=0.012)  # the untrained network returns its input
-    assert np.mean(losses[-10:]) < 0.75 * losses[0]
+        if step >= steps - 10:
+            trained_losses.append(float(loss))
+            with torch.no_grad():
+                untrained_losses.append(float(untrained.training_step(batch, step)))
+    assert np.mean(trained_losses) < bound * np.mean(untrained_losses)
+
+
+def test_an_untrained_denoiser_returns_its_input(photo_folder):
+    """The known answer behind the bound above: the untrained denoiser's loss is the noise's own L1,
+    about 0.8 * 25 / 255 = 0.078 for sigma 25 (less where clipping at black and white trims it)."""
+    from omnivis.data.edit_crops import EditCropDataset
+    from omnivis.data.readers import read_class_folder
+
+    config = tiny_edit_config(photo_folder, op="denoise")
+    dataset = EditCropDataset(read_class_folder(photo_folder, classes=[]), config.degradation(), 32, 16)
+    batch = [torch.stack(parts) for parts in zip(*(dataset[(0, i)] for i in range(32)))]
+    with torch.no_grad():
+        loss = float(EditModule(config).training_step(batch, 0))
+    assert loss == pytest.approx(float((batch[0] - batch[1]).abs().mean()), rel=1e-6)
+    assert 0.05 < loss < 0.08
 
 
 def test_edit_command_writes_pngs_and_a_report(edit_bundles, tmp_path):

@@ -14,8 +14,14 @@ from tests.deploy.test_web_page import _open, browser, page  # noqa: F401  (fixt
 
 
 @pytest.fixture(scope="module")
-def server(edit_bundles):
-    models = load_models([f"sr={edit_bundles['superres']}", f"fill={edit_bundles['inpaint']}"])
+def server(edit_bundles, photo_folder, tmp_path_factory):
+    from omnivis.tasks.edit import train_edit
+
+    from .conftest import tiny_edit_config
+
+    style = train_edit(tiny_edit_config(photo_folder, op="style", model="omnivis_resnet_micro"),
+                       tmp_path_factory.mktemp("page-style") / "style")
+    models = load_models([f"sr={edit_bundles['superres']}", f"fill={edit_bundles['inpaint']}", f"style={style}"])
     with live_server(models) as (url, _):
         yield url
 
@@ -46,3 +52,19 @@ def test_an_edit_model_shows_input_and_result_side_by_side(page, server, tmp_pat
     page.click("#run")
     expect(page.locator(".before-after img")).to_have_count(2)
     expect(page.locator("#error")).to_be_hidden()
+
+
+def test_a_style_model_takes_a_style_image(page, server, photo_folder):  # noqa: F811
+    _open(page, server)
+    page.select_option("#model", "style")
+    expect(page.locator("#style")).to_be_visible()
+    expect(page.locator("#box")).to_be_hidden()
+    page.set_input_files("#file", str(photo_folder / "astronaut.png"))
+    page.click("#run")  # no style image yet: the server's message is shown
+    expect(page.locator("#error")).to_contain_text("style image")
+    page.set_input_files("#style", str(photo_folder / "coffee.png"))
+    page.click("#run")
+    images = page.locator(".before-after img")
+    expect(images).to_have_count(2)
+    page.wait_for_function("[...document.querySelectorAll('.before-after img')].every(i => i.complete)")
+    assert images.evaluate_all("els => els.map(i => i.naturalWidth)") == [64, 64]

@@ -57,6 +57,25 @@ def test_a_style_bundle_restyles_a_photo_after_a_style_image(style_bundle, photo
     assert {"ours_gram_referee", "histogram_match_gram_referee", "ours_content_ssim_y"} <= set(scored)
 
 
+def test_style_tiles_agree_with_one_pass(style_bundle):
+    """Statistics gathered over tiles with context, tiles on the encoder's grid: as one pass."""
+    from skimage import data
+
+    from omnivis.inference.edit_style import stylize
+    from omnivis.metrics.edit import psnr
+
+    predictor = EditPredictor.from_dir(style_bundle)
+    content = torch.from_numpy(np.asarray(data.astronaut())[:200, :232].copy()).permute(2, 0, 1)
+    style = torch.from_numpy(np.asarray(data.coffee())[:120, :160].copy()).permute(2, 0, 1)
+    net, context = predictor.model, predictor.context
+    whole_stats = feature_stats(net, content, tile=0)
+    tiled_stats = feature_stats(net, content, tile=64, context=context)
+    assert all(torch.allclose(a, b, atol=1e-4, rtol=1e-4) for a, b in zip(whole_stats, tiled_stats))
+    whole = stylize(net, content, style, tile=0, context=context)
+    tiled = stylize(net, content, style, tile=64, context=context)
+    assert psnr(tiled.permute(1, 2, 0).numpy(), whole.permute(1, 2, 0).numpy()) >= 50
+
+
 def test_other_ops_refuse_a_style_image(edit_bundles, photo_folder):
     with pytest.raises(ConfigError, match="takes no style image"):
         EditPredictor.from_dir(edit_bundles["denoise"]).edit(photo_folder / "astronaut.png", style=photo_folder / "coffee.png")

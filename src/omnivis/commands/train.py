@@ -21,8 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "detect": ("omnivis.tasks.detect:DetectConfig",
                "Train an object detector (or, with --arch maskrcnn, an instance segmenter); --out becomes a bundle."),
     "edit": ("omnivis.tasks.edit:EditConfig",
-             "Train an image-editing network (super-resolution, denoising, inpainting, enhancement) on crops of "
-             "photos; --out becomes a bundle for omnivis edit."),
+             "Train an image-editing network (super-resolution, denoising, inpainting, enhancement, style "
+             "transfer) on crops of photos; --out becomes a bundle for omnivis edit."),
     "face": ("omnivis.tasks.face:FaceConfig",
              "Train a face embedding (ArcFace by default) on identity folders; --out becomes a bundle."),
     "multitask": ("omnivis.tasks.multitask_config:MultitaskConfig",

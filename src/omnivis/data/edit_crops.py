@@ -98,8 +98,13 @@ class EditCropDataset(Dataset):
                 torch.zeros(CONDITION_SIZE))
 
     def _shrunk(self, photo: int) -> torch.Tensor:
-        if photo not in self._small:
-            self._small[photo] = _shrink(self.load(photo).float() / 255.0, 2 * self.crop_size, self.crop_size)
+        if photo not in self._small:  # shrunk as uint8: an 8-Mpx photo in float would be 100 MB
+            image = self.load(photo)
+            if min(image.shape[-2:]) > 2 * self.crop_size:
+                from torchvision.transforms.v2 import functional as TF
+
+                image = TF.resize(image, 2 * self.crop_size, antialias=True)
+            self._small[photo] = image.float() / 255.0
         return self._small[photo]
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, ...]:

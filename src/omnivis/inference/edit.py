@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from rich.progress import track
 
@@ -31,11 +30,11 @@ from omnivis.data.degrade import (
     degrade,
     scored_degradation,
 )
-from omnivis.data.images import MAX_IMAGE_PIXELS, load_image
+from omnivis.data.images import MAX_IMAGE_PIXELS
 from omnivis.errors import BundleError, ConfigError, ImageError
 from omnivis.inference.base import Predictor
 from omnivis.inference.tiling import tiled_apply
-from omnivis.models.restoration import build_restoration_net
+from omnivis.models.restoration import build_restoration_net, run_restoration
 from omnivis.seeding import mix_seed
 
 TASK = "edit"
@@ -58,20 +57,15 @@ def parse_box(text: str) -> tuple[int, int, int, int]:
 
 
 def read_mask(mask: str | Path | np.ndarray | Image.Image, size: tuple[int, int], where: str = "mask") -> torch.Tensor:
-    """A mask (a PNG path, an array or a PIL image; nonzero = fill) -> (1, H, W) float, checked.
+    """A mask (a PNG path, an array or a PIL image, grey or RGB; nonzero = fill) -> (1, H, W) bool, checked.
 
     Args:
         size: the image's (height, width); a mask of another size is an error naming both.
     """
     if isinstance(mask, (str, Path)):
         where = str(mask)
-        array = np.asarray(load_image(mask, "L"))
-    elif isinstance(mask, Image.Image):
-        array = np.asarray(mask.convert("L"))
-    else:
-        array = np.asarray(mask)
-        if array.ndim == 3:
-            array = array.max(axis=2)
+    array = decode_tensor(mask if not isinstance(mask, np.ndarray) or mask.dtype != bool else mask.astype(np.uint8),
+                          "L")[0].numpy()  # as every image is read: grey, transparency on white
     if array.shape != tuple(size):
         raise ConfigError(f"{where}: the mask is {array.shape[1]}x{array.shape[0]} px but the image is "
                           f"{size[1]}x{size[0]} px; give a mask of the image's size")
@@ -80,28 +74,38 @@ def read_mask(mask: str | Path | np.ndarray | Image.Image, size: tuple[int, int]
         raise ConfigError(f"{where}: the mask is empty (all zero): nothing to fill; white marks what to fill")
     if holes.all():
         raise ConfigError(f"{where}: the mask covers the whole image: nothing is left to fill it from")
-    return torch.from_numpy(holes)[None].float()
+    return torch.from_numpy(holes)[None]
 
 
 def box_to_mask(box: tuple[int, int, int, int], size: tuple[int, int]) -> torch.Tensor:
-    """(x, y, w, h) -> (1, H, W) float mask; a box outside the image is an error."""
+    """(x, y, w, h) -> (1, H, W) bool mask; a box outside the image is an error."""
     x, y, w, h = box
     height, width = size
     if x >= width or y >= height:
         raise ConfigError(f"--box {x},{y},{w},{h} starts outside the {width}x{height} px image")
-    mask = torch.zeros(1, height, width)
-    mask[:, y : min(height, y + h), x : min(width, x + w)] = 1
+    mask = torch.zeros(1, height, width, dtype=torch.bool)
+    mask[:, y : min(height, y + h), x : min(width, x + w)] = True
     if mask.all():
         raise ConfigError(f"--box {x},{y},{w},{h} covers the whole image: nothing is left to fill it from")
     return mask
 
 
 def with_mask_channel(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) image + (1, H, W) mask (1 = missing) -> (4, H, W) in the image's dtype, holes zeroed
-    (uint8 stays uint8: the mask channel is 0 or 255, which the tiling reads as 0 or 1)."""
+    """(3, H, W) image + (1, H, W) mask (nonzero = missing) -> (4, H, W) in the image's dtype, holes
+    zeroed, made in one allocation (uint8 stays uint8: the mask channel is 0 or 255, which the tiling
+    reads as 0 or 1)."""
     holes = mask.bool()
-    known = image.masked_fill(holes, 0)
-    return torch.cat([known, holes.to(image.dtype) * (255 if image.dtype == torch.uint8 else 1)])
+    out = torch.empty((4, *image.shape[-2:]), dtype=image.dtype)
+    out[:3] = image
+    out[:3].masked_fill_(holes, 0)
+    out[3:] = 0
+    out[3:].masked_fill_(holes, 255 if image.dtype == torch.uint8 else 1)
+    return out
+
+
+def check_strength(strength: float) -> None:
+    if not strength >= 0:
+        raise ConfigError(f"strength must be >= 0, got {strength}")
 
 
 class EditPredictor(Predictor):
@@ -117,7 +121,7 @@ class EditPredictor(Predictor):
         self.scale = int(c.get("scale", 1))
         self.degradation = Degradation.from_dict(c["degradation"])
         self.model = self.ready(self._build(c))
-        self.tile = int(c.get("tile") or 256)
+        self.tile = 256 if c.get("tile") is None else int(c["tile"])  # 0: whole images
         self.context = min(MAX_CONTEXT, int(self.model.receptive_radius))
 
     def _build(self, c: dict) -> torch.nn.Module:
@@ -134,16 +138,10 @@ class EditPredictor(Predictor):
         model, op, scale = self.model, self.op, self.scale
 
         def run(tiles: torch.Tensor) -> torch.Tensor:
-            if op == "inpaint":
-                image, mask = tiles[:, :3], tiles[:, 3:]
-                h, w = image.shape[-2:]
-                pad = (0, (-w) % 4, 0, (-h) % 4)  # the network halves the size twice
-                out = model(F.pad(image, pad, mode="replicate"), F.pad(mask, pad, mode="replicate"))
-                return out[..., :h, :w]
-            if op == "enhance":
-                out = model(tiles, condition.to(tiles.device).expand(len(tiles), -1))
-            else:
-                out = model(tiles)
+            # inpaint: tiles are multiples of 4 (tiled_apply's align), as the network halves twice
+            image, mask = (tiles[:, :3], tiles[:, 3:]) if op == "inpaint" else (tiles, None)
+            stats = condition.to(tiles.device).expand(len(tiles), -1) if condition is not None else None
+            out = run_restoration(model, op, image, mask, stats)
             if strength != 1.0:
                 base = bicubic_upscale(tiles, scale) if scale > 1 else tiles
                 out = base + strength * (out - base)
@@ -155,8 +153,7 @@ class EditPredictor(Predictor):
                 progress: bool = False) -> torch.Tensor:
         """A degraded (3, h, w) image (uint8, or float in [0, 1]) -> the restored (3, h * scale, w * scale)
         uint8 tensor. The image stays as given: tiles are converted to float one at a time."""
-        if strength < 0:
-            raise ConfigError(f"strength must be >= 0, got {strength}")
+        check_strength(strength)
         if self.op == "style":
             raise ConfigError("a style bundle restyles a photo after a style image: use edit(image, style=...)")
         if self.op == "inpaint" and strength != 1.0:
@@ -170,9 +167,10 @@ class EditPredictor(Predictor):
         # enhance: the whole image's statistics, measured as training measured them (on a small copy)
         condition = context_statistics(image)[None] if self.op == "enhance" else None
         tile = self.tile if tile is None else tile
-        return tiled_apply(self._network(condition, strength), image, scale=self.scale, tile=tile,
-                           context=self.context, blend=min(8, max(1, tile // 4)) if tile else 8,
-                           progress=progress, device=self.device)
+        out = tiled_apply(self._network(condition, strength), image, scale=self.scale, tile=tile,
+                          context=self.context, blend=min(8, tile // 4) if tile else 8, progress=progress,
+                          align=4 if self.op == "inpaint" else 1, device=self.device)
+        return out.contiguous()
 
     def edit(self, image: str | Path | np.ndarray | Image.Image, *, mask=None, box: tuple[int, int, int, int] | None = None,
              style=None, strength: float = 1.0, tile: int | None = None, scale: int | None = None,
@@ -192,11 +190,14 @@ class EditPredictor(Predictor):
         if scale is not None and scale != self.scale:
             raise ConfigError(f"{self.bundle.path}: this bundle does {self.op} at x{self.scale}, not x{scale}; "
                               f"train one with omnivis train edit --op superres --scale {scale}")
+        check_strength(strength)
         where = str(image) if isinstance(image, (str, Path)) else "image"
-        tensor = decode_tensor(image, "RGB", max_pixels=max_pixels)  # uint8; files are checked before decoding
-        if tensor.shape[1] * tensor.shape[2] > max_pixels:
-            raise ImageError(f"{where}: {tensor.shape[2]}x{tensor.shape[1]} = {tensor.shape[1] * tensor.shape[2]:,} "
-                             f"pixels, more than the limit of {max_pixels:,} pixels (--max-pixels)")
+        # uint8; a file is refused before decoding if it, or what it becomes (x4: 16 times the pixels), is too large
+        tensor = decode_tensor(image, "RGB", max_pixels=max_pixels // (self.scale * self.scale))
+        pixels = tensor.shape[1] * tensor.shape[2] * self.scale * self.scale
+        if pixels > max_pixels:
+            raise ImageError(f"{where}: {tensor.shape[2]}x{tensor.shape[1]} makes {pixels:,} pixels at x{self.scale}, "
+                             f"more than the limit of {max_pixels:,} pixels (--max-pixels)")
         if (style is None) == (self.op == "style"):
             raise ConfigError(f"{self.bundle.path}: a style bundle needs a style image (--style)" if self.op == "style"
                               else f"{self.bundle.path}: a {self.op} bundle takes no style image; --style is for style bundles")
@@ -208,7 +209,7 @@ class EditPredictor(Predictor):
             styled = stylize(self.model, tensor, decode_tensor(style, "RGB", max_pixels=max_pixels), strength=strength,
                              tile=self.tile if tile is None else tile, context=self.context, progress=progress,
                              device=self.device)
-            return styled.permute(1, 2, 0).numpy()
+            return styled.permute(1, 2, 0).contiguous().numpy()
         hole = None
         if self.op == "inpaint":
             size = tuple(tensor.shape[-2:])
@@ -235,6 +236,14 @@ def to_uint8_array(image: torch.Tensor) -> np.ndarray:
     if image.dtype != torch.uint8:
         image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
     return image.permute(1, 2, 0).contiguous().numpy()
+
+
+def estimated_sigma(image: np.ndarray) -> float:
+    """The noise level (0..255) of a photo with camera-like noise, whose sigma was never one number:
+    scikit-image's wavelet estimate (Donoho), what non-local means is then given."""
+    from skimage.restoration import estimate_sigma
+
+    return float(estimate_sigma(image, channel_axis=-1, average_sigmas=True) * 255.0)
 
 
 def score_photos(predictor: EditPredictor, photos: Sequence, names: Sequence[str], progress: bool = True,
@@ -269,8 +278,9 @@ def score_photos(predictor: EditPredictor, photos: Sequence, names: Sequence[str
         target, given = to_uint8_array(clean), to_uint8_array(degraded.image)
         hole = degraded.mask[0].bool().numpy() if degraded.mask is not None else None
         outputs = {"ours": ours}
+        sigma = degradation.sigma if op != "denoise" or degradation.noise != "realistic" else estimated_sigma(given)
         for baseline in BASELINES[op]:
-            outputs[baseline] = run_baseline(baseline, given, scale=scale, sigma=degradation.sigma, mask=hole)
+            outputs[baseline] = run_baseline(baseline, given, scale=scale, sigma=sigma, mask=hole)
         if op != "superres":
             outputs["input"] = given
         row: dict = {"image": name}

@@ -5,7 +5,8 @@ AdaIN normalizes the content's encoder features with their channel means and std
 the style's. A tile must use the statistics of the *whole* content image (else each tile would be
 restyled on its own and the tiles would disagree), at the scale the tiles are decoded at: so the
 statistics are gathered in a first pass over the image, tile by tile (bounded memory), then every
-tile is decoded with them in the second.
+tile is decoded with them in the second. Tiles start on multiples of the encoder's stride, the whole
+image's sampling grid.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from rich.progress import track
 
 from omnivis.data.decode import decode_tensor
-from omnivis.inference.tiling import tiled_apply
+from omnivis.inference.tiling import pad_to_multiple, plan_axis, tiled_apply
 from omnivis.models.style import EPS, StyleTransferNet
 
 REFEREE_SEED = 20240601
@@ -27,33 +28,31 @@ REFEREE_SEED = 20240601
 against, so a low distance is not only the decoder fitting its own encoder."""
 
 
-def _pad_to(images: torch.Tensor, stride: int) -> torch.Tensor:
-    h, w = images.shape[-2:]
-    pad = (0, (-w) % stride, 0, (-h) % stride)
-    if not any(pad):
-        return images
-    mode = "reflect" if min(h, w) > max(pad) else "replicate"
-    return F.pad(images, pad, mode=mode)
-
-
 @torch.inference_mode()
-def feature_stats(net: StyleTransferNet, image: torch.Tensor, tile: int = 512,
+def feature_stats(net: StyleTransferNet, image: torch.Tensor, tile: int = 512, context: int = 64,
                   device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """(3, H, W) uint8 image -> the channel mean and std (each (1, C, 1, 1)) of its encoder features at
-    AdaIN's level, accumulated over tiles of ``tile`` px (the whole image at once when it fits)."""
-    h, w = image.shape[-2:]
-    step = tile if tile else max(h, w)
+    AdaIN's level, gathered tile by tile (bounded memory): each tile is encoded with ``context`` pixels
+    around it, on the whole image's sampling grid, and only its own core's features are counted, so the
+    result is the whole-image one when ``context`` covers the encoder's reach."""
+    stride = net.stride
+    padded = pad_to_multiple(image, stride)
+    rows, cols = (plan_axis(n, tile, context, 0, align=stride) for n in padded.shape[-2:])
     total, squares, count = 0.0, 0.0, 0
-    for top in range(0, h, step):
-        for left in range(0, w, step):
-            part = image[:, top : top + step, left : left + step].float().div(255.0)[None].to(device)
-            features = net.features(_pad_to(part, net.stride))[-1].double()
-            total = total + features.sum(dim=(0, 2, 3))
-            squares = squares + (features * features).sum(dim=(0, 2, 3))
-            count += features.shape[2] * features.shape[3]
+    for r in range(rows.cores):
+        for c in range(cols.cores):
+            y0, x0 = rows.window_start(r), cols.window_start(c)
+            window = padded[:, y0 : y0 + rows.window, x0 : x0 + cols.window].float().div(255.0)[None].to(device)
+            features = net.features(window)[-1].double()
+            (top, bottom), (left, right) = rows.bounds[r : r + 2], cols.bounds[c : c + 2]
+            core = features[..., (top - y0) // stride : (bottom - y0) // stride,
+                            (left - x0) // stride : (right - x0) // stride]
+            total = total + core.sum(dim=(0, 2, 3))
+            squares = squares + (core * core).sum(dim=(0, 2, 3))
+            count += core.shape[2] * core.shape[3]
     mean = total / count
     var = (squares / count - mean * mean).clamp_min(0)
-    return mean.float().view(1, -1, 1, 1), (var + EPS).sqrt().float().view(1, -1, 1, 1)
+    return mean.float().view(1, -1, 1, 1).cpu(), (var + EPS).sqrt().float().view(1, -1, 1, 1).cpu()
 
 
 def stylize(net: StyleTransferNet, content: torch.Tensor, style: torch.Tensor, strength: float = 1.0,
@@ -62,15 +61,15 @@ def stylize(net: StyleTransferNet, content: torch.Tensor, style: torch.Tensor, s
 
     ``strength`` is AdaIN's alpha: 0 decodes the content's own features, 1 the style's statistics.
     """
-    content_stats = feature_stats(net, content, tile, device)
-    style_stats = feature_stats(net, style, tile, device)
+    content_stats = [t.to(device) for t in feature_stats(net, content, tile, context, device)]
+    style_stats = [t.to(device) for t in feature_stats(net, style, tile, context, device)]
 
     def run(tiles: torch.Tensor) -> torch.Tensor:
-        h, w = tiles.shape[-2:]
-        return net(_pad_to(tiles, net.stride), content_stats, style_stats, alpha=strength)[..., :h, :w]
+        return net(tiles, content_stats, style_stats, alpha=strength)
 
-    return tiled_apply(run, content, tile=tile, context=context, blend=min(16, max(1, tile // 4)) if tile else 16,
-                       progress=progress, device=device)
+    out = tiled_apply(run, content, tile=tile, context=context, blend=min(16, tile // 4) if tile else 16,
+                      align=net.stride, progress=progress, device=device)
+    return out.contiguous()
 
 
 def referee_encoder(name: str):
@@ -86,13 +85,14 @@ def referee_encoder(name: str):
 def gram_features(encoder, image: np.ndarray, level: int, side: int = 256) -> list[torch.Tensor]:
     """(H, W, 3) uint8 -> the encoder's levels 0..level on a copy of at most ``side`` px (Gram matrices
     are averages over positions: a smaller copy keeps them and the cost bounded)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None] / 255.0
+    device = next(encoder.parameters()).device
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None].to(device) / 255.0
     h, w = tensor.shape[-2:]
     if max(h, w) > side:
         factor = side / max(h, w)
         tensor = F.interpolate(tensor, size=(max(8, round(h * factor)), max(8, round(w * factor))), mode="bilinear",
                                antialias=True, align_corners=False)
-    return encoder.forward_multiscale(tensor, upto=level)
+    return [f.cpu() for f in encoder.forward_multiscale(tensor, upto=level)]
 
 
 def score_style(predictor, photos: Sequence, names: Sequence[str], progress: bool = True,
@@ -105,14 +105,15 @@ def score_style(predictor, photos: Sequence, names: Sequence[str], progress: boo
     from omnivis.metrics.edit_report import comparison_picture
 
     net, level = predictor.model, predictor.model.level
-    referee = referee_encoder(predictor.config["encoder"])
+    referee = referee_encoder(predictor.config["encoder"]).to(predictor.device)
     own = net.encoder
     images = [decode_tensor(p, "RGB") for p in photos]
     rows, shown_pictures = [], []
     items = list(enumerate(names))
     for index, name in track(items, description="scoring style", transient=True, disable=not progress):
         content, style = images[index], images[(index + 1) % len(images)]
-        ours = stylize(net, content, style, tile=predictor.tile, context=predictor.context).permute(1, 2, 0).numpy()
+        ours = stylize(net, content, style, tile=predictor.tile, context=predictor.context,
+                       device=predictor.device).permute(1, 2, 0).numpy()
         content_hwc, style_hwc = content.permute(1, 2, 0).numpy(), style.permute(1, 2, 0).numpy()
         outputs = {"ours": ours, "histogram_match": histogram_match(content_hwc, style_hwc), "input": content_hwc}
         row: dict = {"image": name, "style": names[(index + 1) % len(names)]}

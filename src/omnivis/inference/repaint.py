@@ -218,6 +218,8 @@ class RePaintEditor:
         from omnivis.tasks.generate.sample import GeneratorPredictor
 
         self.predictor = GeneratorPredictor.from_dir(bundle, device=device)
+        if self.predictor.method != "diffusion":  # before any output is written
+            raise ConfigError(f"{bundle}: RePaint needs a diffusion bundle; this one is '{self.predictor.method}'")
         self.tile, self.steps, self.seed, self.class_ = 0, steps, seed, class_
 
     def edit(self, image, *, mask=None, box=None, style=None, strength: float = 1.0, tile=None, scale=None,
@@ -229,9 +231,8 @@ class RePaintEditor:
 
         if style is not None or strength != 1.0 or scale not in (None, 1):
             raise ConfigError("a diffusion bundle fills holes (RePaint); --style, --strength and --scale do not apply")
-        mode = "RGB" if self.predictor.channels == 3 else "L"
-        array = decode_tensor(image, mode, max_pixels=max_pixels).permute(1, 2, 0).numpy()
-        array = array[..., 0] if mode == "L" else array
+        # RGB as given: repaint converts for a grey model and puts the fill back in the photo's layout
+        array = decode_tensor(image, "RGB", max_pixels=max_pixels).permute(1, 2, 0).numpy()
         size = array.shape[:2]
         if (mask is None) == (box is None):
             raise ConfigError(f"{image}: RePaint needs exactly one of a mask (--mask) or a box (--box)")

@@ -83,16 +83,38 @@ class AxisPlan:
         return w
 
 
-def plan_axis(length: int, tile: int, context: int, blend: int) -> AxisPlan:
+def _round_up(value: int, align: int) -> int:
+    return -(-value // align) * align
+
+
+def plan_axis(length: int, tile: int, context: int, blend: int, align: int = 1) -> AxisPlan:
     """Cut an axis of ``length`` pixels into ``ceil(length / tile)`` near-equal cores (sizes differ by at
-    most 1, so no sliver is left at the end); ``tile`` 0 or ``>= length`` gives one core."""
+    most ``align``, so no sliver is left at the end); ``tile`` 0 or ``>= length`` gives one core.
+
+    ``align`` > 1 (``length`` a multiple of it): core bounds, the blend band, the context and so every
+    window start are multiples of ``align``, so a network that downsamples by ``align`` sees each tile
+    on the same sampling grid as the whole image (else a stride-4 network samples other pixels).
+    """
     n = 1 if tile == 0 or tile >= length else math.ceil(length / tile)
-    bounds = tuple(i * length // n for i in range(n + 1))
+    n = max(1, min(n, length // align))
+    bounds = tuple(round(i * length / n / align) * align for i in range(n + 1))
     smallest = min(b - a for a, b in zip(bounds, bounds[1:]))
-    band = 0 if n == 1 else min(blend, smallest // 2)
+    band = 0 if n == 1 else min(blend, smallest // 2) // align * align
+    context = _round_up(context, align)
     largest = max(b - a for a, b in zip(bounds, bounds[1:]))
     window = min(length, largest + (2 * (band + context) if n > 1 else 0))
     return AxisPlan(length=length, bounds=bounds, blend=band, window=window, context=context)
+
+
+def pad_to_multiple(image: torch.Tensor, align: int) -> torch.Tensor:
+    """(C, H, W) -> H and W rounded up to multiples of ``align`` by repeating the last row and column
+    (what the networks' own padding does), any dtype; the image itself when nothing is missing."""
+    h, w = image.shape[-2:]
+    if h % align == 0 and w % align == 0:
+        return image
+    rows = torch.arange(_round_up(h, align)).clamp_(max=h - 1)
+    cols = torch.arange(_round_up(w, align)).clamp_(max=w - 1)
+    return image.index_select(-2, rows).index_select(-1, cols)
 
 
 def count_tiles(h: int, w: int, tile: int) -> int:
@@ -213,6 +235,7 @@ def tiled_apply(
     context: int = 16,
     blend: int = 8,
     batch: int = 1,
+    align: int = 1,
     progress: bool = False,
     device: str | torch.device = "cpu",
 ) -> torch.Tensor:
@@ -240,6 +263,10 @@ def tiled_apply(
             ramp), so no seam shows where ``context`` is too small; reduced to half the smallest core
             where cores are shorter than ``2 * blend``.
         batch: tiles per network call (every tile has the same input shape, so any tiles batch).
+        align: the network's downsampling factor (4 for one that halves twice): tiles start on multiples
+            of it, as the whole image's sampling grid does (``plan_axis``); an image whose sides are not
+            multiples is padded by repeating its last row and column (a copy of the input) and the
+            result cropped back.
         progress: show a transient progress bar over the tiles.
         device: where the network runs; tiles move there and back, the result is accumulated on the CPU.
 
@@ -256,11 +283,14 @@ def tiled_apply(
     context = _check_int("context", context, 0)
     blend = _check_int("blend", blend, 0)
     batch = _check_int("batch", batch, 1)
+    align = _check_int("align", align, 1)
     if tile and tile < 2 * blend:
         raise ConfigError(f"tile must be larger than twice blend: tile {tile} < 2 * blend {2 * blend} "
                           "(use a larger tile or a smaller blend)")
+    _, out_h, out_w = image.shape
+    image = pad_to_multiple(image, align)
     _, height, width = image.shape
-    rows, cols = plan_axis(height, tile, context, blend), plan_axis(width, tile, context, blend)
+    rows, cols = plan_axis(height, tile, context, blend, align), plan_axis(width, tile, context, blend, align)
     tiles: Iterable[tuple[int, int]] = [(r, c) for r in range(rows.cores) for c in range(cols.cores)]
     if progress:
         tiles = track(tiles, description="tiles", total=rows.cores * cols.cores, transient=True)
@@ -276,7 +306,7 @@ def tiled_apply(
         for (r, c), tile_out in zip(chunk, outputs):
             writer.add(r, c, tile_out)
     writer.close()
-    return writer.out
+    return writer.out[:, : out_h * scale, : out_w * scale]
 
 
 def to_chw_tensor(array: np.ndarray) -> torch.Tensor:

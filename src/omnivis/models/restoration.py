@@ -119,8 +119,9 @@ class InpaintNet(nn.Module):
         self.up1 = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
                                  nn.Conv2d(4 * width, width, 3, padding=1), act)
         self.out = nn.Conv2d(2 * width, 3, 3, padding=1)
-        # stem 2, two stride-2 convs 1 + 2, each block 2 * dilation at 1/4 scale, the way up 2 + 1 + 1
-        self.receptive_radius = 9 + 8 * sum(2 ** (i % 4 + 1) for i in range(blocks))
+        # stem 2, two stride-2 convs 1 + 2, each block 2 * dilation at 1/4 scale, the way up 2 + 1 + 1,
+        # and up to 3 more where a pixel sits off the 1/4 grid
+        self.receptive_radius = 12 + 8 * sum(2 ** (i % 4 + 1) for i in range(blocks))
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         known = image * (1 - mask)
@@ -141,3 +142,14 @@ def build_restoration_net(arch: str, scale: int, width: int, blocks: int, condit
     if arch == "inpaint":
         return InpaintNet(width, blocks)
     raise ValueError(f"unknown restoration network '{arch}'; choose one of {', '.join(ARCHS)}")
+
+
+def run_restoration(model: nn.Module, op: str, image: torch.Tensor, mask: torch.Tensor | None = None,
+                    condition: torch.Tensor | None = None) -> torch.Tensor:
+    """Run a restoration network on a batch as its op needs: the mask (N, 1, H, W) for ``inpaint``,
+    the whole-image statistics (N, 6) for ``enhance``; training and inference both call this."""
+    if op == "inpaint":
+        return model(image, mask)
+    if op == "enhance":
+        return model(image, condition)
+    return model(image)

@@ -6,7 +6,7 @@ pretrained with ``omnivis pretrain`` serves as it is; without one it is the seed
 
 The statistics are passed in rather than computed inside ``forward``: a large photo is decoded tile
 by tile, and every tile must be normalized with the whole image's content statistics, or tiles would
-disagree (``inference/edit.py`` measures them on a small copy of the whole image).
+disagree (``inference/edit_style.py`` gathers them over the whole image, tile by tile).
 
 Images are (N, 3, H, W) floats in [0, 1]; H and W multiples of the encoder's stride.
 """
@@ -76,7 +76,12 @@ class StyleTransferNet(nn.Module):
         return torch.sigmoid(self.decoder(features))
 
     def forward(self, content: torch.Tensor, content_stats, style_stats, alpha: float = 1.0) -> torch.Tensor:
-        """Content images restyled to ``style_stats`` (level ``level``'s); ``alpha`` < 1 keeps some content."""
+        """Content images restyled to ``style_stats`` (level ``level``'s); ``alpha`` < 1 keeps some content.
+        H and W that are not multiples of the stride are padded by repeating the last row and column."""
+        h, w = content.shape[-2:]
+        pad = (0, (-w) % self.stride, 0, (-h) % self.stride)
+        if any(pad):
+            return self.forward(F.pad(content, pad, mode="replicate"), content_stats, style_stats, alpha)[..., :h, :w]
         features = self.features(content)[-1]
         target = adain(features, content_stats, style_stats)
         if alpha != 1.0:

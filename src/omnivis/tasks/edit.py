@@ -1,4 +1,4 @@
-"""Image editing: networks that super-resolve, denoise, inpaint or enhance real photos.
+"""Image editing: networks that super-resolve, denoise, inpaint, enhance or restyle real photos.
 
 Training needs clean photos only: each op's degradation (``data/degrade.py``) is synthesized on
 random crops, seeded by sample index, and the network learns to undo it. After training, the bundle
@@ -26,7 +26,7 @@ from omnivis.data.edit_crops import EditCropDataset
 from omnivis.engine.config import TrainerConfig
 from omnivis.errors import ConfigError, DataError
 from omnivis.inference.edit import TASK, evaluate_edit
-from omnivis.models.restoration import build_restoration_net
+from omnivis.models.restoration import build_restoration_net, run_restoration
 from omnivis.tasks.common import log_training, warmup_cosine_for
 from omnivis.tasks.run import TrainingPlan, run_training
 
@@ -65,14 +65,15 @@ class EditConfig:
         arch: ``residual`` (EDSR-style), ``subpixel`` (ESPCN, super-resolution only, fastest),
             ``inpaint`` (encoder-decoder; the only one for inpaint) or ``adain`` (the only one for
             style); None: the op's default.
-        model: style: the encoder, any timm name or omnivis preset (frozen; AdaIN at its stride-8 level).
+        model: style: the encoder, any timm name or omnivis preset (frozen; AdaIN at its third
+            feature level, stride 8 on omnivis' ResNets).
         init_from: style: a bundle or safetensors file for the encoder (e.g. an omnivis pretrain
             bundle); None: the seeded random backbone.
         style_weight: style: weight of the style loss against the content loss.
         width: channels of the network (the inpaint network widens to 4x at 1/4 resolution).
         blocks: residual blocks (the inpaint network's are dilated 2, 4, 8, 16).
-        crop_size: side of the clean training crops in pixels (None: superres 96, denoise 48,
-            enhance and inpaint 64; inpainting learns holes up to ~40% of a crop).
+        crop_size: side of the clean training crops in pixels (None: superres and style 96, denoise
+            48, enhance and inpaint 64; inpainting learns holes up to ~40% of a crop).
         crops_per_image: crops taken from each photo per epoch.
         batch_size: crops per step.
         lr: peak AdamW learning rate: linear warmup, then cosine decay, stepped per batch.
@@ -144,16 +145,6 @@ def build_model(config: EditConfig) -> torch.nn.Module:
                                  conditioned=config.op == "enhance")
 
 
-def restore(model: torch.nn.Module, op: str, image: torch.Tensor, mask: torch.Tensor | None = None,
-            condition: torch.Tensor | None = None) -> torch.Tensor:
-    """Run an edit network on a batch as its op needs (a mask for inpaint, statistics for enhance)."""
-    if op == "inpaint":
-        return model(image, mask)
-    if op == "enhance":
-        return model(image, condition)
-    return model(image)
-
-
 class EditModule(pl.LightningModule):
     """Trains ``model`` to map degraded crops to clean ones with an L1 loss (inpaint: on the hole)."""
 
@@ -168,7 +159,7 @@ class EditModule(pl.LightningModule):
             loss, parts = self.model.training_loss(image, clean, self.config.style_weight)
             log_training(self, {"train/loss": loss, **parts})
             return loss
-        restored = restore(self.model, self.config.op, image, mask, condition).float()
+        restored = run_restoration(self.model, self.config.op, image, mask, condition).float()
         if self.config.op == "inpaint":  # known pixels are copied through: only the hole is learned
             loss = (restored - clean).abs().mul(mask).sum() / (mask.sum() * 3).clamp_min(1.0)
         else:
@@ -235,7 +226,7 @@ def edit_plan(config: EditConfig) -> TrainingPlan:
         if test_data else None,
         summary_keys=None,
         skipped=photos.skipped,
-        card=lambda header, metrics: model_card(header, metrics, usage=EDIT_USAGE),
+        card=lambda header, metrics: model_card(header, metrics, usage=edit_usage(config.op)),
         config=config,
         choices=choices,
         step_range=EDIT_STEPS,
@@ -248,8 +239,10 @@ def train_edit(config: EditConfig, out: str | Path, resume: bool = False,
     return run_training(edit_plan, config, out, resume, callbacks)
 
 
-EDIT_USAGE = (
-    "omnivis edit THIS_FOLDER photo.jpg --out edited/",
-    "omnivis edit THIS_FOLDER big.png --tile 256 --out edited/",
-    "omnivis eval THIS_FOLDER --data MY_CLEAN_PHOTOS",
-)
+def edit_usage(op: str) -> tuple[str, ...]:
+    """The commands a model card shows for a bundle of ``op``."""
+    first = {"inpaint": "omnivis edit THIS_FOLDER photo.jpg --mask hole.png --out edited/   # or --box x,y,w,h",
+             "style": "omnivis edit THIS_FOLDER photo.jpg --style painting.jpg --out styled/"}.get(
+        op, "omnivis edit THIS_FOLDER photo.jpg --out edited/")
+    return (first, "omnivis serve THIS_FOLDER   # POST /api/edit/NAME, or OpenAI's /v1/images/edits",
+            "omnivis eval THIS_FOLDER --data MY_CLEAN_PHOTOS")

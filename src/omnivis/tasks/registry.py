@@ -195,8 +195,8 @@ TASKS: dict[str, TaskRow] = {
                 "classifier", _generate_training, _generate_inference, "generate"),
         TaskRow("face", "face recognition: an embedding (ArcFace / CosFace / softmax) judged on unseen people; "
                 "enrol, verify, identify with `omnivis face`", _face_training, _face_inference, "face"),
-        TaskRow("edit", "image editing: super-resolution, denoising, inpainting, enhancement of real photos, tiled "
-                "for any size; use with `omnivis edit`", _edit_training, _edit_inference, "edit"),
+        TaskRow("edit", "image editing: super-resolution, denoising, inpainting, enhancement, style transfer of real "
+                "photos, tiled for any size; use with `omnivis edit`", _edit_training, _edit_inference, "edit"),
         TaskRow("pretrain", "self-supervised pretraining of a backbone (simclr, dino, rotation, mae)", _pretrain_training,
                 bundle_task="pretrain", use_instead="omnivis probe BUNDLE, or omnivis train classify --init-from BUNDLE"),
         TaskRow("distill", "knowledge distillation of a classifier bundle into a smaller classifier", _distill_training,

@@ -118,6 +118,7 @@ function showModel() {
   $("edit-inputs").hidden = model.task !== "edit";
   $("box").hidden = $("box-label").hidden = !inpainting;
   $("strength").hidden = $("strength-label").hidden = inpainting;
+  $("style").hidden = $("style-label").hidden = !(model.task === "edit" && model.op === "style");
 }
 
 function describe(model) {
@@ -225,6 +226,7 @@ function edit(model) {
   form.append("image", state.file, state.file.name);
   if (model.op === "inpaint" && $("box").value.trim()) form.append("box", $("box").value.trim());
   else form.append("strength", $("strength").value || "1");
+  if (model.op === "style" && $("style").files[0]) form.append("style", $("style").files[0], $("style").files[0].name);
   return api(`/api/edit/${encodeURIComponent(model.name)}`, { method: "POST", body: form });
 }
 
