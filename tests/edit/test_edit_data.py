@@ -12,6 +12,7 @@ from omnivis.data.degrade import (
     bicubic_downscale,
     cell_masks,
     degrade,
+    opencv_inpaint,
     random_mask,
     scored_degradation,
 )
@@ -57,8 +58,14 @@ def test_holes_cover_5_to_40_percent_and_cells_bound_their_size():
         assert 0.05 <= min(coverage) and max(coverage) <= 0.40, kind
     big = cell_masks(256, 320, "box", 64, rng)
     assert big.any() and big.mean() <= 0.40
-    holes = degrade(_smooth(128, 128), Degradation(op="inpaint", mask_cell=64), rng)
-    assert torch.all(holes.image[:, holes.mask[0].bool()] == 0)  # missing pixels are zeroed
+    clean = _smooth(128, 128)
+    holes = degrade(clean, Degradation(op="inpaint", mask_cell=64), rng)
+    known = ~holes.mask[0].bool()
+    assert torch.allclose(holes.image[:, known], clean[:, known], atol=0.5 / 255)  # known pixels kept (8-bit)
+    # the holes hold OpenCV's Telea fill of the image with its holes zeroed: the guess the network refines
+    zeroed = ((clean * (1 - holes.mask)).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    telea = torch.from_numpy(opencv_inpaint(zeroed, holes.mask[0].numpy())).permute(2, 0, 1).float() / 255
+    assert torch.equal(holes.image, telea)
 
 
 def test_enhance_darkens_and_gives_whole_image_statistics():

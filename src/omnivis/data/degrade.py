@@ -95,7 +95,7 @@ class Degradation:
             return "content photos restyled after another photo (AdaIN): nothing degraded"
         if self.op == "inpaint":
             where = f"a third of the {self.mask_cell}-px cells" if self.mask_cell else "the image"
-            return f"{self.masks} holes (strokes and/or boxes, 5-40% of {where}) filled with zeros"
+            return f"{self.masks} holes (strokes and/or boxes, 5-40% of {where}), given filled by OpenCV's Telea"
         return "darkened (gain and gamma), sometimes low contrast, plus sensor noise, 8-bit"
 
 
@@ -104,7 +104,8 @@ class Degraded:
     """A degraded image and what the network is given with it.
 
     Attributes:
-        image: (3, h, w) float in [0, 1], 8-bit levels; (H / scale, W / scale) for superres.
+        image: (3, h, w) float in [0, 1], 8-bit levels; (H / scale, W / scale) for superres; for
+            inpaint, with the holes filled by the classical guess (``classical_fill``).
         mask: (1, H, W) float, 1 where pixels are missing (inpaint), else None.
         condition: (CONDITION_SIZE,) whole-image statistics (enhance), else None.
     """
@@ -243,6 +244,32 @@ def cell_masks(height: int, width: int, kind: str, cell: int, rng: np.random.Gen
     return mask
 
 
+INPAINT_RADIUS = 3
+
+
+def opencv_inpaint(image: np.ndarray, holes: np.ndarray, method: str = "telea") -> np.ndarray:
+    """OpenCV's classical inpainting (``cv2.inpaint``, radius 3): Telea's fast marching (``telea``) or
+    Navier-Stokes (``ns``). image: uint8 (H, W, 3) RGB or (H, W); holes: (H, W), nonzero = missing
+    (their values are ignored). OpenCV reads BGR, so colour images are flipped in and out."""
+    import cv2
+
+    flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
+    mask = (np.asarray(holes) != 0).astype(np.uint8) * 255
+    if image.ndim == 2:
+        return cv2.inpaint(np.ascontiguousarray(image), mask, INPAINT_RADIUS, flag)
+    bgr = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
+    return cv2.cvtColor(cv2.inpaint(bgr, mask, INPAINT_RADIUS, flag), cv2.COLOR_BGR2RGB)
+
+
+def classical_fill(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) image (uint8, or float in [0, 1]) with (1, H, W) holes -> the holes filled by Telea's
+    method, in the image's dtype: the guess the inpainting network refines (it starts as exactly this)."""
+    uint8 = image.dtype == torch.uint8
+    array = (image if uint8 else (image.clamp(0, 1) * 255).round().to(torch.uint8)).permute(1, 2, 0).numpy()
+    filled = torch.from_numpy(opencv_inpaint(array, mask[0].bool().numpy())).permute(2, 0, 1)
+    return filled if uint8 else filled.float() / 255.0
+
+
 def _darken(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """Low light: gamma 1.4-2.6 and gain 0.25-0.7; half the time also low contrast; sensor noise."""
     dark = image.clamp(0, 1) ** rng.uniform(1.4, 2.6) * rng.uniform(0.25, 0.7)
@@ -272,7 +299,7 @@ def degrade(clean: torch.Tensor, degradation: Degradation, rng: np.random.Genera
         cell = degradation.mask_cell
         holes = cell_masks(h, w, degradation.masks, cell, rng) if cell else random_mask(h, w, degradation.masks, rng)
         mask = torch.from_numpy(holes)[None].float()
-        return Degraded(clean * (1 - mask), mask=mask)
+        return Degraded(classical_fill(clean * (1 - mask), mask), mask=mask)
     dark = quantize(_darken(clean, rng))
     return Degraded(dark, condition=context_statistics(dark))
 

@@ -25,6 +25,7 @@ from omnivis.data.degrade import (
     Degradation,
     Degraded,
     bicubic_upscale,
+    classical_fill,
     context_statistics,
     crop_to_multiple,
     degrade,
@@ -91,13 +92,12 @@ def box_to_mask(box: tuple[int, int, int, int], size: tuple[int, int]) -> torch.
 
 
 def with_mask_channel(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) image + (1, H, W) mask (nonzero = missing) -> (4, H, W) in the image's dtype, holes
-    zeroed, made in one allocation (uint8 stays uint8: the mask channel is 0 or 255, which the tiling
-    reads as 0 or 1)."""
+    """(3, H, W) image (holes already given their classical fill) + (1, H, W) mask (nonzero = missing)
+    -> (4, H, W) in the image's dtype, made in one allocation (uint8 stays uint8: the mask channel is 0
+    or 255, which the tiling reads as 0 or 1)."""
     holes = mask.bool()
     out = torch.empty((4, *image.shape[-2:]), dtype=image.dtype)
     out[:3] = image
-    out[:3].masked_fill_(holes, 0)
     out[3:] = 0
     out[3:].masked_fill_(holes, 255 if image.dtype == torch.uint8 else 1)
     return out
@@ -216,6 +216,7 @@ class EditPredictor(Predictor):
             if (mask is None) == (box is None):
                 raise ConfigError(f"{where}: inpainting needs exactly one of a mask (--mask) or a box (--box)")
             hole = read_mask(mask, size) if mask is not None else box_to_mask(box, size)
+            tensor = classical_fill(tensor, hole)  # the guess the network corrects
         elif mask is not None or box is not None:
             raise ConfigError(f"{self.bundle.path}: a {self.op} bundle takes no mask or box; they are for inpaint bundles")
         out = self.restore(Degraded(tensor, mask=hole), strength=strength, tile=tile, progress=progress)
@@ -277,11 +278,12 @@ def score_photos(predictor: EditPredictor, photos: Sequence, names: Sequence[str
         megapixels += ours.shape[0] * ours.shape[1] / 1e6
         target, given = to_uint8_array(clean), to_uint8_array(degraded.image)
         hole = degraded.mask[0].bool().numpy() if degraded.mask is not None else None
+        shown_input = np.where(hole[..., None], 0, given).astype(np.uint8) if hole is not None else given
         outputs = {"ours": ours}
         sigma = degradation.sigma if op != "denoise" or degradation.noise != "realistic" else estimated_sigma(given)
         for baseline in BASELINES[op]:
             outputs[baseline] = run_baseline(baseline, given, scale=scale, sigma=sigma, mask=hole)
-        if op != "superres":
+        if op not in ("superres", "inpaint"):  # an inpainting input is the Telea baseline itself
             outputs["input"] = given
         row: dict = {"image": name}
         for method, output in outputs.items():
@@ -291,7 +293,8 @@ def score_photos(predictor: EditPredictor, photos: Sequence, names: Sequence[str
                 row[f"{method}_psnr_hole"] = masked_psnr(output, target, hole)
         rows.append(row)
         if pictures is not None and len(shown_pictures) < shown:
-            shown_pictures.append(comparison_picture(given, outputs, target, name, pictures, scale=scale, mask=hole))
+            shown_pictures.append(comparison_picture(shown_input, outputs, target, name, pictures, scale=scale,
+                                                     mask=hole))
     keys = [k for k in rows[0] if k != "image"] if rows else []
     means = {k: float(np.mean([r[k] for r in rows if np.isfinite(r[k])] or [float("inf")])) for k in keys}
     key = "psnr_hole" if op == "inpaint" else "psnr_y"

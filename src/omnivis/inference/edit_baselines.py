@@ -26,7 +26,6 @@ BASELINES: dict[str, tuple[str, ...]] = {
     "style": ("histogram_match",),
 }
 
-INPAINT_RADIUS = 3
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -120,20 +119,12 @@ def nlm_denoise(image: np.ndarray, sigma: float) -> np.ndarray:
     return (np.clip(out, 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 
-def _inpaint(image: np.ndarray, mask, flag_name: str) -> np.ndarray:
-    """``cv2.inpaint`` with radius 3; OpenCV reads BGR, so colour images are flipped in and out."""
-    import cv2
-
+def _inpaint(image: np.ndarray, mask, method: str) -> np.ndarray:
     image = _check_image(image)
     m = np.asarray(mask)
     if m.shape != image.shape[:2]:
         raise ConfigError(f"mask shape {m.shape} does not match image size {image.shape[:2]}")
-    m8 = (m != 0).astype(np.uint8) * 255
-    flag = getattr(cv2, flag_name)
-    if image.ndim == 2:
-        return cv2.inpaint(np.ascontiguousarray(image), m8, INPAINT_RADIUS, flag)
-    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    return cv2.cvtColor(cv2.inpaint(bgr, m8, INPAINT_RADIUS, flag), cv2.COLOR_BGR2RGB)
+    return degrade.opencv_inpaint(image, m, method)  # the inpainting network's own starting guess
 
 
 def telea_inpaint(image: np.ndarray, mask) -> np.ndarray:
@@ -143,12 +134,12 @@ def telea_inpaint(image: np.ndarray, mask) -> np.ndarray:
         image: uint8 (H, W, 3) RGB or (H, W) grey; the values under the mask are ignored.
         mask: (H, W) bool or uint8, nonzero where the pixel is missing.
     """
-    return _inpaint(image, mask, "INPAINT_TELEA")
+    return _inpaint(image, mask, "telea")
 
 
 def navier_stokes_inpaint(image: np.ndarray, mask) -> np.ndarray:
     """Navier-Stokes based inpainting (``cv2.INPAINT_NS``, radius 3); arguments as ``telea_inpaint``."""
-    return _inpaint(image, mask, "INPAINT_NS")
+    return _inpaint(image, mask, "ns")
 
 
 def clahe_enhance(image: np.ndarray) -> np.ndarray:

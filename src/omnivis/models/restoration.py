@@ -101,8 +101,9 @@ class ResidualNet(nn.Module):
 class InpaintNet(nn.Module):
     """An encoder-decoder for filling holes: two stride-2 stages, dilated residual blocks at 1/4
     resolution for a wide view of the surroundings, and skip connections back up (the shape of
-    LaMa's and DeepFill's generators, small enough for a CPU). Sees the image with its holes zeroed
-    and the mask; the known pixels are copied through unchanged.
+    LaMa's and DeepFill's generators, small enough for a CPU). Sees the image with its holes already
+    filled by the classical guess (``data.degrade.classical_fill``) and the mask, and corrects the
+    fill; the known pixels are copied through unchanged.
 
     Shapes: image (N, 3, H, W), mask (N, 1, H, W) with 1 = missing -> (N, 3, H, W); H and W multiples of 4.
     """
@@ -119,18 +120,19 @@ class InpaintNet(nn.Module):
         self.up1 = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
                                  nn.Conv2d(4 * width, width, 3, padding=1), act)
         self.out = nn.Conv2d(2 * width, 3, 3, padding=1)
+        nn.init.zeros_(self.out.weight)  # untrained, it returns the classical fill exactly
+        nn.init.zeros_(self.out.bias)
         # stem 2, two stride-2 convs 1 + 2, each block 2 * dilation at 1/4 scale, the way up 2 + 1 + 1,
         # and up to 3 more where a pixel sits off the 1/4 grid
         self.receptive_radius = 12 + 8 * sum(2 ** (i % 4 + 1) for i in range(blocks))
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        known = image * (1 - mask)
-        s0 = self.stem(torch.cat([known, mask], dim=1))
+        s0 = self.stem(torch.cat([image, mask], dim=1))
         s1 = self.down1(s0)
         x = self.up2(self.middle(self.down2(s1)))
         x = self.up1(torch.cat([x, s1], dim=1))
-        fill = torch.sigmoid(self.out(torch.cat([x, s0], dim=1)))
-        return known + fill * mask
+        correction = self.out(torch.cat([x, s0], dim=1))
+        return image + correction * mask
 
 
 def build_restoration_net(arch: str, scale: int, width: int, blocks: int, conditioned: bool = False) -> nn.Module:

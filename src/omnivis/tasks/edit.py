@@ -35,7 +35,9 @@ DEFAULT_ARCH = {"superres": "residual", "denoise": "residual", "enhance": "resid
 OP_ARCHS = {"superres": ("residual", "subpixel"), "denoise": ("residual",), "enhance": ("residual",),
             "inpaint": ("inpaint",), "style": ("adain",)}
 DEFAULT_CROP = {"superres": 96, "denoise": 48, "enhance": 64, "inpaint": 64, "style": 96}
-DEFAULT_TILE = {"superres": 192, "denoise": 256, "enhance": 256, "inpaint": 512, "style": 512}
+DEFAULT_TILE = {"superres": 192, "denoise": 256, "enhance": 256, "inpaint": 384, "style": 512}
+DEFAULT_WIDTH = {"inpaint": 16}  # it corrects Telea's fill: a quarter of the compute of width 32, 6 blocks
+DEFAULT_BLOCKS = {"inpaint": 4}
 """Tile sides in input pixels for ``omnivis edit``: large enough that context is a small overhead,
 small enough that one tile's activations stay in tens of MB."""
 STYLE_LEVEL = 2  # the backbone's third level: stride 8 on omnivis' ResNets (AdaIN's relu4_1 is stride 8)
@@ -70,8 +72,9 @@ class EditConfig:
         init_from: style: a bundle or safetensors file for the encoder (e.g. an omnivis pretrain
             bundle); None: the seeded random backbone.
         style_weight: style: weight of the style loss against the content loss.
-        width: channels of the network (the inpaint network widens to 4x at 1/4 resolution).
-        blocks: residual blocks (the inpaint network's are dilated 2, 4, 8, 16).
+        width: channels of the network (None: 32, inpaint 16; the inpaint network widens to 4x at
+            1/4 resolution).
+        blocks: residual blocks (None: 6, inpaint 4; the inpaint network's are dilated 2, 4, 8, 16).
         crop_size: side of the clean training crops in pixels (None: superres and style 96, denoise
             48, enhance and inpaint 64; inpainting learns holes up to ~40% of a crop).
         crops_per_image: crops taken from each photo per epoch.
@@ -98,8 +101,8 @@ class EditConfig:
     model: str = "omnivis_resnet_tiny"
     init_from: str | None = None
     style_weight: float = 10.0
-    width: int = 32
-    blocks: int = 6
+    width: int | None = None
+    blocks: int | None = None
     crop_size: int | None = None
     crops_per_image: int = 16
     batch_size: int = 16
@@ -118,7 +121,8 @@ class EditConfig:
             raise ConfigError(f"superres scale must be 2 or 4, got {self.scale}")
         if self.arch is not None and self.arch not in OP_ARCHS[self.op]:
             raise ConfigError(f"arch '{self.arch}' does not do {self.op}; choose {' or '.join(OP_ARCHS[self.op])}")
-        if self.width < 4 or self.blocks < 1 or self.batch_size < 1 or self.crops_per_image < 1 or self.lr <= 0:
+        if (self.width is not None and self.width < 4) or (self.blocks is not None and self.blocks < 1) or \
+                self.batch_size < 1 or self.crops_per_image < 1 or self.lr <= 0:
             raise ConfigError("width must be >= 4, blocks, batch_size and crops_per_image >= 1, lr > 0")
         if self.crop_size is not None and (self.crop_size < 16 or self.crop_size % (4 * self.scale_factor)):
             raise ConfigError(f"crop_size must be >= 16 and a multiple of {4 * self.scale_factor}, got {self.crop_size}")
@@ -136,6 +140,8 @@ class EditConfig:
 
 
 def build_model(config: EditConfig) -> torch.nn.Module:
+    config = replace(config, width=config.width or DEFAULT_WIDTH.get(config.op, 32),
+                     blocks=config.blocks or DEFAULT_BLOCKS.get(config.op, 6))
     if config.op == "style":
         from omnivis.models.backbones import create_backbone
         from omnivis.models.style import StyleTransferNet
@@ -197,6 +203,9 @@ def edit_plan(config: EditConfig) -> TrainingPlan:
     choices = []
     if config.arch is None:
         config = replace(config, arch=DEFAULT_ARCH[config.op])
+    if config.width is None or config.blocks is None:
+        config = replace(config, width=config.width or DEFAULT_WIDTH.get(config.op, 32),
+                         blocks=config.blocks or DEFAULT_BLOCKS.get(config.op, 6))
     if config.crop_size is None:
         config = replace(config, crop_size=DEFAULT_CROP[config.op])
         choices.append(f"crop_size {config.crop_size}: clean training crops of {config.crop_size} px (--crop-size)")
