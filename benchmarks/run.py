@@ -15,6 +15,7 @@
     python benchmarks/run.py serve      # (m) the server with batching vs without vs plain FastAPI (benchmarks/serve.py)
     python benchmarks/run.py face_detect  # (n) a face detector trained on generated scenes vs OpenCV's Haar cascade
     python benchmarks/run.py face       # (o) ArcFace on unseen ORL people vs pixels, eigenfaces, LBP and softmax
+    python benchmarks/run.py edit       # (p) image editing vs bicubic, non-local means, OpenCV inpainting, CLAHE/gamma
 
 Results are printed with ratios and merged into benchmarks/results.json.
 """
@@ -255,7 +256,8 @@ def ssl_benchmark(method: str, epochs: int, shots: int = 10, draws: int = 5) -> 
             "raw_pixels": {k: pixels[k] for k in pick}, "finetune": finetune}
 
 
-SCRIPTS = ("detect", "segment", "generate", "multitask", "folder", "scenes", "export", "serve", "face", "face_detect")
+SCRIPTS = ("detect", "segment", "generate", "multitask", "folder", "scenes", "export", "serve", "face", "face_detect",
+           "edit")
 ALL = ("digits", "engine", "distill", "ssl", *SCRIPTS)
 
 
