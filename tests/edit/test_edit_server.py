@@ -65,7 +65,7 @@ def test_api_edit_fills_a_box_or_a_mask(client, edit_bundles):
 
 
 @pytest.mark.parametrize("files, data, status, message", [
-    ({"mask": ("m.png", png_bytes(np.full((5, 5), 255, np.uint8)), "image/png")}, {}, 422, "mask is 5x5 but the image is 80x60"),
+    ({"mask": ("m.png", png_bytes(np.full((5, 5), 255, np.uint8)), "image/png")}, {}, 422, "mask is 5x5 px but the image is 80x60 px"),
     ({}, {}, 422, "needs exactly one of a mask"),
     ({}, {"box": "1,2"}, 422, "must be x,y,w,h"),
     ({}, {"colour": "red"}, 422, "colour"),
@@ -74,6 +74,21 @@ def test_api_edit_bad_requests_are_clear(client, files, data, status, message):
     answer = client.post("/api/edit/fill", files={"image": ("a.png", png_bytes(_photo()), "image/png"), **files}, data=data)
     assert answer.status_code == status, answer.text
     assert message in answer.text
+
+
+def test_a_rotated_phone_photo_is_edited_upright_as_the_cli_does(client, edit_bundles, tmp_path):
+    """A JPEG whose EXIF orientation says "rotate 90": the server's answer is the CLI's, upright."""
+    photo = Image.fromarray(_photo())
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the stored pixels are turned; viewers rotate them 90 degrees clockwise
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", exif=exif, quality=95)
+    (tmp_path / "phone.jpg").write_bytes(buffer.getvalue())
+    answer = client.post("/api/edit/sr", files={"image": ("phone.jpg", buffer.getvalue(), "image/jpeg")})
+    assert answer.status_code == 200, answer.text
+    expected = EditPredictor.from_dir(edit_bundles["superres"]).edit(tmp_path / "phone.jpg")
+    assert answer.json()["size"] == [120, 160] and expected.shape == (160, 120, 3)
+    assert np.array_equal(_decode(answer.json()["png_base64"]), expected)
 
 
 def test_a_result_over_the_pixel_limit_is_refused_before_decoding(client):

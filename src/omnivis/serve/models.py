@@ -60,7 +60,7 @@ class EditItem:
     style transfer the style image."""
 
     image: Image.Image
-    mask: np.ndarray | None = None
+    mask: np.ndarray | Image.Image | None = None
     box: tuple[int, int, int, int] | None = None
     strength: float = 1.0
     style: Image.Image | None = None
@@ -218,8 +218,8 @@ class ServedModel:
 
     def _edit(self, item: EditItem) -> np.ndarray | ApiError:
         try:
-            style = np.asarray(item.style) if item.style is not None else None
-            return self.predictor.edit(np.asarray(item.image), mask=item.mask, box=item.box, style=style,
+            # PIL images, so the predictor reads them as omnivis edit reads files (EXIF orientation included)
+            return self.predictor.edit(item.image, mask=item.mask, box=item.box, style=item.style,
                                        strength=item.strength)
         except OmnivisError as exc:
             return ApiError(422, str(exc))

@@ -90,10 +90,13 @@ def _alpha_holes(image: Image.Image) -> np.ndarray | None:
 
 
 def _load(header: Image.Image, name: str) -> Image.Image:
-    """Decode the pixels as sent (transparency kept): corrupt data is a 422."""
+    """Decode the pixels as sent (transparency kept), turned upright by their EXIF orientation as every
+    image omnivis reads is: corrupt data is a 422."""
+    from PIL import ImageOps
+
     try:
         header.load()
-        return header
+        return ImageOps.exif_transpose(header)
     except Exception as exc:  # Pillow raises many types for broken data
         raise ApiError(422, f"{name}: the image data is corrupt or truncated ({type(exc).__name__})", name) from None
 
@@ -116,11 +119,10 @@ async def edit(request: Request, model: str) -> JSONResponse:
     box_text = P.text(params, "box", None, 100)
     header = _open_photo(request, served_model, image_bytes)
     photo = await run_in_threadpool(decode_pixels, header, "image")
-    mask = None
+    mask = None  # a PIL image: the predictor reads it as omnivis edit --mask does (EXIF, size check)
     if mask_bytes is not None:
         mask_header = open_header(mask_bytes, request.app.state.config.max_pixels, "mask")
-        mask_image = await run_in_threadpool(decode_pixels, mask_header, "mask")
-        mask = _check_mask(np.asarray(mask_image.convert("L")) > 0, photo.size, "mask")
+        mask = await run_in_threadpool(decode_pixels, mask_header, "mask")
     box = None
     if box_text is not None:
         from omnivis.inference.edit import parse_box
