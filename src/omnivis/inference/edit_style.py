@@ -117,11 +117,12 @@ def score_style(predictor, photos: Sequence, names: Sequence[str], progress: boo
         content_hwc, style_hwc = content.permute(1, 2, 0).numpy(), style.permute(1, 2, 0).numpy()
         outputs = {"ours": ours, "histogram_match": histogram_match(content_hwc, style_hwc), "input": content_hwc}
         row: dict = {"image": name, "style": names[(index + 1) % len(names)]}
+        encoders = {"own": own, "referee": referee}
+        style_features = {name: gram_features(encoder, style_hwc, level) for name, encoder in encoders.items()}
         for method, output in outputs.items():
             row[f"{method}_content_ssim_y"] = ssim(output, content_hwc, channel="y")
-            for encoder_name, encoder in (("own", own), ("referee", referee)):
-                row[f"{method}_gram_{encoder_name}"] = gram_distance(gram_features(encoder, output, level),
-                                                                     gram_features(encoder, style_hwc, level))
+            for name, encoder in encoders.items():
+                row[f"{method}_gram_{name}"] = gram_distance(gram_features(encoder, output, level), style_features[name])
         rows.append(row)
         if pictures is not None and len(shown_pictures) < shown:
             shown_pictures.append(comparison_picture(content_hwc, {k: v for k, v in outputs.items() if k != "input"},

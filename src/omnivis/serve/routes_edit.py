@@ -101,13 +101,6 @@ def _load(header: Image.Image, name: str) -> Image.Image:
         raise ApiError(422, f"{name}: the image data is corrupt or truncated ({type(exc).__name__})", name) from None
 
 
-def _check_mask(holes: np.ndarray, size: tuple[int, int], name: str) -> np.ndarray:
-    if holes.shape != (size[1], size[0]):
-        raise ApiError(422, f"{name}: the mask is {holes.shape[1]}x{holes.shape[0]} but the image is "
-                       f"{size[0]}x{size[1]}; send a mask of the image's size", name)
-    return holes
-
-
 @router.post("/api/edit/{model}", summary="Super-resolve, denoise, inpaint or enhance one photo; a PNG back (base64)")
 async def edit(request: Request, model: str) -> JSONResponse:
     served_model = _edit_model(request, model)
@@ -185,7 +178,7 @@ async def openai_edits(request: Request) -> JSONResponse:
             if holes is None:
                 raise ApiError(400, "mask: it has no transparency; its fully transparent pixels (alpha 0) mark "
                                "what to fill", "mask")
-            holes = _check_mask(holes, raw.size, "mask")
+            # its size is checked by the predictor, as omnivis edit --mask's is
         else:
             holes = _alpha_holes(raw)
             if holes is None:

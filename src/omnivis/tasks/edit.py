@@ -140,9 +140,17 @@ class EditConfig:
                            mask_cell=self.crop_size if self.op == "inpaint" else None)
 
 
+def with_op_defaults(config: EditConfig) -> EditConfig:
+    """``config`` with what it left None (arch, width, blocks, crop size, tile) set to its op's default."""
+    return replace(config, arch=config.arch or DEFAULT_ARCH[config.op],
+                   width=config.width or DEFAULT_WIDTH.get(config.op, 32),
+                   blocks=config.blocks or DEFAULT_BLOCKS.get(config.op, 6),
+                   crop_size=config.crop_size or DEFAULT_CROP[config.op],
+                   tile=DEFAULT_TILE[config.op] if config.tile is None else config.tile)
+
+
 def build_model(config: EditConfig) -> torch.nn.Module:
-    config = replace(config, width=config.width or DEFAULT_WIDTH.get(config.op, 32),
-                     blocks=config.blocks or DEFAULT_BLOCKS.get(config.op, 6))
+    config = with_op_defaults(config)
     if config.op == "style":
         from omnivis.models.backbones import create_backbone
         from omnivis.models.style import StyleTransferNet
@@ -201,17 +209,10 @@ def bundle_config(config: EditConfig, photos: int) -> dict:
 
 def edit_plan(config: EditConfig) -> TrainingPlan:
     """Crops of the training photos, degraded on the fly; scored on ``test_data`` after training."""
-    choices = []
-    if config.arch is None:
-        config = replace(config, arch=DEFAULT_ARCH[config.op])
-    if config.width is None or config.blocks is None:
-        config = replace(config, width=config.width or DEFAULT_WIDTH.get(config.op, 32),
-                         blocks=config.blocks or DEFAULT_BLOCKS.get(config.op, 6))
-    if config.crop_size is None:
-        config = replace(config, crop_size=DEFAULT_CROP[config.op])
-        choices.append(f"crop_size {config.crop_size}: clean training crops of {config.crop_size} px (--crop-size)")
-    if config.tile is None:
-        config = replace(config, tile=DEFAULT_TILE[config.op])
+    crop_given = config.crop_size is not None
+    config = with_op_defaults(config)
+    choices = [] if crop_given else [f"crop_size {config.crop_size}: clean training crops of {config.crop_size} px "
+                                     "(--crop-size)"]
     photos = resolve_classification_data(config.data, strict=config.strict)
     if not photos.samples:
         raise DataError(f"{config.data}: no photos to train on")
