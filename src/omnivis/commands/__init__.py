@@ -11,7 +11,7 @@ reads the assembled app, inside its functions).
 from __future__ import annotations
 
 FAMILIES: tuple[str, ...] = (
-    "train", "segment", "pretrain", "probe", "distill", "evaluate", "predict", "export", "serve",
+    "train", "segment", "pretrain", "probe", "distill", "evaluate", "predict", "explain", "export", "audit", "serve",
     "generate", "edit", "face", "demo", "datasets", "models",
 )
 """The command modules, in the order their commands are listed in ``omnivis --help``."""

@@ -13,7 +13,9 @@ from omnivis.commands.options import build_config, config_command
 
 CONFIG = "omnivis.tasks.distill:DistillConfig"
 ALIASES = {"model": "student"}
-EXCLUDE = {"img_size": "the teacher's input size", "channels": "the teacher's channels"}
+NOT_PRIVATE = "a student of a teacher that saw the data is not private"
+EXCLUDE = {"img_size": "the teacher's input size", "channels": "the teacher's channels",
+           "dp_epsilon": NOT_PRIVATE, "dp_delta": NOT_PRIVATE, "dp_max_grad_norm": NOT_PRIVATE}
 
 
 def distill_command(

@@ -34,8 +34,8 @@ def eval_command(
     images: Optional[Path] = typer.Option(None, help="Detection, multitask: the image folder of a COCO --data file; "
                                           "face: the folder of people a pairs.txt --data names."),
     labels: Optional[Path] = typer.Option(None, help="Multitask: a path,label CSV of image-level classes for --data."),
-    groups: Optional[Path] = typer.Option(None, help="Face: a CSV identity,group; every figure per group and the "
-                                          "largest gap."),
+    groups: Optional[Path] = typer.Option(None, help="A CSV path,group of the evaluated images (face: identity,group): "
+                                          "every metric per group, the largest gap and ratio, and per_group.png."),
     onnx: Optional[Path] = typer.Option(
         None, help="Classify, segment, detect: score this file of `omnivis export` (onnxruntime) instead of the torch model."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
@@ -52,7 +52,8 @@ def eval_command(
     options = (("reference", reference, "generator"), ("inception_weights", inception_weights, "generator"),
                ("num_samples", num_samples, "generator"), ("per_class", per_class, "generator"),
                ("images", images, "detection, multitask and face"), ("labels", labels, "multitask"),
-               ("onnx", onnx, "classify, segment and detect"), ("groups", groups, "face"))
+               ("onnx", onnx, "classify, segment and detect"),
+               ("groups", groups, "classify, segment, detect, multitask and face"))
     for option, value, kind in options:
         if value is None:
             continue
@@ -74,8 +75,27 @@ def eval_command(
         for name, row in per_class.items():
             table.add_row(str(name), *(format_number(row.get(c)) for c in columns))
         console.print(table)
+    report = metrics.get("per_group")
+    if isinstance(report, dict):
+        group_table(report)
     pictures = [str(v) for k, v in metrics.items() if k.endswith("_png") and v]
+    pictures += [report["png"]] if isinstance(report, dict) and report.get("png") else []
     console.print(f"wrote {Path(out_dir) / 'eval.json'}" + (f" and {', '.join(pictures)}" if pictures else ""))
+
+
+def group_table(report: dict) -> None:
+    """Print ``per_group``: a row per group (its count and headline metrics), then the gap and ratio."""
+    gaps, ratios = report.get("largest_gap", {}), report.get("ratio", {})
+    columns = [m for m in report.get("headline", []) if m in gaps] or list(gaps)
+    table = Table("group", "count", *columns, title=f"per group ({report.get('csv', '')})")
+    for name, row in report["groups"].items():
+        count = str(report.get("counts", {}).get(name, ""))
+        table.add_row(str(name), count, *(format_number(row.get(c)) for c in columns))
+    table.add_row("largest gap", "", *(format_number(gaps.get(c)) for c in columns), style="bold")
+    table.add_row("ratio min/max", "", *(format_number(ratios.get(c)) for c in columns), style="bold")
+    console.print(table)
+    if report.get("rows_outside_split"):
+        console.print(f"{report['rows_outside_split']} rows of the groups file name images outside the evaluated split")
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:

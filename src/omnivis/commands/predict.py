@@ -26,6 +26,9 @@ def predict_command(
     backend: str = typer.Option("torch", help="torch, or onnx: run the file of `omnivis export` with onnxruntime."),
     onnx_file: Optional[Path] = typer.Option(
         None, "--onnx", help="--backend onnx: the ONNX file (default: BUNDLE/model.onnx)."),
+    explain: Optional[str] = typer.Option(
+        None, help="Classify, segment, multitask: add heat maps of this method (gradcam, gradcam++, xgradcam, "
+        "eigencam, scorecam, rollout) to each prediction, drawn into --out."),
 ) -> None:
     """Predict with a bundle on images or folders.
 
@@ -57,6 +60,8 @@ def predict_command(
     drawn: list[Path] = []
     if hasattr(predictor, "save_visualizations"):
         drawn = predictor.save_visualizations(paths, results, out or Path(bundle) / "predictions")
+    if explain is not None:
+        drawn += add_explanations(predictor, paths, results, explain, out or Path(bundle) / "predictions")
     if as_json:
         print_json(results)
         return
@@ -74,6 +79,20 @@ def predict_command(
     console.print(table)
     if drawn:
         console.print(f"drawn predictions: [bold]{Path(drawn[0]).parent}[/] ({len(drawn)} files)")
+
+
+def add_explanations(predictor, paths: list[Path], results: list[dict], method: str, out: Path) -> list[Path]:
+    """Attach ``explanation`` (``omnivis explain``'s per-image rows) to each result; returns the overlays.
+    The maps explain the torch model, also under ``--backend onnx`` (whose answers are the same)."""
+    from omnivis.inference.explain import check_method
+    from omnivis.inference.explain_run import explain_images
+    from omnivis.inference.explain_tasks import adapter_for
+
+    report = explain_images(adapter_for(predictor), paths, method=check_method(method), out_dir=out,
+                            names=[str(p) for p in paths])
+    for result, explained in zip(results, report["results"]):
+        result["explanation"] = {"method": method, "layer": report["layer"], "maps": explained["explanations"]}
+    return [Path(e["overlay"]) for r in report["results"] for e in r["explanations"]]
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:

@@ -120,6 +120,7 @@ def load_shapes_multitask(n: int, img_size: int, seed: int) -> MultitaskData:
         [s.image for s in scenes], [shapes_class_map(s.masks, s.labels) for s in scenes], labels,
         f"builtin:shapes(seed={seed})",
         [s.boxes.astype(np.float32).reshape(-1, 4) for s in scenes], [s.labels.astype(np.int64) for s in scenes],
+        names=[f"shapes-seed{seed}/{i:04d}" for i in range(len(scenes))],  # as segment and detect name them
     )
 
 

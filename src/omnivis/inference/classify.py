@@ -21,6 +21,7 @@ from omnivis.deploy.graphs import ClassifierGraph
 from omnivis.bundle import Bundle
 from omnivis.errors import DataError
 from omnivis.inference.base import Predictor, held_out_wanted, image_names
+from omnivis.metrics.fairness import GroupTable, group_report, read_group_table
 from omnivis.metrics.report import write_json
 from omnivis.models.backbones import create_backbone
 from omnivis.models.heads import ImageClassifier
@@ -43,7 +44,12 @@ class ClassifyPredictor(Predictor):
         super().__init__(bundle, device)
         cfg = self.config
         backbone = create_backbone(cfg["backbone"], in_chans=int(cfg["in_chans"]), img_size=self.img_size)
-        self.model = self.ready(ImageClassifier(backbone, len(self.classes)))
+        model = ImageClassifier(backbone, len(self.classes))
+        if cfg.get("batchnorm_to_groupnorm"):  # trained with differential privacy: the same swap as training's
+            from omnivis.models.private import dp_compatible
+
+            model = dp_compatible(model)
+        self.model = self.ready(model)
         self.graph = ClassifierGraph(self.model, cfg["mean"], cfg["std"], len(self.classes)).eval()
         self.geometry = build_eval_geometry(self.img_size)
 
@@ -109,6 +115,7 @@ def evaluate_classifier(
     strict: bool = False,
     progress: bool = True,
     onnx: str | Path | None = None,
+    groups: str | Path | None = None,
 ) -> dict:
     """Metrics of a classifier bundle on labelled data, plus a confusion-matrix PNG in ``out_dir``.
 
@@ -117,6 +124,8 @@ def evaluate_classifier(
         split: ``val`` (the bundle's own held-out split), ``all``, or ``auto``: ``val`` when ``data``
             is the training data, else ``all``.
         onnx: score this exported file (``omnivis export``) with onnxruntime instead of the torch model.
+        groups: a ``path,group`` CSV of the evaluated images: every metric per group, with the gaps
+            (``per_group``; see ``omnivis.metrics.fairness``), and ``per_group.png`` in ``out_dir``.
     """
     # metrics (torchmetrics) are imported to evaluate, not to predict
     from omnivis.metrics.classification import (
@@ -128,11 +137,12 @@ def evaluate_classifier(
     if onnx is not None:
         predictor.use_onnx(onnx)
     cfg = predictor.config
+    full = data  # what a held-out split was drawn from: --groups rows for the rest of it are skipped
     if not isinstance(data, ClassificationData):
         spec = data or cfg["data"]
         manifest = cfg.get("manifest") if spec == cfg.get("data") else None
         held_out = held_out_wanted(split, spec, cfg.get("data"))
-        loaded = resolve_classification_data(spec, manifest=manifest, strict=strict)
+        loaded = full = resolve_classification_data(spec, manifest=manifest, strict=strict)
         if held_out:
             s = cfg["split"]
             _, val_idx = class_split(loaded, s["val_fraction"], s["seed"])
@@ -145,12 +155,15 @@ def evaluate_classifier(
     if not labelled:
         raise DataError(f"{data.source}: no labelled images to evaluate")
     samples = [data.samples[i] for i in labelled]
+    table = _group_table(groups, samples, full) if groups is not None else None  # a bad CSV fails before inference
     probs = predictor.predict_proba([s.source for s in samples], progress=progress)
     targets = torch.tensor([s.label for s in samples], dtype=torch.long)
     metrics = classification_metrics(probs, targets, predictor.classes)
     metrics["data"] = data.source
     if onnx is not None:
         metrics["onnx"] = str(onnx)
+    if table is not None:
+        metrics["per_group"] = _per_group(table, probs, targets, predictor.classes, out_dir)
     if out_dir is not None:
         path = plot_confusion_matrix(metrics["confusion_matrix"], predictor.classes, Path(out_dir) / "confusion_matrix.png")
         metrics["confusion_matrix_png"] = str(path)
@@ -162,3 +175,25 @@ def evaluate_classifier(
         ]
         metrics["predictions_json"] = str(write_json(scored, Path(out_dir) / "eval_predictions.json"))
     return metrics
+
+
+HEADLINE = ("accuracy", "macro_f1")
+
+
+def _group_table(groups: str | Path, samples: list, full: ClassificationData) -> GroupTable:
+    """The group of each evaluated sample; rows naming the rest of ``full`` (another split) are skipped."""
+    evaluated = {s.name for s in samples}
+    outside = [(s.name, s.source) for s in full.samples if s.name not in evaluated]
+    return read_group_table(groups, [s.name for s in samples], [s.source for s in samples], outside)
+
+
+def _per_group(table: GroupTable, probs: torch.Tensor, targets: torch.Tensor, classes: list[str],
+               out_dir: str | Path | None) -> dict:
+    """``classification_metrics`` on each group's images: the figures ``eval`` gives on that subset."""
+    from omnivis.metrics.classification import classification_metrics
+
+    def score(idx: np.ndarray) -> dict:
+        index = torch.from_numpy(idx)
+        return classification_metrics(probs[index], targets[index], classes)
+
+    return group_report(score, table, HEADLINE, out_dir)

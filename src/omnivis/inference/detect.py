@@ -27,6 +27,7 @@ from omnivis.deploy.graphs import DetectorGraph
 from omnivis.bundle import Bundle
 from omnivis.errors import DataError
 from omnivis.inference.base import Predictor, held_out_wanted, image_names
+from omnivis.metrics.fairness import GroupTable, group_report, read_group_table
 from omnivis.models.backbones import create_backbone
 from omnivis.models.detection import build_detector
 
@@ -164,6 +165,35 @@ class DetectPredictor(Predictor):
         return written
 
 
+HEADLINE = ("map", "map50")
+
+
+def _score(records: list, preds: list[dict], classes: list[str], masks: bool) -> dict:
+    """COCO mAP (torchmetrics, pycocotools backend) of ``preds`` against ``records``, with the
+    image and object counts: what ``evaluate_detector`` reports, for all images or a group of them."""
+    # metrics (torchmetrics) are imported to evaluate, not to predict
+    from omnivis.metrics.detection import new_map_metric, summarize_map
+
+    metric = new_map_metric(masks=masks)
+    for record, pred in zip(records, preds):
+        p = {"boxes": pred["boxes"], "scores": pred["scores"], "labels": pred["labels"] + 1}
+        t = {"boxes": torch.as_tensor(record.boxes).reshape(-1, 4), "labels": torch.as_tensor(record.labels) + 1}
+        if masks:
+            p["masks"] = pred["masks"]
+            t["masks"] = torch.as_tensor(record.masks, dtype=torch.bool)
+        metric.update([p], [t])
+    summary = summarize_map(metric.compute(), classes, masks=masks)
+    return {**summary, "num_images": len(records), "num_objects": int(sum(len(r.labels) for r in records))}
+
+
+def group_table(groups: str | Path, loaded: DetectionData, full: DetectionData) -> GroupTable:
+    """The group of each scored image (its COCO ``file_name`` or built-in name, or its image file);
+    rows naming the rest of ``full`` (the training split) are skipped."""
+    scored = {id(r) for r in loaded.records}
+    outside = [(r.name, r.source) for r in full.records if id(r) not in scored]
+    return read_group_table(groups, [r.name for r in loaded.records], [r.source for r in loaded.records], outside)
+
+
 def _align(data: DetectionData, classes: list[str]) -> DetectionData:
     """Relabel ``data`` into the model's class order; a class the model never saw is an error."""
     unknown = [c for c in data.classes if c not in classes]
@@ -179,24 +209,26 @@ def _align(data: DetectionData, classes: list[str]) -> DetectionData:
 
 
 def _eval_data(cfg: dict, data: str | DetectionData | None, split: str, strict: bool,
-               images: str | Path | None = None) -> DetectionData:
+               images: str | Path | None = None) -> tuple[DetectionData, DetectionData]:
+    """(the data to score, the data it was drawn from: the whole file when a held-out split is scored)."""
     if isinstance(data, DetectionData):
-        return data
+        return data, data
     spec = data or cfg["data"]
     train_cfg = cfg.get("train_config", {})
     held_out = held_out_wanted(split, spec, cfg.get("data"))
     if is_builtin_shapes(spec):  # the test scenes (seed 1): shapes' training scenes are never evaluated
-        return resolve_detection_data(spec, split="test", num_test=int(train_cfg.get("num_test", 200)),
+        test = resolve_detection_data(spec, split="test", num_test=int(train_cfg.get("num_test", 200)),
                                       img_size=int(cfg["img_size"]))
+        return test, test
     same = spec == cfg.get("data")
-    loaded = resolve_detection_data(spec, images or (cfg.get("images") if same else None), strict=strict)
+    loaded = full = resolve_detection_data(spec, images or (cfg.get("images") if same else None), strict=strict)
     if held_out:
         s = cfg["split"]
         _, val_idx = split_indices(len(loaded.records), s["val_fraction"], s["seed"], method="permutation")
         if not len(val_idx):
             raise DataError(f"{spec}: the bundle was trained without a held-out split; use --split all")
         loaded = loaded.subset(val_idx)
-    return loaded
+    return loaded, full
 
 
 def evaluate_detector(
@@ -208,6 +240,7 @@ def evaluate_detector(
     progress: bool = True,
     images: str | Path | None = None,
     onnx: str | Path | None = None,
+    groups: str | Path | None = None,
 ) -> dict:
     """COCO mAP of a detector bundle (box, and mask for Mask R-CNN), plus a PR-curve PNG in ``out_dir``.
 
@@ -218,31 +251,31 @@ def evaluate_detector(
         images: the image folder of a COCO ``data`` file (default: the JSON's folder, or the
             training run's ``--images`` when ``data`` is the training file).
         onnx: score this exported file (``omnivis export``) with onnxruntime instead of the torch model.
+        groups: a ``path,group`` CSV of the evaluated images: every metric per group, with the gaps
+            (``per_group``; see ``omnivis.metrics.fairness``), and ``per_group.png`` in ``out_dir``.
     """
-    # metrics (torchmetrics) are imported to evaluate, not to predict
-    from omnivis.metrics.detection import new_map_metric, plot_pr_curves, summarize_map
+    from omnivis.metrics.detection import plot_pr_curves
 
     predictor = DetectPredictor.from_dir(bundle_dir)
     if onnx is not None:
         predictor.use_onnx(onnx)
-    data = _align(_eval_data(predictor.bundle.config, data, split, strict, images), predictor.classes)
+    loaded, full = _eval_data(predictor.bundle.config, data, split, strict, images)
+    data = _align(loaded, predictor.classes)
     if not data.records:
         raise DataError(f"{data.source}: no images to evaluate")
+    table = group_table(groups, loaded, full) if groups is not None else None  # a bad CSV fails before inference
     masks = predictor.masks and data.has_masks
     preds = predictor.detect([r.source for r in data.records], progress=progress)
-    metric = new_map_metric(masks=masks)
-    for record, pred in zip(data.records, preds):
-        p = {"boxes": pred["boxes"], "scores": pred["scores"], "labels": pred["labels"] + 1}
-        t = {"boxes": torch.as_tensor(record.boxes).reshape(-1, 4), "labels": torch.as_tensor(record.labels) + 1}
-        if masks:
-            p["masks"] = pred["masks"]
-            t["masks"] = torch.as_tensor(record.masks, dtype=torch.bool)
-        metric.update([p], [t])
-    summary = summarize_map(metric.compute(), predictor.classes, masks=masks)
+    summary = _score(data.records, preds, predictor.classes, masks)
     curves = summary.pop("pr_curves")
     mask_curves = summary.pop("segm_pr_curves", None)
-    metrics = {**summary, "num_images": len(data.records), "num_objects": int(sum(len(r.labels) for r in data.records)),
-               "data": data.source, **({"onnx": str(onnx)} if onnx is not None else {})}
+    metrics = {**summary, "data": data.source, **({"onnx": str(onnx)} if onnx is not None else {})}
+    if table is not None:
+        def score(idx: np.ndarray) -> dict:
+            scored = _score([data.records[int(i)] for i in idx], [preds[int(i)] for i in idx], predictor.classes, masks)
+            return {k: v for k, v in scored.items() if not k.endswith("pr_curves")}
+
+        metrics["per_group"] = group_report(score, table, HEADLINE, out_dir)
     if out_dir is not None:
         out_dir = Path(out_dir)
         metrics["pr_curve_png"] = str(plot_pr_curves(curves, out_dir / "pr_curve.png"))

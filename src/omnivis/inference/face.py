@@ -254,6 +254,7 @@ def evaluate_face(
         calibrate: also store the threshold for ``far`` on these pairs in the bundle.
     """
     from omnivis.metrics.face_report import write_face_report
+    from omnivis.metrics.fairness import plot_group_metrics
 
     predictor = FacePredictor.from_dir(bundle_dir)
     evalset = _eval_set(predictor, data, split, strict, images)
@@ -286,7 +287,11 @@ def evaluate_face(
         if missing:
             raise DataError(f"{groups}: no group for identity '{missing[0]}' ({len(missing)} missing)")
         group_of = np.array([table[name] for name in evalset.people])
-        metrics["per_group"] = per_group(scores, p.same, group_of[p.first], group_of[p.second], p.fold)
+        report = per_group(scores, p.same, group_of[p.first], group_of[p.second], p.fold)
+        report = {"csv": str(groups), **report, "headline": ["auc", "eer", "tar_at_far_0.01"]}
+        if out_dir is not None:
+            report["png"] = str(plot_group_metrics(report, report["headline"], Path(out_dir) / "per_group.png"))
+        metrics["per_group"] = report
     if out_dir is not None:
         metrics.update(write_face_report(Path(out_dir), evalset, scores, metrics))
     return metrics

@@ -32,6 +32,7 @@ from omnivis.data.splits import split_indices
 from omnivis.bundle import Bundle
 from omnivis.errors import DataError
 from omnivis.inference.base import Predictor, held_out_wanted, image_names
+from omnivis.metrics.fairness import GroupTable, group_report, read_group_table
 from omnivis.metrics.masks import (
     mask_results,
     mask_summary,
@@ -207,6 +208,7 @@ def evaluate_multitask(
     progress: bool = True,
     images: str | Path | None = None,
     labels: str | Path | None = None,
+    groups: str | Path | None = None,
 ) -> dict:
     """Per-task metrics of the bundle's heads: classification ``accuracy``; segmentation ``miou``,
     ``dice``, ``pixel_accuracy``, ``per_class`` IoU/Dice; detection COCO ``map``, ``map50``, ``map75``,
@@ -222,16 +224,50 @@ def evaluate_multitask(
         strict: a bad record of a COCO file is an error instead of being skipped.
         images, labels: the images folder and ``path,label`` CSV of another COCO file (default: for
             the training file, the ones it was trained with; else the JSON's folder and no labels).
+        groups: a ``path,group`` CSV of the evaluated images: every metric per group, with the gaps
+            (``per_group``; see ``omnivis.metrics.fairness``), and ``per_group.png`` in ``out_dir``.
     """
+    predictor = MultitaskPredictor.from_dir(bundle_dir)
+    cfg = predictor.config
+    full = data
+    if not isinstance(data, MultitaskData):
+        data, full = _eval_data(cfg, data, split, strict, predictor.img_size, images, labels)
+    data = align_classes(data, predictor.classes if data.classes else [], predictor.det_classes)
+    table = group_table(groups, data, full) if groups is not None else None  # a bad CSV fails before inference
+    outputs = predictor.predict_outputs(data.images, progress=progress)
+    metrics = _score(outputs, data, predictor, out_dir)
+    metrics["num_images"] = len(data)
+    metrics["data"] = data.source
+    if table is not None:
+        def score(idx: np.ndarray) -> dict:
+            picked = {k: v[torch.from_numpy(idx)] if isinstance(v, torch.Tensor) else [v[int(i)] for i in idx]
+                      for k, v in outputs.items()}
+            return {**_score(picked, data.subset(idx), predictor, None), "num_images": len(idx)}
+
+        metrics["per_group"] = group_report(score, table, HEADLINE, out_dir)
+    if out_dir is not None:
+        metrics.update(_write_scored(outputs, data, predictor, Path(out_dir)))
+    return metrics
+
+
+HEADLINE = ("accuracy", "miou", "map")
+
+
+def group_table(groups: str | Path, data: MultitaskData, full: MultitaskData) -> GroupTable:
+    """The group of each scored image (its COCO ``file_name`` or built-in name, or its image file);
+    rows naming the rest of ``full`` (the training split) are skipped."""
+    names = [data.name(i) for i in range(len(data))]
+    sources = [im if isinstance(im, (str, Path)) else None for im in data.images]
+    scored = set(names)
+    outside = [(full.name(i), full.images[i]) for i in range(len(full)) if full.name(i) not in scored]
+    return read_group_table(groups, names, sources, outside)
+
+
+def _score(outputs: dict, data: MultitaskData, predictor: MultitaskPredictor, out_dir: str | Path | None) -> dict:
+    """Each head's metrics on ``data`` (all the evaluated images, or a group of them) from its outputs."""
     # metrics (torchmetrics) are imported to evaluate, not to predict
     from omnivis.metrics.segmentation import confusion_to_metrics, metrics_report, pixel_confusion, plot_per_class_iou
 
-    predictor = MultitaskPredictor.from_dir(bundle_dir)
-    cfg = predictor.config
-    if not isinstance(data, MultitaskData):
-        data = _eval_data(cfg, data, split, strict, predictor.img_size, images, labels)
-    data = align_classes(data, predictor.classes if data.classes else [], predictor.det_classes)
-    outputs = predictor.predict_outputs(data.images, progress=progress)
     metrics: dict = {}
     if "classify" in predictor.tasks:
         labels = torch.tensor(data.labels)
@@ -252,10 +288,6 @@ def evaluate_multitask(
             metrics["per_class_iou_png"] = str(plot_per_class_iou(seg["per_class"], Path(out_dir) / "per_class_iou.png"))
     if "detect" in predictor.tasks:
         metrics.update(_detection_metrics(outputs["detect"], data, predictor.det_classes, out_dir))
-    metrics["num_images"] = len(data)
-    metrics["data"] = data.source
-    if out_dir is not None:
-        metrics.update(_write_scored(outputs, data, predictor, Path(out_dir)))
     return metrics
 
 
@@ -280,8 +312,9 @@ def _write_scored(outputs: dict, data: MultitaskData, predictor: MultitaskPredic
 
 
 def _eval_data(cfg: dict, data: str | None, split: str, strict: bool, img_size: int,
-               images: str | Path | None, labels: str | Path | None) -> MultitaskData:
-    """What ``data`` + ``split`` name, loaded: the shapes scenes or (part of) a COCO file."""
+               images: str | Path | None, labels: str | Path | None) -> tuple[MultitaskData, MultitaskData]:
+    """What ``data`` + ``split`` name, loaded: the shapes scenes or (part of) a COCO file; and the data
+    it was drawn from (the whole file when a held-out split is scored)."""
     spec = data if data is not None else cfg.get("data", "builtin:shapes")
     same = not is_builtin_shapes(cfg.get("data", "")) and _absolute(str(spec)) == cfg.get("data")
     held_out = held_out_wanted(split, _absolute(str(spec)) if same else str(spec), cfg.get("data"))
@@ -292,13 +325,13 @@ def _eval_data(cfg: dict, data: str | None, split: str, strict: bool, img_size: 
         loaded = load_shapes_multitask(s.get("val_images") or 200, img_size, s["val_seed"])
         if split == "all":
             loaded = load_shapes_multitask(s["train_size"], img_size, s["train_seed"]) + loaded
-        return loaded
+        return loaded, loaded
     if not str(spec).lower().endswith(".json"):
         raise DataError(f"{spec}: a multitask model is evaluated on builtin:shapes or a COCO JSON file")
     if same:
         images = images if images is not None else cfg.get("images")
         labels = labels if labels is not None else cfg.get("labels")
-    loaded = load_coco_multitask(spec, images, labels, strict=strict)
+    loaded = full = load_coco_multitask(spec, images, labels, strict=strict)
     if held_out:
         s = cfg["split"]
         if "val_fraction" not in s:
@@ -307,7 +340,7 @@ def _eval_data(cfg: dict, data: str | None, split: str, strict: bool, img_size: 
         if not len(val_idx):
             raise DataError(f"{spec}: the bundle was trained without a held-out split; use --split all")
         loaded = loaded.subset(val_idx)
-    return loaded
+    return loaded, full
 
 
 def _detection_metrics(preds: list[dict], data: MultitaskData, classes: list[str], out_dir: str | Path | None) -> dict:

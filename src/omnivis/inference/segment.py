@@ -31,6 +31,7 @@ from omnivis.deploy.graphs import SegmenterGraph
 from omnivis.bundle import Bundle
 from omnivis.errors import DataError
 from omnivis.inference.base import Predictor, held_out_wanted, image_names
+from omnivis.metrics.fairness import GroupTable, group_report, read_group_table
 from omnivis.metrics.masks import mask_results, mask_summary, write_mask_pictures
 from omnivis.metrics.report import write_json
 from omnivis.models.backbones import create_backbone
@@ -99,9 +100,11 @@ class SegmentPredictor(Predictor):
         return write_mask_pictures(paths, masks, len(self.classes), out_dir)
 
 
-def _eval_data(cfg: dict, data: str | SegmentationData | None, split: str, strict: bool) -> SegmentationData:
+def _eval_data(cfg: dict, data: str | SegmentationData | None, split: str,
+               strict: bool) -> tuple[SegmentationData, SegmentationData]:
+    """(the data to score, the data it was drawn from: the whole folder when a held-out split is scored)."""
     if isinstance(data, SegmentationData):
-        return data
+        return data, data
     spec = data or cfg["data"]
     held_out = held_out_wanted(split, spec, cfg.get("data"))
     s = cfg["split"]
@@ -109,15 +112,26 @@ def _eval_data(cfg: dict, data: str | SegmentationData | None, split: str, stric
         val = load_shapes_segmentation(s.get("val_images") or 200, cfg["img_size"], s.get("val_seed", 1))
         if split == "all":
             train = load_shapes_segmentation(s["train_size"], cfg["img_size"], s.get("train_seed", 0))
-            return SegmentationData(train.samples + val.samples, val.classes, "builtin:shapes(train+val)")
-        return val
-    loaded = resolve_segmentation_data(spec, strict=strict)
+            val = SegmentationData(train.samples + val.samples, val.classes, "builtin:shapes(train+val)")
+        return val, val
+    loaded = full = resolve_segmentation_data(spec, strict=strict)
     if held_out:
         if not s["val_fraction"]:
             raise DataError(f"{spec}: the bundle was trained without a held-out split; use --split all")
         _, val_idx = split_indices(len(loaded), s["val_fraction"], seed=s["seed"])
         loaded = loaded.subset(val_idx)
-    return loaded
+    return loaded, full
+
+
+HEADLINE = ("miou", "dice", "pixel_accuracy")
+
+
+def group_table(groups: str | Path, loaded: SegmentationData, full: SegmentationData) -> GroupTable:
+    """The group of each scored image (named as the reader names it, or by its image file); rows
+    naming the rest of ``full`` (the training split) are skipped."""
+    scored = {id(s) for s in loaded.samples}
+    outside = [(s.name, s.image) for s in full.samples if id(s) not in scored]
+    return read_group_table(groups, [s.name for s in loaded.samples], [s.image for s in loaded.samples], outside)
 
 
 def class_remap(data: SegmentationData, classes: list[str]) -> np.ndarray | None:
@@ -143,6 +157,7 @@ def evaluate_segmenter(
     strict: bool = False,
     progress: bool = True,
     onnx: str | Path | None = None,
+    groups: str | Path | None = None,
 ) -> dict:
     """mIoU, Dice, pixel accuracy and per-class IoU of a segmentation bundle, at each mask's own size.
 
@@ -154,6 +169,8 @@ def evaluate_segmenter(
             (COCO stuff-segmentation results, one RLE per class per image) and ``eval_images.json``
             (the image ids' names and sizes). None: nothing is written.
         onnx: score this exported file (``omnivis export``) with onnxruntime instead of the torch model.
+        groups: a ``path,group`` CSV of the evaluated images: every metric per group, with the gaps
+            (``per_group``; see ``omnivis.metrics.fairness``), and ``per_group.png`` in ``out_dir``.
     """
     # metrics (torchmetrics) are imported to evaluate, not to predict
     from omnivis.metrics.segmentation import (
@@ -166,7 +183,9 @@ def evaluate_segmenter(
     predictor = SegmentPredictor.from_dir(bundle_dir)
     if onnx is not None:
         predictor.use_onnx(onnx)
-    loaded = _eval_data(predictor.config, data, split, strict)
+    loaded, full = _eval_data(predictor.config, data, split, strict)
+    table = group_table(groups, loaded, full) if groups is not None else None  # a bad CSV fails before inference
+    per_image: list[torch.Tensor] = []  # each image's pixel confusion, to score groups of images
     remap = class_remap(loaded, predictor.classes)
     num_classes = len(predictor.classes)
     confusion = pixel_confusion(len(predictor.classes))
@@ -187,6 +206,10 @@ def evaluate_segmenter(
                 raise DataError(f"{sample.name}: mask has class index {int(valid.max())} but the model knows "
                                 f"{num_classes} classes ({', '.join(predictor.classes)})")
             confusion.update(torch.from_numpy(pred).long().reshape(-1), torch.from_numpy(target).long().reshape(-1))
+            if table is not None:
+                one = pixel_confusion(num_classes)
+                one.update(torch.from_numpy(pred).long().reshape(-1), torch.from_numpy(target).long().reshape(-1))
+                per_image.append(one.compute())
             if out_dir is not None:
                 scored += mask_results(len(scored_images), pred, len(predictor.classes))
                 scored_images.append({"id": len(scored_images), "file_name": sample.name,
@@ -196,6 +219,12 @@ def evaluate_segmenter(
     metrics["data"] = loaded.source
     if onnx is not None:
         metrics["onnx"] = str(onnx)
+    if table is not None:
+        def score(idx: np.ndarray) -> dict:
+            total = torch.stack([per_image[int(i)] for i in idx]).sum(0)
+            return {**metrics_report(confusion_to_metrics(total), predictor.classes), "num_images": len(idx)}
+
+        metrics["per_group"] = group_report(score, table, HEADLINE, out_dir)
     if out_dir is not None:
         metrics["per_class_iou_png"] = str(plot_per_class_iou(metrics["per_class"], Path(out_dir) / "per_class_iou.png"))
         metrics["predictions_json"] = str(write_json(scored, Path(out_dir) / "eval_predictions.json"))

@@ -15,6 +15,7 @@ import torch
 from torchmetrics.functional.classification import binary_auroc, binary_roc
 
 from omnivis.errors import DataError
+from omnivis.metrics.fairness import gap_and_ratio
 
 FARS: tuple[float, ...] = (1e-1, 1e-2, 1e-3)
 
@@ -156,8 +157,9 @@ def identification_metrics(gallery: torch.Tensor, gallery_labels: Sequence[int],
 
 def per_group(scores: np.ndarray, same: np.ndarray, first_group: np.ndarray, second_group: np.ndarray,
               folds: np.ndarray | None = None) -> dict:
-    """Verification figures within each group (both images of a pair in it) and the largest gap
-    between groups for each figure; groups without both kinds of pair are reported as such."""
+    """Verification figures within each group (both images of a pair in it), the largest gap (max -
+    min) and the ratio (min / max) between groups for each figure; groups without both kinds of pair
+    are reported as such and left out of the gaps."""
     groups: dict = {}
     for group in sorted(set(first_group.tolist()) | set(second_group.tolist())):
         inside = (first_group == group) & (second_group == group)
@@ -165,11 +167,8 @@ def per_group(scores: np.ndarray, same: np.ndarray, first_group: np.ndarray, sec
             groups[group] = {"pairs": int(inside.sum()), "note": "needs genuine and impostor pairs"}
             continue
         groups[group] = verification_metrics(scores[inside], same[inside], None if folds is None else folds[inside])
-    scored = [g for g in groups.values() if "auc" in g]
-    gaps = {}
-    if len(scored) > 1:
-        for key in ("auc", "eer", "tar_at_far_0.01", "tar_at_far_0.1"):
-            values = [g[key] for g in scored]
-            gaps[key] = float(max(values) - min(values))
-    return {"groups": groups, "largest_gap": gaps}
+    # the report shape of every task's --groups (omnivis.metrics.fairness): counts here are pairs
+    gaps, ratios = gap_and_ratio(groups, ("auc", "eer", "tar_at_far_0.01", "tar_at_far_0.1"))
+    return {"groups": groups, "counts": {g: row["pairs"] for g, row in groups.items()}, "largest_gap": gaps,
+            "ratio": ratios}
 

@@ -141,7 +141,7 @@ class Gate:
 def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None) -> FastAPI:
     """An app serving ``models`` (name -> loaded model). Batchers start with the app and stop after it
     has answered its in-flight requests."""
-    from omnivis.serve import routes_edit, routes_face, routes_kserve, routes_omnivis, routes_openai
+    from omnivis.serve import routes_edit, routes_explain, routes_face, routes_kserve, routes_omnivis, routes_openai
 
     config = config or ServeConfig()
     metrics = ServerMetrics()
@@ -151,6 +151,7 @@ def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None
     async def lifespan(app: FastAPI):
         for batcher in app.state.batchers.values():
             batcher.start()
+        app.state.explain_copies = {}  # routes_explain's private model copies; their asyncio locks are this loop's
         app.state.ready = True
         yield
         app.state.ready = False
@@ -162,6 +163,7 @@ def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None
                   "and the KServe v2 (Open Inference Protocol) REST API.")
     app.state.models, app.state.config, app.state.metrics = models, config, metrics
     app.state.ready, app.state.draining = False, False
+    app.state.explain_copies = {}
     app.state.batchers = {name: MicroBatcher(name, model.run_batch, policy, metrics.observer(name),
                                              metrics.dropper(name)) for name, model in models.items()}
     for name, batcher in app.state.batchers.items():
@@ -210,6 +212,7 @@ def create_app(models: dict[str, ServedModel], config: ServeConfig | None = None
     app.include_router(routes_face.router, dependencies=guard)  # before /api/{task}/{model}: /api/face/verify/...
     app.include_router(routes_edit.router, dependencies=guard)  # before /api/{task}/{model}
     app.include_router(routes_omnivis.router, dependencies=guard)
+    app.include_router(routes_explain.router, dependencies=guard)
     app.include_router(routes_openai.router, dependencies=guard)
     app.include_router(routes_kserve.router)  # server metadata and health stay open
     app.include_router(routes_kserve.models_router, dependencies=guard)

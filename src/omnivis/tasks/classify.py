@@ -19,6 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from omnivis.config import config_to_dict
 from omnivis.data.builtin import resolve_classification_data
+from omnivis.data.poisson import poisson_datamodule
 from omnivis.data.transforms import (
     AugmentConfig,
     build_batch_mix,
@@ -28,8 +29,10 @@ from omnivis.errors import ConfigError, DataError
 from omnivis.inference.classify import TASK, class_split, evaluate_classifier
 from omnivis.models.backbones import create_backbone
 from omnivis.models.heads import ImageClassifier
+from omnivis.models.private import dp_compatible
 from omnivis.tasks.common import log_training, warmup_cosine_for
 from omnivis.tasks.labelled_images import labelled_image_datamodule, resolve_from_data
+from omnivis.tasks.private import CHECKPOINT_KEY, PrivateTraining, check_budget, resolve_delta
 from omnivis.tasks.run import TrainingPlan, run_training
 
 
@@ -61,6 +64,14 @@ class ClassifyConfig:
         dropout: dropout before the linear head.
         drop_path: stochastic-depth rate of the backbone (timm's ``drop_path_rate``; 0: off).
         augment: training augmentation.
+        dp_epsilon: train with differential privacy (DP-SGD, Opacus) spending at most this epsilon
+            over the whole schedule (None: not private). Batch-norm becomes group-norm, batches are
+            Poisson-sampled, each image's gradient is clipped and noise calibrated to reach the
+            target; the spent epsilon is logged every epoch and kept in the bundle. One device;
+            no Mixup/CutMix.
+        dp_delta: the privacy delta (None: 1e-5, or 1/(10 N) for more than 10,000 training
+            images); must be below 1/N.
+        dp_max_grad_norm: the L2 norm each image's gradient is clipped to under ``dp_epsilon``.
         trainer: engine settings (epochs, devices, precision, checkpoints ...).
     """
 
@@ -83,6 +94,9 @@ class ClassifyConfig:
     dropout: float = 0.0
     drop_path: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    dp_epsilon: float | None = None
+    dp_delta: float | None = None
+    dp_max_grad_norm: float = 1.0
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(epochs=None))
 
     def __post_init__(self) -> None:
@@ -98,6 +112,12 @@ class ClassifyConfig:
             raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.unfreeze_after < 0 or (self.unfreeze_after and not self.freeze_backbone):
             raise ConfigError("unfreeze_after needs freeze_backbone and must be >= 0")
+        if self.dp_epsilon is not None and self.dp_epsilon <= 0 or self.dp_max_grad_norm <= 0:
+            raise ConfigError(f"dp_epsilon must be > 0 (got {self.dp_epsilon}) and dp_max_grad_norm > 0 "
+                              f"(got {self.dp_max_grad_norm})")
+        if self.dp_epsilon is not None and (self.augment.mixup or self.augment.cutmix):
+            raise ConfigError("--dp-epsilon clips each image's gradient, and Mixup/CutMix blend images of a batch "
+                              "into one another's; drop --mixup/--cutmix (or --dp-epsilon)")
 
     @property
     def mode(self) -> str:
@@ -109,17 +129,21 @@ def build_model(config: ClassifyConfig, num_classes: int) -> ImageClassifier:
         config.model, in_chans=config.channels, pretrained=config.init_from, img_size=config.img_size,
         drop_path_rate=config.drop_path,
     )
-    return ImageClassifier(backbone, num_classes, dropout=config.dropout)
+    model = ImageClassifier(backbone, num_classes, dropout=config.dropout)
+    return dp_compatible(model) if config.dp_epsilon is not None else model
 
 
 class ClassifyModule(pl.LightningModule):
     """Cross-entropy training (with label smoothing and optional Mixup/CutMix) of an ImageClassifier."""
 
-    def __init__(self, config: ClassifyConfig, classes: Sequence[str]) -> None:
+    def __init__(self, config: ClassifyConfig, classes: Sequence[str], train_size: int | None = None) -> None:
         super().__init__()
         self.config = config
         self.classes = list(classes)
         self.model = build_model(config, len(self.classes))
+        self.privacy = None if config.dp_epsilon is None else PrivateTraining(
+            self.model, epsilon=config.dp_epsilon, delta=config.dp_delta, max_grad_norm=config.dp_max_grad_norm,
+            batch_size=config.batch_size, train_size=train_size)
         self.batch_mix = build_batch_mix(config.augment, len(self.classes))
         self.val_accuracy = MulticlassAccuracy(num_classes=len(self.classes), average="micro")
 
@@ -139,9 +163,24 @@ class ClassifyModule(pl.LightningModule):
         images, labels = batch
         if self.batch_mix is not None:
             images, labels = self.batch_mix(images, labels)
-        loss = F.cross_entropy(self.model(images), labels, label_smoothing=self.config.label_smoothing)
-        log_training(self, {"train/loss": loss})
+        if self.privacy is not None:
+            loss = self.privacy.loss(images, labels, self.config.label_smoothing)
+        else:
+            loss = F.cross_entropy(self.model(images), labels, label_smoothing=self.config.label_smoothing)
+        log_training(self, {"train/loss": loss}, batch_size=max(1, len(labels)))
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self.privacy is not None:
+            self.log("train/dp_epsilon", self.privacy.spent(), prog_bar=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.privacy is not None:
+            checkpoint[CHECKPOINT_KEY] = self.privacy.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.privacy is not None:
+            self.privacy.load_state_dict(checkpoint.get(CHECKPOINT_KEY), int(checkpoint.get("global_step", 0)))
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels = batch
@@ -159,8 +198,11 @@ class ClassifyModule(pl.LightningModule):
             head = list(self.model.head.parameters())
             groups.append({"params": [p for p in head if p.ndim > 1], "weight_decay": self.config.weight_decay})
             groups.append({"params": [p for p in head if p.ndim <= 1], "weight_decay": 0.0})
-        return warmup_cosine_for(self, self.model, self.config.lr, self.config.weight_decay, self.config.warmup_epochs,
-                                 param_groups=groups)
+        optimizers = warmup_cosine_for(self, self.model, self.config.lr, self.config.weight_decay,
+                                       self.config.warmup_epochs, param_groups=groups)
+        if self.privacy is not None:
+            return self.privacy.wrap(optimizers, self.trainer.estimated_stepping_batches, self.trainer.world_size)
+        return optimizers
 
 
 def bundle_config(config: ClassifyConfig, classes: Sequence[str], train_size: int,
@@ -178,6 +220,7 @@ def bundle_config(config: ClassifyConfig, classes: Sequence[str], train_size: in
         "split": {"val_fraction": config.val_fraction, "seed": config.trainer.seed, "train_size": train_size},
         "init_from": config.init_from,
         "train_config": config_to_dict(config),
+        **({"batchnorm_to_groupnorm": True, "dp": {}} if config.dp_epsilon is not None else {}),
     }
 
 
@@ -190,14 +233,21 @@ def classify_plan(config: ClassifyConfig, stats: tuple[Sequence[float], Sequence
     train_idx, val_idx = class_split(data, config.val_fraction, config.trainer.seed)
     train = data.subset(train_idx)
     config, (mean, std), choices = resolve_from_data(config, train, stats)
+    private = config.dp_epsilon is not None
+    if private:
+        config, line = resolve_delta(config, len(train))
+        choices += [line] if line else []
     held_out = data.subset(val_idx) if len(val_idx) else None
     datamodule, lines = labelled_image_datamodule(config, train, held_out, mean, std)
     choices += lines
+    header = bundle_config(config, data.classes, len(train_idx), mean, std)
     return TrainingPlan(
         command="omnivis train classify",
-        datamodule=datamodule,
-        build_module=lambda: ClassifyModule(config, data.classes),
-        header=bundle_config(config, data.classes, len(train_idx), mean, std),
+        datamodule=poisson_datamodule(datamodule) if private else datamodule,
+        build_module=lambda: ClassifyModule(config, data.classes, len(train_idx)),
+        header=header,
+        check=(lambda resolved: check_budget(resolved, len(train_idx))) if private else None,
+        finish=(lambda module, trainer: privacy_spent(module, header)) if private else None,
         evaluate=(lambda bundle, progress: evaluate_classifier(bundle, data=held_out, out_dir=bundle, progress=progress))
         if held_out else None,
         summary_keys=SUMMARY_KEYS,
@@ -206,6 +256,14 @@ def classify_plan(config: ClassifyConfig, stats: tuple[Sequence[float], Sequence
         config=config,
         choices=choices,
     )
+
+
+def privacy_spent(module: ClassifyModule, header: dict) -> dict:
+    """After a private run: the accountant's record into the header's ``dp`` (written with the bundle
+    right after this) and the same numbers, prefixed ``dp_``, for ``metrics.json``."""
+    header["dp"] = module.privacy.record()
+    numbers = {key: value for key, value in header["dp"].items() if type(value) in (int, float)}  # not the flags
+    return {f"dp_{key}": value for key, value in numbers.items()}
 
 
 def train_classifier(config: ClassifyConfig, out: str | Path, resume: bool = False,

@@ -68,6 +68,9 @@ class DistillConfig(ClassifyConfig):
         super().__post_init__()
         if not self.teacher:
             raise ConfigError("distillation needs a teacher bundle")
+        if self.dp_epsilon is not None:
+            raise ConfigError("a distilled student learns from a teacher that saw the data, so it is not private; "
+                              "train it with omnivis train classify --dp-epsilon instead")
         if self.temperature <= 0 or not 0.0 <= self.alpha <= 1.0 or self.feature_weight < 0:
             raise ConfigError("temperature must be > 0, alpha in [0, 1] and feature_weight >= 0")
 

@@ -66,6 +66,9 @@ class TrainingPlan:
         choices: one line per default taken from the data, printed at the start of the run and
             kept in the bundle under ``data_defaults``.
         step_range: the fewest and most steps a data-sized schedule takes (``tasks/budget.py``).
+        check: (config with its schedule fixed) -> lines to print with the choices; runs before any
+            file is written, so what only the schedule decides (a privacy budget the steps cannot
+            meet) fails as a ConfigError while ``out`` is still untouched.
     """
 
     command: str
@@ -84,6 +87,7 @@ class TrainingPlan:
     config: Any = None
     choices: list[str] = field(default_factory=list)
     step_range: tuple[int, int] = (MIN_STEPS, MAX_STEPS)
+    check: Callable[[Any], list[str]] | None = None
 
 
 def run_training(
@@ -108,6 +112,8 @@ def run_training(
     config, schedule = fit_schedule(config, plan.build_module, plan.datamodule, plan.step_range)
     config, stopping = resolve_patience(config, plan.monitor)
     choices = [*plan.choices, *(line for line in (schedule, stopping) if line)]
+    if plan.check is not None:
+        choices += plan.check(config)
     if choices and _is_rank_zero():
         for line in choices:
             _console.print(f"[dim]omnivis:[/] {line}", highlight=False, soft_wrap=True)

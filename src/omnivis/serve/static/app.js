@@ -11,10 +11,13 @@ const PALETTE = [  // fixed, so a class keeps its colour between runs; class 0 (
   [255, 225, 25], [128, 0, 0], [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128],
 ];
 const IMAGE_TASKS = ["classify", "detect", "segment", "multitask", "face", "edit"];
+const EXPLAINED_TASKS = ["classify", "detect", "segment", "multitask"];  // /api/explain takes these
 const CANVAS_SIZE = 480;  // the longer side of the drawn result, whatever the image's size
 const OVERLAY_ALPHA = 120;
 
-const state = { models: [], key: "", file: null };
+// shown: the model whose prediction is on the page (what a heat map explains); run: bumped whenever
+// the result is cleared, so an explanation that arrives after that is dropped
+const state = { models: [], key: "", file: null, shown: null, run: 0 };
 const $ = (id) => document.getElementById(id);
 
 function colour(index, alpha = 1) {
@@ -119,6 +122,7 @@ function showModel() {
   $("box").hidden = $("box-label").hidden = !inpainting;
   $("strength").hidden = $("strength-label").hidden = inpainting;
   $("style").hidden = $("style-label").hidden = !(model.task === "edit" && model.op === "style");
+  $("explain-inputs").hidden = !EXPLAINED_TASKS.includes(model.task);
 }
 
 function describe(model) {
@@ -200,6 +204,13 @@ async function run() {
     const answer = model.task === "generate" ? await generate(model) : await predict(model);
     showLatency(answer.latency_ms);
     await draw(model, answer);
+    if (EXPLAINED_TASKS.includes(model.task)) {
+      state.shown = model;
+      if ($("explain").checked) {
+        button.textContent = "Explaining…";
+        await showExplanation();
+      }
+    }
   } catch (err) {
     fail(err);
   } finally {
@@ -260,6 +271,59 @@ function showLatency(latency) {
 function clearResult() {
   $("result").replaceChildren();
   $("latency").textContent = "";
+  state.shown = null;
+  state.run += 1;
+}
+
+// --- heat maps ----------------------------------------------------------------------------------
+
+function explainRequest(model) {
+  const form = new FormData();
+  form.append("image", state.file, state.file.name);
+  form.append("method", $("explain-method").value);
+  form.append("top_k", "3");
+  return api(`/api/explain/${encodeURIComponent(model.name)}`, { method: "POST", body: form });
+}
+
+/** Asks /api/explain about the image whose prediction is shown, and puts its overlays beside it. */
+async function showExplanation() {
+  const model = state.shown;
+  const previous = $("heatmaps");
+  if (previous) previous.remove();  // unticked, or another method: the old maps go
+  if (!model || !$("explain").checked || !state.file) return;
+  const run = state.run;
+  const box = el("div", { class: "heatmaps", id: "heatmaps" }, el("h3", {}, "Heat map"),
+    el("p", { class: "muted small" }, `computing ${$("explain-method").value}…`));
+  $("result").append(box);
+  try {
+    const answer = await explainRequest(model);
+    if (run !== state.run) return;  // another image or model is shown by now
+    box.replaceChildren(...heatmapFigures(answer));
+  } catch (err) {
+    if (run !== state.run) return;
+    box.remove();
+    fail(err);
+  }
+}
+
+/** The answer's maps: each overlay with its target and score; every text goes in as text, never as HTML. */
+function heatmapFigures(answer) {
+  const title = el("h3", {}, `Heat map · ${answer.method} at ${answer.layer}`);
+  const maps = answer.maps || [];
+  if (!maps.length) return [title, el("p", { class: "muted small" }, "nothing to explain: the model found no objects")];
+  const figures = el("div", { class: "grid" });
+  for (const map of maps) {
+    const [w, h] = map.overlay_size || [0, 0];
+    const scale = Math.max(1, Math.floor(192 / Math.max(w, h, 1)));  // small images: whole-pixel enlargement
+    const img = el("img", { class: "heatmap", src: `data:image/png;base64,${map.overlay_png}`,
+      alt: `heat map for ${map.target}` });
+    img.style.width = `${Math.min(w * scale, 280)}px`;
+    const what = map.kind === "box" ? "box" : map.kind === "pixels" ? "pixels" : "class";
+    figures.append(el("figure", { class: "heatmap-figure" }, img,
+      el("figcaption", {}, el("strong", {}, String(map.target)),
+        ` · ${what} score ${Number(map.score).toFixed(3)}`)));
+  }
+  return [title, figures];
 }
 
 // --- drawing the answers --------------------------------------------------------------------------
@@ -442,6 +506,8 @@ document.addEventListener("DOMContentLoaded", () => {
   wireDropZone();
   $("model").addEventListener("change", showModel);
   $("run").addEventListener("click", run);
+  $("explain").addEventListener("change", showExplanation);
+  $("explain-method").addEventListener("change", showExplanation);
   $("key-use").addEventListener("click", useKey);
   $("api-key").addEventListener("keydown", (e) => { if (e.key === "Enter") useKey(); });
   loadModels();
