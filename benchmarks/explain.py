@@ -1,7 +1,8 @@
 """Do the maps point at the object? Saliency peaks vs the object's mask on one-shape scenes, CNN and ViT.
 
 Scenes with exactly one circle, square or triangle (``make_shapes(..., max_objects=1)``, 64 px) are
-written as a class folder (train: seed 0, test: seed 1) and a classifier is trained on it with
+written as a class folder (3,000 train scenes of seed 0, 200 test scenes of seed 1; with 600 the
+default CNN stayed at 0.42 test accuracy) and a classifier is trained on it with
 ``omnivis train classify``'s defaults, once with the default CNN and once with ``omnivis_vit_tiny``.
 For every correctly classified test image, each method's map peak (``omnivis explain``'s ``peak``) is
 checked against the object's mask. References in the same run: the image centre as the "peak" and a
@@ -9,7 +10,7 @@ uniformly random pixel (its hit rate is the mean mask area). The model-randomiza
 mean Spearman correlation between the trained model's maps and those of the model with its top
 re-initialized (target: < 0.5 for Grad-CAM).
 
-    python benchmarks/explain.py            # train both models with the defaults (about 10 minutes)
+    python benchmarks/explain.py            # train both models with the defaults (about 13 minutes)
     python benchmarks/explain.py --quick    # 2 epochs, 120 scenes: checks the script runs
 """
 

@@ -16,6 +16,8 @@
     python benchmarks/run.py face_detect  # (n) a face detector trained on generated scenes vs OpenCV's Haar cascade
     python benchmarks/run.py face       # (o) ArcFace on unseen ORL people vs pixels, eigenfaces, LBP and softmax
     python benchmarks/run.py edit       # (p) image editing vs bicubic, non-local means, OpenCV inpainting, CLAHE/gamma
+    python benchmarks/run.py privacy    # (q) DP-SGD on digits at epsilon 1, 3, 8 vs non-private; membership-attack AUC
+    python benchmarks/run.py explain    # (r) saliency peaks on the object (CNN, ViT) vs centre/random; sanity check
 
 Results are printed with ratios and merged into benchmarks/results.json.
 """
@@ -257,7 +259,7 @@ def ssl_benchmark(method: str, epochs: int, shots: int = 10, draws: int = 5) -> 
 
 
 SCRIPTS = ("detect", "segment", "generate", "multitask", "folder", "scenes", "export", "serve", "face", "face_detect",
-           "edit")
+           "edit", "privacy", "explain")
 ALL = ("digits", "engine", "distill", "ssl", *SCRIPTS)
 
 

@@ -176,3 +176,11 @@ def test_map_numbers_on_known_answers():
     # 100 x 50 -> resized 64 x 32, crop x 16..48: the input's centre is the image's centre
     assert image_point(15.5, 15.5, (100, 50), 32, "crop") == pytest.approx((49.5, 24.5))
     assert image_point(0, 0, (64, 32), 32, "squash") == pytest.approx((0.5, 0.0))
+
+
+def test_no_hooks_are_left_on_the_model():
+    """grad-cam hooks the explained layer; a model used afterwards (a server's, predict --explain's) must
+    run without them."""
+    adapter = ClassifierAdapter(fake_predictor(region_classifier()))
+    explain_images(adapter, [textured(SIZE, SIZE, 0)], sanity=True)
+    assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in adapter.model.modules())

@@ -249,6 +249,13 @@ class Explainer:
         return np.asarray(cam, dtype=np.float32)
 
 
+    def close(self) -> None:
+        """Remove grad-cam's hooks from the model (it leaves them until it is garbage-collected)."""
+        if self._cam is not None:
+            self._cam.activations_and_grads.release()
+            self._cam = None
+
+
 def attention_modules(backbone: Backbone) -> list[nn.Module]:
     """The ViT attention modules whose weights rollout multiplies; an error for a backbone without them."""
     blocks = getattr(backbone.model, "blocks", None)

@@ -61,29 +61,33 @@ def explain_images(
         from rich.progress import track
 
         chunks = track(chunks, description=f"explaining ({method})", total=len(chunks), transient=True)
-    for start in chunks:
-        pil = load_images(images[start:start + batch_size], adapter.mode)
-        batch = adapter.prepare(pil)
-        jobs = adapter.jobs(batch, target, top_k)
-        cams = _job_maps(explainer, batch, jobs, batch_size)
-        random_cams = _job_maps(randomized, batch, jobs, batch_size) if randomized is not None else None
-        rows: dict[int, list[dict]] = {}
-        for j, (job, cam) in enumerate(zip(jobs, cams)):
-            image = pil[job.image]
-            name = names[start + job.image]
-            row = _describe(job, cam, (image.width, image.height), adapter)
-            if random_cams is not None:
-                rho = spearman(cam, random_cams[j])
-                row["sanity_spearman"] = None if rho is None else round(rho, 4)
-                correlations.append(rho)
-            if out is not None:
-                row["overlay"] = str(write_overlay(image, cam, adapter.geometry,
-                                                   out / f"{start + job.image:04d}_{_safe(name)}_{_safe(job.label)}_{_safe(method)}.png"))
-            rows.setdefault(job.image, []).append(row)
-            maps.append(cam)
-        for i, image in enumerate(pil):
-            results.append({"image": names[start + i], "size": [image.width, image.height],
-                            "explanations": rows.get(i, [])})
+    try:
+        for start in chunks:
+            pil = load_images(images[start:start + batch_size], adapter.mode)
+            batch = adapter.prepare(pil)
+            jobs = adapter.jobs(batch, target, top_k)
+            cams = _job_maps(explainer, batch, jobs, batch_size)
+            random_cams = _job_maps(randomized, batch, jobs, batch_size) if randomized is not None else None
+            rows: dict[int, list[dict]] = {}
+            for j, (job, cam) in enumerate(zip(jobs, cams)):
+                image, name = pil[job.image], names[start + job.image]
+                row = _describe(job, cam, (image.width, image.height), adapter)
+                if random_cams is not None:
+                    rho = spearman(cam, random_cams[j])
+                    row["sanity_spearman"] = None if rho is None else round(rho, 4)
+                    correlations.append(rho)
+                if out is not None:
+                    picture = f"{start + job.image:04d}_{_safe(name)}_{_safe(job.label)}_{_safe(method)}.png"
+                    row["overlay"] = str(write_overlay(image, cam, adapter.geometry, out / picture))
+                rows.setdefault(job.image, []).append(row)
+                maps.append(cam)
+            for i, image in enumerate(pil):
+                results.append({"image": names[start + i], "size": [image.width, image.height],
+                                "explanations": rows.get(i, [])})
+    finally:  # grad-cam's hooks leave the model with the call, not when its object is collected
+        explainer.close()
+        if randomized is not None:
+            randomized.close()
     report = {"method": method, "layer": explainer.layer_name, "geometry": adapter.geometry, "results": results,
               "maps": maps}
     if sanity:
