@@ -184,3 +184,21 @@ def test_no_hooks_are_left_on_the_model():
     adapter = ClassifierAdapter(fake_predictor(region_classifier()))
     explain_images(adapter, [textured(SIZE, SIZE, 0)], sanity=True)
     assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in adapter.model.modules())
+
+
+def test_conv_cells_are_placed_where_their_receptive_field_is():
+    """A ResNet's stride-2, padding-1 convs centre cell i on pixel 2i (stem, maxpool, layer2: cell i of
+    the stride-8 map on pixel 8i, centre 8i + 0.5), not at 8i + 4 where a plain resize puts it; a
+    ConvNeXt's patchify stem (4x4, stride 4) has no offset, and a ViT's tokens none either."""
+    from omnivis.inference.explain_grid import aligned_upsample, grid_origin
+
+    resnet = create_backbone("omnivis_resnet_tiny")
+    assert grid_origin(resnet, "layer2", 3, 64) == pytest.approx((0.5, 0.5, 8.0, 8.0), abs=1e-6)
+    assert resolve_target_layer(resnet, 64, "layer2").origin == pytest.approx((0.5, 0.5, 8.0, 8.0), abs=1e-6)
+    assert resolve_target_layer(create_backbone("omnivis_convnext_tiny"), 64, "stages.0").origin is None
+    assert resolve_target_layer(create_backbone("omnivis_vit_tiny", img_size=SIZE), SIZE).origin is None
+    # a single hot cell is drawn around its centre: cell (1, 2) of a stride-8 grid at 8i + 0.5
+    cells = torch.zeros(1, 4, 4)
+    cells[0, 1, 2] = 1.0
+    drawn = aligned_upsample(cells, (0.5, 0.5, 8.0, 8.0), 32)[0].numpy()
+    assert peak(drawn) == (16, 8)

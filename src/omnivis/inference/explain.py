@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omnivis.errors import ConfigError
+from omnivis.inference.explain_grid import aligned_upsample, grid_origin
 from omnivis.models.backbones import Backbone
 
 METHODS: dict[str, str] = {
@@ -69,6 +70,8 @@ class TargetLayer:
         layout: ``nchw``, ``nhwc`` (Swin stages) or ``tokens`` (ViT blocks: (N, prefix + h*w, C)).
         grid: the (h, w) of the map at the bundle's input size.
         prefix_tokens: class/register tokens in front of the patch tokens (``tokens`` only).
+        origin: where the cells sit on the input when not where a plain resize puts them (``nchw``
+            maps of strided, padded convs): cell (0, 0)'s centre and the pitch, ``explain_grid.grid_origin``.
     """
 
     name: str
@@ -76,6 +79,7 @@ class TargetLayer:
     layout: str
     grid: tuple[int, int]
     prefix_tokens: int = 0
+    origin: tuple[float, float, float, float] | None = None
 
     def reshape(self, output: torch.Tensor) -> torch.Tensor:
         """The layer's output as (N, C, h, w): pytorch-grad-cam's ``reshape_transform``."""
@@ -146,7 +150,9 @@ def _probe_layout(backbone: Backbone, module: nn.Module, name: str, img_size: in
     if len(shape) == 4:
         if shape[-1] == channels and shape[1] != channels:
             return TargetLayer(name, module, "nhwc", (shape[1], shape[2]))
-        return TargetLayer(name, module, "nchw", (shape[2], shape[3]))
+        origin = grid_origin(backbone, name, backbone.in_chans, img_size)
+        offset = max(abs(origin[0] - origin[2] / 2), abs(origin[1] - origin[3] / 2))
+        return TargetLayer(name, module, "nchw", (shape[2], shape[3]), origin=origin if offset > 1e-3 else None)
     if len(shape) == 3:
         grid = getattr(getattr(backbone.model, "patch_embed", None), "grid_size", None)
         prefix = int(getattr(backbone.model, "num_prefix_tokens", 0) or 0)
@@ -238,6 +244,9 @@ class Explainer:
             self._cam = _cam_class(self.method)(model=self.model, target_layers=[self.layer.module],
                                                 reshape_transform=self.layer.reshape)
             self._cam.batch_size = 64  # Score-CAM's masked copies per forward (its default is 16)
+            if self.layer.origin is not None:  # cell maps come back as they are, placed by aligned_upsample
+                grid_h, grid_w = self.layer.grid
+                self._cam.get_target_width_height = lambda _input: (grid_w, grid_h)
         with torch.enable_grad():
             try:
                 cam = self._cam(input_tensor=images, targets=list(targets) if targets is not None else None)
@@ -246,6 +255,10 @@ class Explainer:
                     raise
                 raise ConfigError(f"layer '{self.layer.name}' does not run when this model predicts (it reads only "
                                   "earlier stages); pick an earlier --layer") from None
+        if self.layer.origin is not None:
+            placed = aligned_upsample(torch.from_numpy(np.asarray(cam, dtype=np.float32)), self.layer.origin,
+                                      images.shape[-1])
+            return _min_max(placed.numpy())
         return np.asarray(cam, dtype=np.float32)
 
 
