@@ -68,12 +68,14 @@ def region_classifier(nhwc: bool = False) -> ImageClassifier:
 
 def fake_predictor(model: nn.Module, classes=("looks", "other")) -> SimpleNamespace:
     """What ``ClassifierAdapter`` reads of a ``ClassifyPredictor``: a crop-geometry classifier at SIZE px."""
+    from omnivis.data.decode import decode_tensor
     from omnivis.data.transforms import build_eval_geometry
 
     geometry = build_eval_geometry(SIZE)
     return SimpleNamespace(config={"mean": [0.5] * 3, "std": [0.25] * 3}, model=model, classes=list(classes),
                            img_size=SIZE, mode="RGB", task="classify",
-                           fit=lambda decoded: torch.stack([geometry(d).as_subclass(torch.Tensor) for d in decoded]))
+                           prepare=lambda images: torch.stack([geometry(decode_tensor(im, "RGB")).as_subclass(torch.Tensor)
+                                                               for im in images]))
 
 
 def textured(width: int, height: int, seed: int) -> Image.Image:

@@ -10,6 +10,7 @@ class's predicted pixels for segmenters and segmentation heads.
 from __future__ import annotations
 
 import difflib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -68,21 +69,21 @@ def class_index(name: str, classes: list[str]) -> int:
     raise ConfigError(f"--target '{name}' is not a class of this model; its classes are {shown}.{hint}")
 
 
-class ExplainAdapter:
-    """Base: ``model`` (float images in [0, 255] -> outputs, batch first) and ``geometry``; the Backbone
-    inside the model is found by ``explain.find_backbone``, wherever the task's model keeps it."""
+class ExplainAdapter(ABC):
+    """Base: ``model`` (float images in [0, 255] -> outputs, batch first), ``geometry`` and ``prepare``
+    (images -> the uint8 (N, C, S, S) batch, the predictor's own); the Backbone inside the model is
+    found by ``explain.find_backbone``, wherever the task's model keeps it."""
 
     model: nn.Module
     geometry = "crop"
     img_size: int
     mode: str
     classes: list[str]
+    prepare: Callable[[Sequence[Image.Image]], torch.Tensor]
 
-    def prepare(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        raise NotImplementedError
-
+    @abstractmethod
     def jobs(self, batch: torch.Tensor, target: str | None, top_k: int) -> list[Job]:
-        raise NotImplementedError
+        """The maps to draw for ``batch``: the model's own predictions, or those of ``target``."""
 
 
 class ClassifierAdapter(ExplainAdapter):
@@ -93,12 +94,9 @@ class ClassifierAdapter(ExplainAdapter):
         cfg = predictor.config
         self.model = model or FloatModel(predictor.model, cfg["mean"], cfg["std"]).eval()
         self.classes = classes if classes is not None else predictor.classes
-        self._prepare = prepare or (lambda images: predictor.fit([decode_tensor(im, predictor.mode) for im in images]))
+        self.prepare = prepare or predictor.prepare
         self.geometry = geometry
         self.img_size, self.mode = predictor.img_size, predictor.mode
-
-    def prepare(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return self._prepare(images)
 
     def jobs(self, batch: torch.Tensor, target: str | None, top_k: int) -> list[Job]:
         with torch.no_grad():
@@ -119,15 +117,13 @@ class SegmenterAdapter(ExplainAdapter):
 
     geometry = "squash"
 
-    def __init__(self, predictor, model: FloatModel | None = None, classes: list[str] | None = None) -> None:
+    def __init__(self, predictor, model: FloatModel | None = None, classes: list[str] | None = None,
+                 prepare: Callable | None = None) -> None:
         cfg = predictor.config
         self.model = model or FloatModel(predictor.model, cfg["mean"], cfg["std"]).eval()
         self.classes = classes if classes is not None else predictor.classes
+        self.prepare = prepare or predictor.prepare
         self.img_size, self.mode = predictor.img_size, predictor.mode
-        self.resize = v2.Resize((self.img_size, self.img_size), antialias=True)
-
-    def prepare(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return torch.stack([self.resize(decode_tensor(im, self.mode)).as_subclass(torch.Tensor) for im in images])
 
     def jobs(self, batch: torch.Tensor, target: str | None, top_k: int) -> list[Job]:
         with torch.no_grad():
@@ -173,9 +169,7 @@ class FaceAdapter(ExplainAdapter):
         self.classes, self.img_size, self.mode = [], predictor.img_size, predictor.mode
         self.reference = predictor.embed([reference])[0]
         self.reference_name = str(reference) if isinstance(reference, (str, Path)) else "the reference photo"
-
-    def prepare(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return self.predictor.crops(list(images))
+        self.prepare = predictor.prepare  # the whole photo's centre square, as at enrolment
 
     def jobs(self, batch: torch.Tensor, target: str | None, top_k: int) -> list[Job]:
         if target is not None:
@@ -230,10 +224,7 @@ class DetectorAdapter(ExplainAdapter):
         self.predictor = predictor
         self.model = DetectorInput(predictor.model).eval()
         self.classes, self.img_size, self.mode = predictor.classes, predictor.img_size, "RGB"
-        self.resize = v2.Resize((self.img_size, self.img_size), antialias=True)
-
-    def prepare(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return torch.stack([self.resize(decode_tensor(im, "RGB")).as_subclass(torch.Tensor) for im in images])
+        self.prepare = predictor.prepare
 
     def jobs(self, batch: torch.Tensor, target: str | None, top_k: int) -> list[Job]:
         wanted = class_index(target, self.classes) if target is not None else None
@@ -285,7 +276,7 @@ def adapter_for(predictor, head: str | None = None, compare=None) -> ExplainAdap
 
         if head == "classify":
             return ClassifierAdapter(predictor, model, predictor.classes, squash, geometry="squash")
-        return SegmenterAdapter(predictor, model, predictor.seg_classes)
+        return SegmenterAdapter(predictor, model, predictor.seg_classes, squash)
     raise BundleError(f"{predictor.bundle.path}: explanations cover {', '.join(EXPLAINABLE)} bundles; this is a "
                       f"'{task}' bundle")
 
