@@ -22,7 +22,7 @@ from omnivis.commands.options import ALIASES, ConfigCommand, parse_attributes
 from omnivis.errors import ConfigError
 
 TRAIN_COMMANDS = {"train classify", "train detect", "train segment", "train multitask", "train generate", "train face",
-                  "train edit", "pretrain",
+                  "train edit", "train align", "pretrain",
                   "distill"}
 
 # The option names each command had before its options came from the configs: all still work.
@@ -54,6 +54,8 @@ EARLIER_NAMES = {
     "train face": "data out model img-size channels test-identities test-fraction embedding-size loss margin scale "
                   "crop-margin flip-test no-flip-test init-from epochs max-steps batch-size lr hflip no-hflip resume "
                   "seed workers progress no-progress json",  # the names docs/face.md used when it was written
+    "train align": "data images out model img-size channels init-from text-encoder epochs max-steps batch-size lr "
+                   "val-fraction resume seed workers progress no-progress json",  # the names docs/multimodal.md uses
     "train edit": "op data test-data out scale noise sigma masks arch width blocks crop-size tile epochs max-steps "
                   "batch-size lr resume seed workers progress no-progress json",  # the names docs/edit.md uses
     "train generate": "method data out img-size channels conditional width latent-dim kl-weight codebook-size "

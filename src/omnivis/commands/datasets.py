@@ -29,8 +29,11 @@ def datasets_list(as_json: bool = typer.Option(False, "--json")) -> None:
 def datasets_export(
     name: str = typer.Argument(..., help="A built-in dataset, e.g. builtin:orl-faces."),
     out: Path = typer.Option(..., help="A new folder: one sub-folder per class (per person), PNG files."),
+    captions: bool = typer.Option(False, "--captions", help="Write the captioned version instead (builtin:shapes, "
+                                  "builtin:shapes-pairs, builtin:digits): PNGs and a path,caption captions.csv."),
 ) -> None:
-    """Write a built-in dataset as a class folder (for a face gallery, or to look at the images)."""
+    """Write a built-in dataset as a class folder (for a face gallery, or to look at the images), or with
+    --captions as images with a captions.csv (train align, text-to-image)."""
     from PIL import Image
 
     from omnivis.data.builtin import load_builtin
@@ -39,6 +42,16 @@ def datasets_export(
 
     if out.exists() and any(out.iterdir()):
         raise DataError(f"{out}: exists and is not empty; choose a new --out")
+    if captions:
+        from omnivis.data.captions import resolve_caption_data, write_caption_folder
+
+        if not name.startswith("builtin:"):
+            raise DataError(f"{name}: --captions exports built-in data (builtin:shapes, builtin:shapes-pairs, "
+                            "builtin:digits)")
+        data = resolve_caption_data(name)
+        csv_path = write_caption_folder(data, out)
+        console.print(f"wrote {len(data)} images and their captions ([bold]{csv_path}[/])")
+        return
     data = load_builtin(name)
     for sample in track(data.samples, description="writing", transient=True):
         stem = Path(sample.name).stem

@@ -16,6 +16,9 @@ from omnivis.commands._shared import AsJson, ConfigFile, Resume, train_and_repor
 from omnivis.commands.options import build_config, config_command
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "align": ("omnivis.tasks.align:AlignConfig",
+              "Align an image backbone to a frozen text encoder on captioned images (LiT); --out becomes a bundle "
+              "for omnivis zeroshot and omnivis search."),
     "classify": ("omnivis.tasks.classify:ClassifyConfig",
                  "Train an image classifier; the --out folder becomes a bundle."),
     "detect": ("omnivis.tasks.detect:DetectConfig",

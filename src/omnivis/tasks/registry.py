@@ -162,6 +162,18 @@ def _edit_inference() -> Inference:
     return Inference(evaluate_edit, EditPredictor.from_dir)
 
 
+def _align_training() -> Training:
+    from omnivis.tasks.align import AlignConfig, train_align
+
+    return Training(AlignConfig, train_align)
+
+
+def _align_inference() -> Inference:
+    from omnivis.inference.align import AlignPredictor, evaluate_align
+
+    return Inference(evaluate_align, AlignPredictor.from_dir)
+
+
 def _pretrain_training() -> Training:
     from omnivis.tasks.pretrain import PretrainConfig, pretrain
 
@@ -197,6 +209,8 @@ TASKS: dict[str, TaskRow] = {
                 "enrol, verify, identify with `omnivis face`", _face_training, _face_inference, "face"),
         TaskRow("edit", "image editing: super-resolution, denoising, inpainting, enhancement, style transfer of real "
                 "photos, tiled for any size; use with `omnivis edit`", _edit_training, _edit_inference, "edit"),
+        TaskRow("align", "image-text alignment to a frozen text encoder (LiT): zero-shot labels and text search with "
+                "`omnivis zeroshot` and `omnivis search`", _align_training, _align_inference, "align"),
         TaskRow("pretrain", "self-supervised pretraining of a backbone (simclr, dino, rotation, mae)", _pretrain_training,
                 bundle_task="pretrain", use_instead="omnivis probe BUNDLE, or omnivis train classify --init-from BUNDLE"),
         TaskRow("distill", "knowledge distillation of a classifier bundle into a smaller classifier", _distill_training,
