@@ -47,8 +47,8 @@ def digits_benchmark(epochs: int) -> dict:
     from sklearn.model_selection import train_test_split
     from sklearn.svm import SVC
 
-    from omnivis.demo import DEMO_CONFIG
     from omnivis.bundle import load_bundle
+    from omnivis.demo import DEMO_CONFIG
     from omnivis.engine.trainer import TrainerConfig
     from omnivis.tasks.classify import ClassifyConfig, train_classifier
 
@@ -259,7 +259,7 @@ def ssl_benchmark(method: str, epochs: int, shots: int = 10, draws: int = 5) -> 
 
 
 SCRIPTS = ("detect", "segment", "generate", "multitask", "folder", "scenes", "export", "serve", "face", "face_detect",
-           "edit", "privacy", "explain")
+           "edit", "privacy", "explain", "multimodal")
 ALL = ("digits", "engine", "distill", "ssl", *SCRIPTS)
 
 

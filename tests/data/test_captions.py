@@ -65,10 +65,12 @@ def test_shapes_deterministic_and_prefix_stable():
     assert [s.name for s in short.samples[:2]] == ["shapes/0000", "shapes/0001"]
     for sample in longer.samples:
         assert sample.source.shape == (32, 32, 3) and sample.source.dtype == np.uint8
-        assert len(sample.captions) == 3 == len(set(sample.captions))
-        colour, shape, _ = sample.objects[0]
+        assert len(sample.captions) == 9 == len(set(sample.captions))  # every template, each once
+        colour, shape, size = sample.objects[0]
         assert short.classes[sample.label] == f"{colour} {shape}"
-        assert all(f"{colour} {shape}" in caption for caption in sample.captions)
+        assert sum(f"{colour} {shape}" in caption for caption in sample.captions) == 5
+        assert all(colour in caption.split() or shape in caption.split() for caption in sample.captions)
+        assert f"a {size} {shape}" in " ".join(sample.captions)
     assert longer.labels().dtype == np.int64 and longer.subset([3, 1]).labels().tolist() == [
         longer.samples[3].label, longer.samples[1].label]
 
@@ -87,7 +89,9 @@ def test_shape_colour_position_and_size_match_captions():
         expected = f"in the {row} {col}" if row and col else f"on the {col}" if col else (
             f"at the {row}" if row else "in the centre")
         for caption in sample.captions:
-            assert caption.startswith(("a ", "an ")) and colour in caption and shape in caption
+            words = caption.split()
+            assert words[0] in ("a", "an", "something") and (colour in words or shape in words)
+            assert not set(words) & (set(SHAPE_COLOURS) - {colour}) and not set(words) & (set(CAPTION_SHAPES) - {shape})
             said = re.search(r" (in the .+|on the .+|at the .+)$", caption)
             if said:
                 positions += 1

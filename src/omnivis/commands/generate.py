@@ -36,6 +36,9 @@ def generate_command(
     bundle: Path = typer.Argument(..., help="A generator bundle (omnivis train generate)."),
     n: int = typer.Option(16, "--n", help="How many images (at most 1024)."),
     class_: Optional[str] = typer.Option(None, "--class", help="Class name (conditional models; default: cycle)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="What to draw (text-conditioned models only)."),
+    text_encoder: Optional[str] = typer.Option(
+        None, "--text-encoder", help="Text encoder to use instead of the one the bundle recorded (must be the same)."),
     steps: Optional[int] = typer.Option(None, help="Diffusion sampling steps (default: the bundle's; at most 1000)."),
     guidance: Optional[float] = typer.Option(None, help="Classifier-free guidance scale (default: the bundle's)."),
     sampler: Optional[str] = typer.Option(None, help="Diffusion sampler: ddim | dpm | ddpm."),
@@ -51,13 +54,14 @@ def generate_command(
     from omnivis.tasks.generate import GeneratorPredictor
     from omnivis.tasks.generate.sample import save_images
 
-    gen = GeneratorPredictor.from_dir(bundle)
+    gen = GeneratorPredictor.from_dir(bundle, text_encoder=text_encoder)
     gen.check_size(img_size)
     images = gen.generate(n, class_=class_, steps=steps, guidance=guidance, seed=seed, sampler=sampler,
-                          temperature=temperature, top_k=top_k)
+                          temperature=temperature, top_k=top_k, prompt=prompt)
     paths = save_images(images, out, scale=scale)
     if as_json:
-        print_json({"grid": str(paths[0]), "images": [str(p) for p in paths[1:]], "n": n, "seed": seed})
+        print_json({"grid": str(paths[0]), "images": [str(p) for p in paths[1:]], "n": n, "seed": seed,
+                    **({"prompt": prompt} if prompt is not None else {})})
         return
     console.print(f"{n} images from {gen.method} ({bundle}): grid [bold]{paths[0]}[/], singles beside it")
 
@@ -67,6 +71,9 @@ def interpolate_command(
     images: Optional[List[Path]] = typer.Argument(None, help="Two images A and B to encode (ae, vae)."),
     frames: int = typer.Option(8, help="Images along the path (2..64)."),
     class_: Optional[str] = typer.Option(None, "--class", help="Class to hold fixed (conditional models)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Text to hold fixed (text-conditioned models)."),
+    text_encoder: Optional[str] = typer.Option(
+        None, "--text-encoder", help="Text encoder to use instead of the one the bundle recorded (must be the same)."),
     steps: Optional[int] = typer.Option(None, help="Diffusion DDIM steps."),
     seed: int = typer.Option(0, help="Without images: the two prior latents come from this seed."),
     out: Path = typer.Option(Path("interpolation.png"), help="FILE.png or a folder."),
@@ -77,9 +84,9 @@ def interpolate_command(
     from omnivis.tasks.generate import GeneratorPredictor
     from omnivis.tasks.generate.sample import save_images
 
-    gen = GeneratorPredictor.from_dir(bundle)
+    gen = GeneratorPredictor.from_dir(bundle, text_encoder=text_encoder)
     walk = gen.interpolate(frames, images=[str(p) for p in images] if images else None, class_=class_, seed=seed,
-                           steps=steps)
+                           steps=steps, prompt=prompt)
     paths = save_images(walk, out, columns=frames, scale=scale)
     if as_json:
         print_json({"grid": str(paths[0]), "images": [str(p) for p in paths[1:]]})

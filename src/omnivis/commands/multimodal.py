@@ -43,7 +43,8 @@ def zeroshot_command(
     if as_json:
         print_json({"labels": chosen or predictor.labels, "predictions": results})
         return
-    table = Table("image", "label", "score", f"top-{top_k}", title=f"zero-shot with {bundle}")
+    shown = len(results[0]["top_k"]) if results else top_k
+    table = Table("image", "label", "score", f"top-{shown}", title=f"zero-shot with {bundle}")
     for row in results:
         rest = ", ".join(f"{t['label']} {t['score']:.2f}" for t in row["top_k"][1:])
         table.add_row(row["image"], row["label"], f"{row['score']:.3f}", rest)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from omnivis.data.builtin import load_digits_data, resolve_classification_data
 from omnivis.data.skipped import Skipped, warn_skipped
@@ -34,12 +35,12 @@ DIGIT_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "
 CAPTION_HEADER: tuple[str, str] = ("path", "caption")
 _DIGIT_TEMPLATES = ("a handwritten {d}", "the digit {w}", "the number {d} written by hand", "a picture of a {w}",
                     "a hand-drawn digit {d}", "a small grey image of the number {w}")
-_ONE = ("a {s} {c} {k}", "a {c} {k}", "a {s} {c} {k} {p}", "a picture of a {c} {k}", "a {c} {k} {p}")
+_ONE = ("a {s} {c} {k}", "a {c} {k}", "a {s} {c} {k} {p}", "a picture of a {c} {k}", "a {c} {k} {p}",
+        "a {c} shape", "a {k}", "something {c}", "a {s} {k} {p}")
 _TWO = ("a {s} {c} {k} {r} a {c2} {k2}", "a {c2} {k2} {inv} a {s} {c} {k}", "a {c} {k} {r} a {c2} {k2}",
         "a {c} {k} and a {c2} {k2}", "a {s} {c} {k} {r} a {s2} {c2} {k2}")
 _REACH = {"circle": 0.5, "square": 0.5, "triangle": 0.577, "star": 0.55}  # centre-to-tip / extent: similar areas
 _INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
-_CAPTIONS_PER_IMAGE = 3
 _ACCEPTED = ("builtin:shapes, builtin:shapes-pairs, builtin:digits, a .csv with the header 'path,caption', "
              "a COCO captions .json, or a folder of class sub-folders")
 
@@ -181,10 +182,9 @@ def _captioned_scene(seed: int, index: int, size: int, count: int, allowed: set[
         rel = _relation(centres[0], centres[1])
         words.update(c2=objects[1][0], k2=objects[1][1], s2=objects[1][2], r=rel, inv=_INVERSE[rel])
     templates = _ONE if count == 1 else _TWO
-    chosen = rng.choice(len(templates), _CAPTIONS_PER_IMAGE, replace=False)
     return CaptionedImage(
         source=np.clip(np.round(canvas), 0, 255).astype(np.uint8),
-        captions=tuple(_article(templates[int(t)].format(**words)) for t in chosen),
+        captions=tuple(dict.fromkeys(_article(template.format(**words)) for template in templates)),
         name=f"shapes/{index:04d}",
         label=colours.index(c) * len(CAPTION_SHAPES) + CAPTION_SHAPES.index(k),
         objects=tuple(objects),
@@ -195,8 +195,8 @@ def make_captioned_shapes(n: int, img_size: int = 32, seed: int = 0, max_objects
                           exclude_pairs: Collection[tuple[str, str]] = ()) -> CaptionData:
     """Generate scenes of coloured circles, squares, triangles and stars on grey, with true captions.
 
-    Scene ``i`` depends only on ``(seed, i)``, so more scenes extend the set. Each has 3 captions from
-    templates naming colour, shape, size ("small": 25-35% of the side, "large": 45-60%, capped at half
+    Scene ``i`` depends only on ``(seed, i)``, so more scenes extend the set. Each has every caption its
+    templates give (9 for one shape, 5 for two), naming colour, shape, size ("small": 25-35% of the side, "large": 45-60%, capped at half
     the side for two objects), position (by thirds of the mask centre) and, for two objects, their
     relation ("left of", "above" ...) on the axis where the centres differ most.
 
@@ -412,3 +412,19 @@ def write_caption_folder(data: CaptionData, out: str | Path) -> Path:
         writer.writerow(CAPTION_HEADER)
         writer.writerows(rows)
     return path
+
+
+def caption_index(samples: Sequence[CaptionedImage]) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """What a text-conditioned training step looks captions up in.
+
+    Returns:
+        The K distinct captions in first-seen order; (N, M) the caption rows of each image, padded by
+        repeating its first (so every entry of a row is one of that image's own captions); (N,) how
+        many captions each image has.
+    """
+    texts = list(dict.fromkeys(c for s in samples for c in s.captions))
+    at = {c: k for k, c in enumerate(texts)}
+    width = max((len(s.captions) for s in samples), default=1)
+    rows = [[at[s.captions[k if k < len(s.captions) else 0]] for k in range(width)] for s in samples]
+    return texts, torch.tensor(rows, dtype=torch.long).reshape(len(samples), width), torch.tensor(
+        [len(s.captions) for s in samples], dtype=torch.long)

@@ -34,6 +34,9 @@ class AugmentConfig:
         rotation: maximum random rotation in degrees (0 disables).
         color_jitter: brightness/contrast (and, for RGB, saturation) jitter strength (0 disables).
         scale_min: smallest crop area fraction for the random resized crop.
+        grayscale: probability of turning a training image grey (colour images only): shape
+            features that do not lean on colour. Image-text alignment takes 0.5: a model that never
+            saw a red circle then still finds one far more often (benchmarks/multimodal.py).
         mixup: Mixup alpha (0 disables).
         cutmix: CutMix alpha (0 disables).
     """
@@ -43,6 +46,7 @@ class AugmentConfig:
     rotation: float = 0.0
     color_jitter: float = 0.0
     scale_min: float = 0.8
+    grayscale: float = 0.0
     mixup: float = 0.0
     cutmix: float = 0.0
 
@@ -51,6 +55,8 @@ class AugmentConfig:
             raise ConfigError(f"unknown augment preset '{self.preset}'; choose one of {', '.join(AUGMENT_PRESETS)}")
         if not 0.0 < self.scale_min <= 1.0:
             raise ConfigError(f"scale_min must be in (0, 1], got {self.scale_min}")
+        if not 0.0 <= self.grayscale <= 1.0:
+            raise ConfigError(f"grayscale must be a probability in [0, 1], got {self.grayscale}")
         if self.mixup < 0 or self.cutmix < 0 or self.rotation < 0 or self.color_jitter < 0:
             raise ConfigError("mixup, cutmix, rotation and color_jitter must be >= 0")
 
@@ -106,6 +112,8 @@ def build_train_transform(
     if augment.color_jitter:
         j = augment.color_jitter
         steps.append(_GrayAwareColorJitter(j))
+    if augment.grayscale:
+        steps.append(v2.RandomGrayscale(augment.grayscale))
     if augment.preset == "randaugment":
         steps.append(v2.RandAugment())
     elif augment.preset == "trivialaugment":

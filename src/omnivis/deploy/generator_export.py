@@ -53,6 +53,19 @@ class DenoiserGraph(nn.Module):
         return self.unet(sample, timestep, class_labels=class_labels).sample
 
 
+class TextDenoiserGraph(nn.Module):
+    """sample (N, C, S, S) float32, timestep (N,) int64, text (N, D) float32 -> noise (N, C, S, S)."""
+
+    output_names = ("noise",)
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor):
+        return self.model(sample, timestep, text)
+
+
 def graph_and_inputs(predictor, n: int, seed: int = 0) -> tuple[nn.Module, dict[str, torch.Tensor], str]:
     """The graph to export, seeded example inputs for batch ``n`` by name, and what stays outside."""
     generator = torch.Generator().manual_seed(seed)
@@ -72,6 +85,13 @@ def graph_and_inputs(predictor, n: int, seed: int = 0) -> tuple[nn.Module, dict[
         steps = int(net.get("scheduler", {}).get("num_train_timesteps", 1000))
         inputs = {"sample": torch.randn((n, channels, size, size), generator=generator),
                   "timestep": torch.randint(0, steps, (n,), generator=generator)}
+        if net.get("text_dim"):
+            text = torch.nn.functional.normalize(torch.randn((n, int(net["text_dim"])), generator=generator), dim=1)
+            outside = ("the sampling loop (a diffusers scheduler built from the bundle's config.json net.scheduler) "
+                       "and the text encoder (config.json text_encoder: unit-length sentence embeddings); "
+                       "NAME_null_text.npy beside the file is the unconditional input classifier-free guidance "
+                       "mixes with the prompt's")
+            return TextDenoiserGraph(predictor.model).eval(), {**inputs, "text": text}, outside
         if conditional:
             inputs["class_labels"] = labels
         outside = ("the sampling loop: a diffusers scheduler built from the bundle's config.json "
@@ -112,7 +132,12 @@ def export_generator(bundle_dir: str | Path, out: Path, opset: int) -> dict:
         difference = np.abs(expected.astype(np.float64) - got.astype(np.float64))
         parity.append({"batch": n, "max_abs_difference": float(difference.max()),
                        "same_answers": float((difference <= (1 if expected.dtype == np.uint8 else 1e-3)).mean())})
-    return {"file": str(out), "task": "generate", "method": predictor.method, "format": "onnx", "opset": opset,
+    extra = {}
+    if predictor.net.get("text_dim"):  # guidance needs the learned "no text" input, which is a weight, not an input
+        null = out.with_name(f"{out.stem}_null_text.npy")
+        np.save(null, predictor.model.null.detach().float().cpu().numpy())
+        extra["null_text"] = str(null)
+    return {"file": str(out), "task": "generate", "method": predictor.method, "format": "onnx", "opset": opset, **extra,
             "inputs": {name: {"dtype": str(value.dtype).removeprefix("torch."), "shape": ["batch", *value.shape[1:]]}
                        for name, value in example.items()},
             "outputs": list(graph.output_names), "outside_the_graph": outside, "parity": parity,

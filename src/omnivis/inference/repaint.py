@@ -187,6 +187,9 @@ def repaint(predictor: GeneratorPredictor, image: np.ndarray | torch.Tensor, mas
     """
     if predictor.method != "diffusion":
         raise ConfigError(f"RePaint needs a diffusion bundle; this one is '{predictor.method}'")
+    if predictor.text:
+        raise ConfigError(f"{predictor.bundle.path}: RePaint fills holes with class-conditional or unconditional "
+                          "diffusion bundles; this one is text-conditioned (train one without --text)")
     image, mask = _as_array(image), _as_array(mask)
     _check_image(image, predictor.img_size)
     missing = _missing(mask, image.shape[:2])

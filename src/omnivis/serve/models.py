@@ -38,8 +38,11 @@ class TensorItem:
 
 @dataclass
 class GenerateItem:
+    """A generation request: ``class_`` for a class-conditional generator, ``prompt`` for a text-conditioned one."""
+
     n: int
     class_: str | None = None
+    prompt: str | None = None
     steps: int | None = None
     seed: int = 0
     guidance: float | None = None
@@ -141,7 +144,8 @@ class ServedModel:
                                 "classes": list(getattr(p, "classes", []))}
         if self.task == "generate":
             info.update(method=p.method, conditional=p.conditional, channels=p.channels,
-                        default_steps=int(p.config.get("sampling", {}).get("steps", 50)))
+                        default_steps=int(p.config.get("sampling", {}).get("steps", 50)),
+                        text=p.text, example_prompts=list(p.example_prompts))
         else:
             info["channels"] = 3 if p.mode == "RGB" else 1
         if self.task == "multitask":
@@ -226,6 +230,7 @@ class ServedModel:
 
     def _generate(self, item: GenerateItem) -> np.ndarray | ApiError:
         try:
-            return self.predictor.generate(item.n, item.class_, steps=item.steps, guidance=item.guidance, seed=item.seed)
+            return self.predictor.generate(item.n, item.class_, steps=item.steps, guidance=item.guidance,
+                                           seed=item.seed, prompt=item.prompt)
         except OmnivisError as exc:
             return ApiError(422, str(exc))

@@ -135,7 +135,8 @@ for _task, _summary in IMAGE_TASKS.items():
 
 GENERATE_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "properties": {
-        "n": {"type": "integer", "default": 1}, "class": {"type": "string"}, "steps": {"type": "integer"},
+        "n": {"type": "integer", "default": 1}, "class": {"type": "string"}, "prompt": {"type": "string"},
+        "steps": {"type": "integer"},
         "seed": {"type": "integer", "default": 0}, "guidance": {"type": "number"}}}}}}}
 
 
@@ -143,13 +144,18 @@ def generate_item(model, params: dict, max_images: int) -> GenerateItem:
     """Checks every generation parameter against the model before anything is queued."""
     p = model.predictor
     item = GenerateItem(n=P.integer(params, "n", 1, 1, max_images), class_=P.text(params, "class", None, 200),
-                        steps=P.integer(params, "steps", None, 1, 1000),
+                        prompt=P.text(params, "prompt", None, 4000), steps=P.integer(params, "steps", None, 1, 1000),
                         seed=P.integer(params, "seed", 0, 0, 2**63 - 1),
                         guidance=P.number(params, "guidance", None, 0.0, 100.0))
     if p.spec.sample is None:
         raise ApiError(400, f"model '{model.name}': {p.spec.no_sample_hint}", "model")
     from omnivis.errors import ConfigError
 
+    if p.text and not (item.prompt or "").strip():
+        raise ApiError(422, f"model '{model.name}' draws what a prompt says: give a non-empty 'prompt'", "prompt")
+    if item.prompt is not None and not p.text:
+        raise ApiError(422, f"model '{model.name}' is not text-conditioned; leave out 'prompt'"
+                       + (" and give 'class'" if p.conditional else ""), "prompt")
     try:
         if item.class_ is not None:
             p.class_index(item.class_)
@@ -167,7 +173,7 @@ async def generate(request: Request, model: str) -> JSONResponse:
     if served_model.task != "generate":
         raise ApiError(404, f"model '{model}' is a {served_model.task} model, not a generator", "model")
     params = await json_body(request)
-    P.only_known(params, {"n", "class", "steps", "seed", "guidance"})
+    P.only_known(params, {"n", "class", "prompt", "steps", "seed", "guidance"})
     item = generate_item(served_model, params, request.app.state.config.max_images)
     images, job = await run_job(request, model, item)
     pngs = await run_in_threadpool(lambda: [png_base64(im[..., 0] if im.shape[-1] == 1 else im) for im in images])

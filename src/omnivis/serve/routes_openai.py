@@ -1,8 +1,9 @@
 """The OpenAI Images API (``POST /v1/images/generations``, ``GET /v1/models``), so the official
 ``openai`` client works unchanged against a generator bundle.
 
-The prompt picks the class of a class-conditional generator (the class name, or the one class name
-the prompt contains); an unconditional generator has no use for it. ``size`` is the model's own size
+A text-conditioned generator draws the prompt itself. The prompt picks the class of a
+class-conditional generator (the class name, or the one class name the prompt contains); an
+unconditional generator has no use for it. ``size`` is the model's own size
 (``"auto"`` means that too). Extra fields ``seed`` and ``steps`` (the client's ``extra_body``) reach
 the sampler. Errors are ``{"error": {"message", "type", "param", "code"}}``.
 """
@@ -43,7 +44,7 @@ def pick_generator(request: Request, name: str | None):
 
 def class_from_prompt(model, prompt: str) -> str | None:
     p = model.predictor
-    if not p.conditional:
+    if p.text or not p.conditional:  # a text-conditioned generator reads the prompt itself
         return None
     if prompt.strip() in p.classes:
         return prompt.strip()
@@ -82,8 +83,10 @@ async def generations(request: Request) -> JSONResponse:
     if size not in ("auto", own):
         raise ApiError(400, f"size '{size}' is not available: model '{model.name}' makes {own} images", "size")
     response_format = response_format_of(body)
+    if model.predictor.text and not prompt.strip():
+        raise ApiError(400, "the prompt is empty: say what to draw", "prompt")
     params = {"n": body.get("n", 1), "class": class_from_prompt(model, prompt), "steps": body.get("steps"),
-              "seed": body.get("seed", 0)}
+              "seed": body.get("seed", 0), "prompt": prompt if model.predictor.text else None}
     item = generate_item(model, params, request.app.state.config.max_images)
     images, _ = await run_job(request, model.name, item)
     pngs = await run_in_threadpool(lambda: [png_base64(im[..., 0] if im.shape[-1] == 1 else im) for im in images])

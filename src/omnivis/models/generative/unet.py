@@ -16,8 +16,13 @@ from omnivis.models.generative import check_power_of_two
 SAMPLERS = ("ddim", "dpm", "ddpm")
 
 
-def build_unet(img_size: int, channels: int, width: int = 32, num_classes: int = 0, attention: bool = True) -> UNet2DModel:
-    """A 3-level UNet (widths w, 2w, 2w; attention at the lowest level) for ``img_size`` >= 8."""
+def build_unet(img_size: int, channels: int, width: int = 32, num_classes: int = 0, attention: bool = True,
+               class_embed_type: str | None = None) -> UNet2DModel:
+    """A 3-level UNet (widths w, 2w, 2w; attention at the lowest level) for ``img_size`` >= 8.
+
+    ``class_embed_type="identity"`` (with ``num_classes`` 0) makes ``class_labels`` a (B, 4w) vector
+    added to the timestep embedding as it is: the hook text conditioning uses (``text_unet.py``).
+    """
     check_power_of_two(img_size, 2, "diffusion")
     if img_size < 8:
         raise ValueError(f"diffusion: img_size must be >= 8, got {img_size}")
@@ -26,7 +31,7 @@ def build_unet(img_size: int, channels: int, width: int = 32, num_classes: int =
     return UNet2DModel(
         sample_size=img_size, in_channels=channels, out_channels=channels, block_out_channels=(width, 2 * width, 2 * width),
         down_block_types=down, up_block_types=up, layers_per_block=1, norm_num_groups=8, attention_head_dim=8,
-        num_class_embeds=num_classes + 1 if num_classes else None,
+        num_class_embeds=num_classes + 1 if num_classes else None, class_embed_type=class_embed_type,
     )
 
 

@@ -141,7 +141,11 @@ function fillGenerateInputs(model) {
   const options = [el("option", { value: "" }, "every class in turn")]
     .concat((model.classes || []).map((c) => el("option", { value: c }, c)));
   picker.replaceChildren(...options);
-  picker.hidden = $("class-label").hidden = !model.conditional;
+  picker.hidden = $("class-label").hidden = !model.conditional || model.text;
+  // a text-conditioned generator draws what the prompt says; its training captions are the suggestions
+  $("prompt").hidden = $("prompt-label").hidden = !model.text;
+  $("prompt-examples").replaceChildren(...(model.example_prompts || []).map((p) => el("option", { value: p })));
+  if (model.text && !$("prompt").value) $("prompt").value = (model.example_prompts || [""])[0];
   $("steps").value = model.default_steps || "";
 }
 
@@ -182,6 +186,7 @@ function generateBody() {
     if (text !== "") body[name] = Number(text);
   }
   if (!$("class").hidden && $("class").value) body.class = $("class").value;
+  if (!$("prompt").hidden) body.prompt = $("prompt").value;
   return body;
 }
 
@@ -192,6 +197,10 @@ async function run() {
   if (!model) return;
   if (IMAGE_TASKS.includes(model.task) && !state.file) {
     showError("choose an image first (or drop one on the box)");
+    return;
+  }
+  if (model.task === "generate" && model.text && !$("prompt").value.trim()) {
+    showError("say what to draw: type a prompt");
     return;
   }
   const button = $("run");

@@ -20,11 +20,16 @@ class GenerateConfig:
     Attributes:
         method: ae | vae | vqvae | vqvae-ar | gan | diffusion.
         data: class folders, ``builtin:NAME`` or ``torchvision:NAME:ROOT`` (labels used only with
-            ``conditional``).
+            ``conditional``); with ``text``, a caption dataset (see ``text``).
         strict: unreadable images are an error instead of being skipped with a warning.
         img_size: square size the model produces; a power of two times 4 (8, 16, 32, 64).
         channels: 1 (grayscale) or 3 (RGB).
         conditional: condition on the class label (classifier-free guidance for diffusion).
+        text: condition on captions through a frozen text encoder (diffusion only, not with
+            ``conditional``); data is read as captions: ``builtin:shapes``, ``builtin:digits``, a
+            ``path,caption`` CSV, a COCO captions JSON or a class folder (``a photo of a CLASS``).
+        text_encoder: text: the sentence-transformers model (hub name or folder; None:
+            all-MiniLM-L6-v2), recorded in the bundle so sampling uses the same one.
         val_fraction: held-out images (stratified, ``trainer.seed``) that evaluation compares with.
         width: base channel width of the nets.
         latent_dim: ae/vae latent size; z size of the GAN generator.
@@ -37,12 +42,12 @@ class GenerateConfig:
         num_train_timesteps: diffusion: noise levels of the training schedule.
         beta_schedule: diffusion: the noise schedule (diffusers' ``DDPMScheduler`` names:
             ``squaredcos_cap_v2`` is the cosine schedule, also ``linear``, ``scaled_linear``).
-        cfg_dropout: diffusion: how often the label is replaced by the null class in training
-            (for classifier-free guidance).
+        cfg_dropout: diffusion: how often the label (or caption) is replaced by the null class
+            (null text) in training (for classifier-free guidance).
         ema_decay: EMA of the weights that are saved (diffusion, gan; 0: off).
         sampler: diffusion: the default sampler of generate/eval: ``ddim``, ``dpm`` or ``ddpm``.
         sample_steps: diffusion: the default sampling steps of generate/eval.
-        guidance: diffusion: the default classifier-free guidance scale (conditional; 1: off).
+        guidance: diffusion: the default classifier-free guidance scale (conditional or text; 1: off).
         reference: a classifier bundle (``omnivis train classify``) evaluation uses for FID/KID
             features and class accuracy; evaluation runs at the end of training when it is set.
         hflip: random horizontal flips (off for digits and text).
@@ -57,6 +62,8 @@ class GenerateConfig:
     img_size: int = 16
     channels: int = 1
     conditional: bool = False
+    text: bool = False
+    text_encoder: str | None = None
     val_fraction: float = 0.2
     width: int = 32
     latent_dim: int = 32
@@ -99,6 +106,12 @@ class GenerateConfig:
             raise ConfigError("method vqvae-ar needs vq_bundle (--vq-bundle): a trained vqvae bundle")
         if not 0.0 <= self.cfg_dropout < 1.0 or not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError("cfg_dropout and ema_decay must be in [0, 1)")
+        if self.text and self.method != "diffusion":
+            raise ConfigError(f"text conditioning (--text) works with method diffusion, not {self.method}")
+        if self.text and self.conditional:
+            raise ConfigError("--text and --conditional exclude each other: condition on captions or on class labels")
+        if self.text_encoder is not None and not self.text:
+            raise ConfigError("--text-encoder is for text-conditioned runs: add --text")
         if self.sampler not in ("ddim", "dpm", "ddpm"):
             raise ConfigError(f"unknown sampler '{self.sampler}'; choose ddim, dpm or ddpm")
         if not 1 <= self.sample_steps <= self.num_train_timesteps:

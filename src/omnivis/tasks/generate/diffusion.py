@@ -1,9 +1,14 @@
-"""Diffusion: the UNet a bundle holds and its samplers (training, DDPM epsilon prediction: ``modules.py``)."""
+"""Diffusion: the UNet a bundle holds and its samplers (training, DDPM epsilon prediction: ``modules.py``).
+
+A text-conditioned bundle (``net["text_dim"]`` > 0) holds a ``TextConditionedUNet``; its condition is
+a (n, D) tensor of text embeddings where a class-conditional one takes (n,) class indices.
+"""
 
 from __future__ import annotations
 
 import torch
 
+from omnivis.models.generative.text_unet import TextConditionedUNet, text_diffusion_sample
 from omnivis.models.generative.unet import (
     build_sampler,
     build_train_scheduler,
@@ -14,13 +19,19 @@ from omnivis.tasks.generate.config import GenerateConfig
 from omnivis.tasks.generate.spec import MethodSpec, SampleOptions
 
 
-def net_config(config: GenerateConfig, num_classes: int) -> dict:
+def net_config(config: GenerateConfig, num_classes: int, text_dim: int = 0) -> dict:
+    """The net dict of the bundle; ``text_dim`` > 0 (the text encoder's D) for a text-conditioned net."""
     scheduler = build_train_scheduler(config.num_train_timesteps, config.beta_schedule)
-    return {"img_size": config.img_size, "channels": config.channels, "width": config.width,
-            "num_classes": num_classes if config.conditional else 0, "scheduler": dict(scheduler.config)}
+    net = {"img_size": config.img_size, "channels": config.channels, "width": config.width,
+           "num_classes": num_classes if config.conditional else 0, "scheduler": dict(scheduler.config)}
+    if text_dim:
+        net["text_dim"] = int(text_dim)
+    return net
 
 
 def build(net: dict):
+    if net.get("text_dim"):
+        return TextConditionedUNet(net["img_size"], net["channels"], net["width"], net["text_dim"])
     return build_unet(net["img_size"], net["channels"], net["width"], net["num_classes"])
 
 
@@ -39,10 +50,15 @@ def random_latent(model, net: dict, n: int, generator: torch.Generator) -> torch
 
 
 def decode(model, net: dict, latents, labels, options: SampleOptions, generator=None) -> torch.Tensor:
+    """``labels``: (n,) class indices, (n, D) text embeddings (a text net: required), or None."""
     device = next(model.parameters()).device
     scheduler = build_sampler(options.sampler, net["scheduler"])
     guidance = options.guidance if labels is not None else 1.0
     labels = labels.to(device) if labels is not None else None
+    if net.get("text_dim"):
+        if labels is None:
+            raise ValueError("a text-conditioned diffusion needs (n, D) text embeddings")
+        return text_diffusion_sample(model, scheduler, latents.to(device), options.steps, labels, guidance, generator)
     return diffusion_sample(model, scheduler, latents.to(device), options.steps, labels, guidance, generator)
 
 

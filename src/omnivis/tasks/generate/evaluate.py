@@ -54,25 +54,51 @@ def class_accuracy(gen: GeneratorPredictor, features: ClassifierFeatures, per_cl
     return per
 
 
-def _real_images(gen: GeneratorPredictor, data, split: str, strict: bool, limit: int) -> tuple[torch.Tensor, str]:
-    cfg = gen.config
+def _wanted_split(loaded, spec: str, cfg: dict, split: str):
+    """``loaded`` (class or caption data), or its held-out part when ``split`` asks for it (as training
+    drew it: ``split_indices`` over the labels with the bundle's seed)."""
     if split not in ("auto", "val", "all"):
         raise ConfigError(f"split must be auto, val or all, got '{split}'")
+    if split == "val" or (split == "auto" and spec == cfg.get("data")):
+        _, val_idx = split_indices(loaded.labels(), cfg["split"]["val_fraction"], seed=cfg["split"]["seed"])
+        if not len(val_idx):
+            raise DataError(f"{spec}: the bundle was trained without a held-out split; use split='all'")
+        return loaded.subset(val_idx)
+    return loaded
+
+
+def _real_images(gen: GeneratorPredictor, data, split: str, strict: bool, limit: int) -> tuple[torch.Tensor, str]:
+    cfg = gen.config
     if not isinstance(data, ClassificationData):
         spec = data or cfg["data"]
-        loaded = resolve_classification_data(spec, strict=strict)
-        if split == "val" or (split == "auto" and spec == cfg.get("data")):
-            _, val_idx = split_indices(loaded.labels(), cfg["split"]["val_fraction"], seed=cfg["split"]["seed"])
-            if not len(val_idx):
-                raise DataError(f"{spec}: the bundle was trained without a held-out split; use split='all'")
-            loaded = loaded.subset(val_idx)
-        data = loaded
+        data = _wanted_split(resolve_classification_data(spec, strict=strict), spec, cfg, split)
     if len(data) < 2:
         raise DataError(f"{data.source}: FID needs at least 2 real images, found {len(data)}")
     mode = "RGB" if gen.channels == 3 else "L"
     ds = ImageClassificationDataset(data, generator_transform(gen.img_size), mode)
     images = torch.stack([ds[i][0] for i in range(min(len(ds), limit))])
     return (images + 1) / 2, data.source
+
+
+def _held_out_captions(gen: GeneratorPredictor, data, split: str, strict: bool,
+                       limit: int) -> tuple[torch.Tensor, list[str], str]:
+    """A text bundle's real images in [0, 1] and their first captions (the prompts to sample with)."""
+    from omnivis.data.captions import resolve_caption_data
+
+    cfg = gen.config
+    if data is None or isinstance(data, (str, Path)):
+        spec = str(data or cfg["data"])
+        data = _wanted_split(resolve_caption_data(spec, strict=strict, seed=cfg["split"]["seed"]), spec, cfg, split)
+    if not all(getattr(s, "captions", None) for s in data.samples):
+        raise DataError(f"{data.source}: a text-conditioned generator is evaluated on captioned images "
+                        "(a caption CSV, COCO captions JSON, class folder or builtin:shapes)")
+    if len(data) < 2:
+        raise DataError(f"{data.source}: FID needs at least 2 real images, found {len(data)}")
+    mode = "RGB" if gen.channels == 3 else "L"
+    ds = ImageClassificationDataset(data, generator_transform(gen.img_size), mode)
+    count = min(len(ds), limit)
+    images = torch.stack([ds[i][0] for i in range(count)])
+    return (images + 1) / 2, [data.samples[i].captions[0] for i in range(count)], data.source
 
 
 def evaluate_generator(
@@ -90,7 +116,9 @@ def evaluate_generator(
 ) -> dict:
     """FID/KID of ``num_samples`` generated images against real held-out images, in the feature
     space of ``reference`` (a classify bundle; default: the one recorded at training), plus, for a
-    conditional model, the reference's accuracy on ``per_class`` samples of each class.
+    conditional model, the reference's accuracy on ``per_class`` samples of each class. A
+    text-conditioned model draws one image per real image, prompted with its first caption (class
+    accuracy is left out: its prompts are not the reference's classes).
 
     With ``inception_weights`` (a .safetensors file of the FID Inception-v3), also the standard
     ``inception_fid`` / ``inception_kid_*`` of the same images (slow on a CPU: ~0.3 s per image).
@@ -100,22 +128,30 @@ def evaluate_generator(
     gen = GeneratorPredictor.from_dir(bundle_dir)
     reference = reference or gen.config.get("reference")
     if not reference:
+        like = "FOLDER_OF_CLASS_FOLDERS" if gen.text else gen.config["data"]
         raise ConfigError(
             f"{bundle_dir}: no reference classifier to measure FID with; train one (omnivis train classify --data "
-            f"{gen.config['data']} --out REF) and pass --reference REF when training the generator"
+            f"{like} --out REF) and pass --reference REF when training the generator"
         )
     features, ref_classes = load_reference(reference)
     inception = InceptionFeatures(inception_weights) if inception_weights else None  # fail before sampling
-    real, source = _real_images(gen, data, split, strict, min(num_samples, MAX_EVAL_SAMPLES))
+    limit = min(num_samples, MAX_EVAL_SAMPLES)
+    if gen.text:
+        real, prompts, source = _held_out_captions(gen, data, split, strict, limit)
+    else:
+        (real, source), prompts = _real_images(gen, data, split, strict, limit), None
     n = len(real)
     with console_status(f"sampling {n} images", progress):
-        fake = (gen.generate_tensor(n, seed=seed) + 1) / 2
+        fake = (gen.generate_tensor(n, seed=seed, prompt=prompts) + 1) / 2
     metrics: dict = {"method": gen.method, "data": source, "reference": str(reference), "num_real": n,
                      "num_generated": n, **fid_kid(real, fake, features)}
     if inception is not None:
         scores = fid_kid(real, fake, inception, progress="Inception features" if progress else None)
         metrics.update({f"inception_{k}": v for k, v in scores.items()}, inception_weights=str(inception_weights))
     metrics["sampler"] = gen.config.get("sampling", {})
+    if gen.text:
+        metrics["note"] = ("text-conditioned: each generated image is prompted with a held-out image's first "
+                           "caption; class accuracy is for class-conditional generators")
     if gen.conditional:
         if ref_classes != gen.classes:
             raise ConfigError(f"{reference}: its classes differ from the generator's; use a classifier of the same data")

@@ -192,6 +192,44 @@ class DiffusionModule(GeneratorModule):
         return self.ema if self.ema is not None else self.model
 
 
+class TextDiffusionModule(DiffusionModule):
+    """DDPM epsilon prediction conditioned on captions through frozen text embeddings.
+
+    Batches are (images, sample index). Each step draws one of the image's captions and replaces it
+    by the learned null text with probability ``cfg_dropout``, both from torch's RNG (which the
+    engine reseeds every step). The embeddings are precomputed: ``table`` (K, D) holds each distinct
+    caption once, ``caption_ids`` (N, M) the captions of training image i (padded), ``caption_counts``
+    (N,) how many it has. They are non-persistent buffers: the bundle holds only the net.
+    """
+
+    def __init__(self, config: GenerateConfig, net: dict, table: torch.Tensor, caption_ids: torch.Tensor,
+                 caption_counts: torch.Tensor) -> None:
+        super().__init__(config, net)
+        if table.ndim != 2 or table.shape[1] != net["text_dim"]:
+            raise ValueError(f"table must be (K, {net['text_dim']}), got {tuple(table.shape)}")
+        self.register_buffer("text_table", table.float(), persistent=False)
+        self.register_buffer("caption_ids", caption_ids.long(), persistent=False)
+        self.register_buffer("caption_counts", caption_counts.long(), persistent=False)
+
+    def batch_text(self, index: torch.Tensor) -> torch.Tensor:
+        """(B,) training-sample indices -> (B, D): a random caption of each, or the null text."""
+        index = index.long().to(self.caption_ids.device)
+        counts = self.caption_counts[index]
+        pick = (torch.rand(len(index), device=index.device) * counts).long().clamp_max(counts - 1)
+        text = self.text_table[self.caption_ids[index, pick]]
+        drop = torch.rand(len(index), device=index.device) < self.config.cfg_dropout
+        return torch.where(drop[:, None], self.model.null_text(len(index)), text)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, index = batch
+        noise = torch.randn_like(images)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(images),), device=images.device)
+        noisy = self.scheduler.add_noise(images, noise, t)
+        loss = F.mse_loss(self.model(noisy, t, self.batch_text(index)), noise)
+        log_training(self, {"train/loss": loss})
+        return loss
+
+
 TRAINING_MODULES: dict[str, Callable[[GenerateConfig, dict], GeneratorModule]] = {
     "ae": AEModule,
     "vae": VAEModule,

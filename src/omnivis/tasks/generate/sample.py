@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from omnivis.bundle import Bundle, load_bundle, load_bundle_weights
 from omnivis.data.images import load_images
 from omnivis.data.transforms import generator_transform
-from omnivis.bundle import Bundle, load_bundle, load_bundle_weights
 from omnivis.errors import BundleError, ConfigError
 from omnivis.tasks.generate.config import TASK
 from omnivis.tasks.generate.methods import METHOD_SPECS
@@ -75,9 +75,14 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 
 class GeneratorPredictor:
-    """Rebuilds a generator from its bundle; ``generate`` and ``interpolate`` return uint8 images."""
+    """Rebuilds a generator from its bundle; ``generate`` and ``interpolate`` return uint8 images.
 
-    def __init__(self, bundle: Bundle, device: str = "cpu") -> None:
+    A text-conditioned bundle (``text``) loads the text encoder it recorded, or ``text_encoder`` after
+    checking it embeds text the same way (a ``BundleError`` naming both otherwise); it then takes a
+    ``prompt`` instead of a class.
+    """
+
+    def __init__(self, bundle: Bundle, device: str = "cpu", text_encoder: str | None = None) -> None:
         if bundle.task != TASK:
             raise BundleError(
                 f"{bundle.path}: is a '{bundle.task}' bundle, not a generator; make one with omnivis train generate"
@@ -90,24 +95,66 @@ class GeneratorPredictor:
         self.classes: list[str] = list(cfg.get("classes") or [])
         self.conditional = bool(cfg.get("conditional"))
         self.img_size, self.channels = int(cfg["img_size"]), int(cfg["in_chans"])
+        self.text = bool(cfg.get("text"))
+        self.example_prompts: list[str] = list(cfg.get("example_prompts") or [])
+        self.encoder = None
+        if self.text:
+            from omnivis.models.text import encoder_for_bundle
+
+            self.encoder = encoder_for_bundle(cfg.get("text_encoder") or {}, text_encoder, bundle.path)
+        elif text_encoder is not None:
+            raise ConfigError(f"{bundle.path}: this {self.method} is not text-conditioned; leave out --text-encoder")
         self.model = self.spec.build(self.net)
         load_bundle_weights(self.model, bundle)
         self.model.eval().to(device)
         self.device = device
 
     @classmethod
-    def from_dir(cls, path: str | Path, device: str = "cpu") -> GeneratorPredictor:
-        return cls(load_bundle(path), device=device)
+    def from_dir(cls, path: str | Path, device: str = "cpu", text_encoder: str | None = None) -> GeneratorPredictor:
+        return cls(load_bundle(path), device=device, text_encoder=text_encoder)
 
     def class_index(self, name: str | int | None) -> int | None:
         """A class name (or index) -> its index; None for "cycle through the classes"."""
         if name is None:
             return None
+        if self.text:
+            raise ConfigError(f"{self.bundle.path}: this generator is text-conditioned: give --prompt, not --class "
+                              f"(e.g. --prompt '{self._example()}')")
         if not self.conditional:
             raise ConfigError(f"{self.bundle.path}: this {self.method} is unconditional; leave out --class")
         if str(name) in self.classes:
             return self.classes.index(str(name))
         raise ConfigError(f"class '{name}' is not one of the bundle's classes ({', '.join(self.classes[:20])})")
+
+    def _example(self) -> str:
+        return self.example_prompts[0] if self.example_prompts else "a red circle"
+
+    def text_embeddings(self, n: int, prompt: str | Sequence[str] | None) -> torch.Tensor:
+        """A prompt (or ``n`` prompts) -> (n, D) embeddings of the bundle's text encoder.
+
+        Raises:
+            ConfigError: no prompt, an empty one, or a count of prompts other than ``n``.
+        """
+        if prompt is None:
+            raise ConfigError(f"{self.bundle.path}: this generator is text-conditioned: give --prompt "
+                              f"(e.g. --prompt '{self._example()}')")
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if len(prompts) not in (1, n):
+            raise ConfigError(f"give one prompt or {n} prompts (one per image), got {len(prompts)}")
+        embeddings = self.encoder.encode(prompts)  # an empty prompt: its ConfigError; too long: a warning
+        return embeddings.expand(n, -1) if len(prompts) == 1 else embeddings
+
+    def _condition(self, n: int, class_: str | int | None, prompt: str | Sequence[str] | None) -> torch.Tensor | None:
+        """(n,) class indices, (n, D) text embeddings, or None: what the method's sampler conditions on."""
+        if self.text:
+            if class_ is not None:
+                self.class_index(class_)  # its error: a text bundle takes a prompt
+            return self.text_embeddings(n, prompt)
+        if prompt is not None:
+            kind = "class-conditional: give --class NAME" if self.conditional else "unconditional"
+            raise ConfigError(f"{self.bundle.path}: this {self.method} is not text-conditioned ({kind}); "
+                              "leave out --prompt")
+        return self._labels(n, class_)
 
     def _labels(self, n: int, class_: str | int | None) -> torch.Tensor | None:
         if not self.conditional:
@@ -131,24 +178,30 @@ class GeneratorPredictor:
 
     def check_size(self, img_size: int | None) -> None:
         if img_size is not None and img_size != self.img_size:
-            raise ConfigError(f"{self.bundle.path}: this {self.method} makes {self.img_size} px images, not {img_size} px")
+            raise ConfigError(f"{self.bundle.path}: this {self.method} makes {self.img_size} px images, "
+                              f"not {img_size} px")
 
     @torch.no_grad()
     def generate_tensor(self, n: int, class_: str | int | None = None, steps: int | None = None,
                         guidance: float | None = None, seed: int = 0, sampler: str | None = None,
-                        temperature: float = 1.0, top_k: int | None = None, batch_size: int = 256) -> torch.Tensor:
-        """-> (n, C, H, W) float in [-1, 1]; labels cycle through the classes when ``class_`` is None."""
+                        temperature: float = 1.0, top_k: int | None = None, batch_size: int = 256,
+                        prompt: str | Sequence[str] | None = None) -> torch.Tensor:
+        """-> (n, C, H, W) float in [-1, 1]; labels cycle through the classes when ``class_`` is None.
+
+        A text-conditioned bundle needs ``prompt``: one text for all ``n`` images, or ``n`` texts.
+        """
         if self.spec.sample is None:
             raise BundleError(f"{self.bundle.path}: {self.spec.no_sample_hint}")
         if not 1 <= n <= MAX_SAMPLES:
             raise ConfigError(f"--n must be in 1..{MAX_SAMPLES}, got {n}")
         options = self._options(steps, guidance, sampler, temperature, top_k)
-        labels = self._labels(n, class_)
+        labels = self._condition(n, class_, prompt)
         generator = torch.Generator().manual_seed(int(seed))
         chunks = []
         for start in range(0, n, batch_size):
             part = None if labels is None else labels[start: start + batch_size]
-            chunks.append(self.spec.sample(self.model, self.net, min(batch_size, n - start), part, options, generator).cpu())
+            size = min(batch_size, n - start)
+            chunks.append(self.spec.sample(self.model, self.net, size, part, options, generator).cpu())
         return torch.cat(chunks)
 
     def generate(self, n: int, class_: str | int | None = None, steps: int | None = None,
@@ -158,18 +211,21 @@ class GeneratorPredictor:
 
     @torch.no_grad()
     def interpolate(self, frames: int = 8, images: Sequence | None = None, class_: str | int | None = None,
-                    seed: int = 0, steps: int | None = None, guidance: float | None = None) -> np.ndarray:
+                    seed: int = 0, steps: int | None = None, guidance: float | None = None,
+                    prompt: str | None = None) -> np.ndarray:
         """``frames`` images walking the latent space from A to B -> (frames, H, W, C) uint8.
 
         A and B are two images encoded by the model (ae, vae), or, without images, two latents
         drawn from the prior with ``seed`` (vae, gan; diffusion interpolates the DDIM start noise).
+        A text-conditioned diffusion holds ``prompt`` fixed along the walk.
         """
         if not 2 <= frames <= MAX_FRAMES:
             raise ConfigError(f"--frames must be in 2..{MAX_FRAMES}, got {frames}")
         options = self._options(steps, guidance, "ddim", 1.0, None)
         if images:
             if self.spec.encode is None:
-                raise ConfigError(f"{self.bundle.path}: a {self.method} cannot encode images; interpolate without images")
+                raise ConfigError(f"{self.bundle.path}: a {self.method} cannot encode images; "
+                                  "interpolate without images")
             if len(images) != 2:
                 raise ConfigError(f"interpolate takes two images (A and B), got {len(images)}")
             tf = generator_transform(self.img_size)
@@ -179,11 +235,15 @@ class GeneratorPredictor:
             walk = [(1 - t) * a + t * b for t in np.linspace(0, 1, frames)]
         else:
             if self.spec.random_latent is None:
-                raise ConfigError(f"{self.bundle.path}: a {self.method} has no prior latent; pass two images to interpolate")
+                raise ConfigError(f"{self.bundle.path}: a {self.method} has no prior latent; "
+                                  "pass two images to interpolate")
             a, b = self.spec.random_latent(self.model, self.net, 2, torch.Generator().manual_seed(int(seed)))
             walk = [slerp(a, b, float(t)) for t in np.linspace(0, 1, frames)]
-        labels = self._labels(1, class_)
-        labels = None if labels is None else labels.expand(frames) if class_ is not None else torch.zeros(frames, dtype=torch.long)
+        labels = self._condition(1, class_, prompt)
+        if self.text:
+            labels = labels.expand(frames, -1)
+        elif labels is not None:
+            labels = labels.expand(frames) if class_ is not None else torch.zeros(frames, dtype=torch.long)
         out = self.spec.decode(self.model, self.net, torch.stack(walk), labels, options)
         return to_uint8(out)
 

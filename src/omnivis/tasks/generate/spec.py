@@ -30,7 +30,8 @@ class MethodSpec:
         net_config: (config, num_classes) -> the JSON dict stored in the bundle to rebuild the net.
         build: net dict -> the nn.Module whose weights the bundle holds.
         sample: (model, net, n, labels|None, options, generator) -> (n, C, H, W) in [-1, 1], or None
-            when the method has no prior to sample from (ae, vqvae).
+            when the method has no prior to sample from (ae, vqvae). ``labels`` is the condition:
+            (n,) class indices, or (n, D) text embeddings for a text-conditioned diffusion.
         encode: (model, images in [-1, 1]) -> (B, D) latents, for interpolation between images.
         random_latent: (model, net, n, generator) -> (n, ...) latents drawn from the prior.
         decode: (model, net, latents, labels|None, options) -> images in [-1, 1].
