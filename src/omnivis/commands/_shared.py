@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -38,8 +37,11 @@ def print_json(data: object) -> None:
 
 
 def is_main_process() -> bool:
-    """Rank 0 of node 0: the one process of a (multi-process) run that reports."""
-    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    """Global rank 0, as Lightning resolved it (torchrun sets RANK/GROUP_RANK, srun SLURM_PROCID, a
+    hand launch NODE_RANK/LOCAL_RANK): the one process of a multi-process run that reports."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def format_number(value: object) -> str:

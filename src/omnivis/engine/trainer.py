@@ -30,6 +30,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.profilers import PassThroughProfiler
 
+from omnivis.engine.cluster import bounded_join
 from omnivis.engine.config import PRECISIONS, TrainerConfig  # noqa: F401  (re-exported)
 from omnivis.errors import TrainingError
 from omnivis.fileio import atomic_write_bytes
@@ -172,9 +173,11 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.Lightnin
         ckpt_path: Path | None, resume_command: str) -> None:
     """``trainer.fit`` (resuming from ``ckpt_path``, loaded with ``weights_only``), with Ctrl-C
     reported as one line saying how to continue (Lightning turns it into ``exit(1)`` after
-    ``CheckpointOnException`` has written ``last.ckpt``)."""
+    ``CheckpointOnException`` has written ``last.ckpt``). A run of several processes waits a bounded
+    time for the master and for the process group to form (``engine/cluster.py``)."""
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        with bounded_join(trainer):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SystemExit:
         if trainer.interrupted:
             raise TrainingError(

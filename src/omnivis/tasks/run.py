@@ -22,9 +22,9 @@ import torch
 from rich.console import Console
 
 from omnivis import __version__
+from omnivis.bundle import model_card, save_bundle, update_metrics
 from omnivis.config import config_to_dict
 from omnivis.data.skipped import Skipped, skipped_records
-from omnivis.bundle import model_card, save_bundle, update_metrics
 from omnivis.engine.trainer import build_trainer, checkpoint_dir, fit
 from omnivis.fileio import atomic_write_bytes
 from omnivis.metrics.classification import plot_training_curves
@@ -166,7 +166,7 @@ def keep_best_if_stopped_early(trainer: pl.Trainer, module: pl.LightningModule, 
 
 def _is_rank_zero() -> bool:
     """Before the trainer exists: the launcher's rank variables (absent in a single process)."""
-    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def summarize(metrics: dict, keys: Sequence[str] | None) -> dict:
