@@ -12,6 +12,6 @@ from __future__ import annotations
 
 FAMILIES: tuple[str, ...] = (
     "train", "segment", "pretrain", "probe", "distill", "evaluate", "predict", "explain", "export", "audit", "serve",
-    "generate", "multimodal", "edit", "face", "demo", "datasets", "models",
+    "generate", "multimodal", "edit", "face", "demo", "datasets", "data_pack", "models",
 )
 """The command modules, in the order their commands are listed in ``omnivis --help``."""

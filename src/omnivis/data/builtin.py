@@ -31,6 +31,7 @@ from omnivis.data.faces import load_orl_faces
 from omnivis.data.images import array_to_image
 from omnivis.data.photos import load_training_photos
 from omnivis.data.readers import ClassificationData, ImageSample, read_class_folder
+from omnivis.data.shards import is_shard_dir, read_classification_shards
 from omnivis.errors import DataError
 
 SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
@@ -426,15 +427,20 @@ def resolve_classification_data(
 
     Args:
         spec: ``"builtin:NAME"``, ``"torchvision:NAME[:ROOT]"`` (a torchvision training split
-            already downloaded under ROOT, default ``./data``), or a folder / ``.csv`` manifest path.
+            already downloaded under ROOT, default ``./data``), a folder / ``.csv`` manifest path, or
+            shards written by ``omnivis data pack`` (a folder, or an ``s3://`` URL; ``data/shards.py``).
         manifest: CSV manifest for a folder (not allowed with ``builtin:`` or ``torchvision:``).
-        strict: Raise on unreadable files instead of skipping them (folders only).
+        strict: Raise on unreadable files (or shard records) instead of skipping them.
         classes: Fixed class list, e.g. a trained model's; data with other classes is an error.
 
     Raises:
         DataError: Unknown scheme or dataset, missing files, or classes that do not match.
     """
     spec = str(spec)
+    if is_shard_dir(spec):
+        if manifest is not None:
+            raise DataError(f"{spec}: a manifest can only be used with a folder of images, not with shards")
+        return read_classification_shards(spec, strict=strict, classes=classes)
     scheme, _, rest = spec.partition(":")
     if scheme in ("builtin", "torchvision"):
         if manifest is not None:
@@ -448,7 +454,7 @@ def resolve_classification_data(
     # "c:" alone is a Windows drive, not a scheme.
     if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]+:", spec) and not Path(spec).exists():
         raise DataError(
-            f"unknown data scheme '{scheme}:' in '{spec}'; use builtin:NAME, torchvision:NAME[:ROOT] "
-            "or a folder path"
+            f"unknown data scheme '{scheme}:' in '{spec}'; use builtin:NAME, torchvision:NAME[:ROOT], "
+            "a folder path or shards (a folder or s3://...)"
         )
     return read_class_folder(spec, manifest=manifest, strict=strict, classes=classes)

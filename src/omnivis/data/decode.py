@@ -25,6 +25,7 @@ from omnivis.data.images import (
     load_image,
     normalize_image,
 )
+from omnivis.data.shards import NamedBytes, ShardRecord
 
 _FAST_FORMATS = frozenset({"PNG", "JPEG"})
 
@@ -50,8 +51,9 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array.transpose(2, 0, 1).copy())
 
 
-def _fast_decode(path: Path, max_pixels: int) -> torch.Tensor | None:
-    """torchvision's decode of a plain 8-bit L/RGB PNG or JPEG; None for anything else."""
+def _fast_decode(path: Path | NamedBytes, max_pixels: int) -> torch.Tensor | None:
+    """torchvision's decode of a plain 8-bit L/RGB PNG or JPEG (a file, or a record's bytes); None for
+    anything else."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -63,7 +65,8 @@ def _fast_decode(path: Path, max_pixels: int) -> torch.Tensor | None:
     if not plain:
         return None
     try:
-        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+        raw = path.getvalue() if isinstance(path, NamedBytes) else path.read_bytes()
+        data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
         with warnings.catch_warnings():  # torchvision 0.29 points to TorchCodec; its decoders still work
             warnings.simplefilter("ignore", DeprecationWarning)
             image = decode_image(data, mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
@@ -74,18 +77,25 @@ def _fast_decode(path: Path, max_pixels: int) -> torch.Tensor | None:
     return image
 
 
-def decode_tensor(source: str | Path | np.ndarray | Image.Image, mode: str = "RGB",
+def decode_tensor(source: str | Path | np.ndarray | Image.Image | ShardRecord, mode: str = "RGB",
                   max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
-    """A file, an in-memory array or a PIL image -> (1 or 3, H, W) uint8 tensor in ``mode``.
+    """A file, an in-memory array, a PIL image or a record in shards (``data/shards.py``, decoded from
+    its stored file bytes exactly as the file would be) -> (1 or 3, H, W) uint8 tensor in ``mode``.
 
     Raises:
-        ImageError: the file is missing, not an image, truncated, corrupt or too large (from
-            ``load_image``, naming the file).
+        ImageError: the file or record is missing, not an image, truncated, corrupt or too large (from
+            ``load_image``, naming the file or record).
     """
     if isinstance(source, np.ndarray):
         return pil_to_tensor(array_to_image(source, mode))
     if isinstance(source, Image.Image):
         return pil_to_tensor(normalize_image(ImageOps.exif_transpose(source), mode))
+    if isinstance(source, ShardRecord):
+        data = source.read_bytes()
+        fast = _fast_decode(NamedBytes(data, str(source)), max_pixels)
+        if fast is not None:
+            return to_mode(fast, mode)
+        return pil_to_tensor(load_image(NamedBytes(data, str(source)), mode, max_pixels))
     fast = _fast_decode(Path(source), max_pixels)
     if fast is not None:
         return to_mode(fast, mode)
