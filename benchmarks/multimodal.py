@@ -103,12 +103,17 @@ def scores(answers: list[str], data) -> dict:
             "shape": round(float(np.mean(shapes)), 4)}
 
 
-def zeroshot_block(tmp: Path, train_csv: Path, tests: dict, quick: bool) -> dict:
+def zeroshot_block(tmp: Path, train_csv: Path, tests: dict, quick: bool, grayscale: float | None = None) -> dict:
     from omnivis.inference.align import AlignPredictor, retrieval_recall
     from omnivis.tasks.align import AlignConfig, train_align
     from omnivis.tasks.classify import ClassifyConfig, train_classifier
 
-    align, align_s = timed(train_align, defaults(AlignConfig, quick, data=str(train_csv)), tmp / "align")
+    config = defaults(AlignConfig, quick, data=str(train_csv))
+    if grayscale is not None:  # the ablation of the align default (0.5)
+        from dataclasses import replace
+
+        config = replace(config, augment=replace(config.augment, grayscale=grayscale))
+    align, align_s = timed(train_align, config, tmp / "align")
     seen_pairs = [p for p in all_pairs() if p not in UNSEEN]
     closed_data = write_pair_folder(scenes(TRAIN_SCENES, 0, seen_pairs), tmp / "closed-data")
     closed, closed_s = timed(train_classifier, defaults(ClassifyConfig, quick, data=str(closed_data)), tmp / "closed")
@@ -152,6 +157,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="5 steps a run: checks the script, not the numbers")
     parser.add_argument("--skip-generate", action="store_true", help="only the zero-shot and retrieval part")
     parser.add_argument("--skip-align", action="store_true", help="only the text-to-image part")
+    parser.add_argument("--align-grayscale", type=float, help="the align run's share of grey images (default: "
+                        "the align default, 0.5)")
     parser.add_argument("--generator", type=Path, help="a bundle trained by exactly GENERATE_FIELDS on the same "
                         "training CSV, to score instead of training one (its metrics.json gives the time)")
     args = parser.parse_args()
@@ -164,7 +171,7 @@ def main() -> None:
         train_csv = write_caption_folder(scenes(TRAIN_SCENES, 0, seen_pairs), tmp / "train")
         tests = {"unseen_pairs": scenes(TEST_SCENES, 1, list(UNSEEN)), "seen_pairs": scenes(TEST_SCENES, 1, seen_pairs)}
         if not args.skip_align:
-            results["zeroshot"] = zeroshot_block(tmp, train_csv, tests, args.quick)
+            results["zeroshot"] = zeroshot_block(tmp, train_csv, tests, args.quick, args.align_grayscale)
             print_zeroshot(results["zeroshot"])
         if not args.skip_generate:
             results["text_to_image"] = text_to_image_block(tmp, train_csv, args.quick, args.generator)
