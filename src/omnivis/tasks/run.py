@@ -119,10 +119,11 @@ def run_training(
             _console.print(f"[dim]omnivis:[/] {line}", highlight=False, soft_wrap=True)
     seed_everything(config.trainer.seed)
     module = plan.build_module()
-    if resume:
-        keep_previous_logs(out)
-    else:
-        write_run_config(out, config)
+    if _is_rank_zero():  # one writer: on several nodes sharing --out, each would rename the same log
+        if resume:
+            keep_previous_logs(out)
+        else:
+            write_run_config(out, config)
     trainer = build_trainer(config.trainer, out, monitor=plan.monitor, monitor_mode=plan.monitor_mode,
                             extra_callbacks=callbacks, partial_graph=plan.partial_graph)
     if trainer.is_global_zero:
