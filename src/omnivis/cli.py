@@ -9,6 +9,7 @@ import importlib
 import sys
 
 import typer
+from rich.markup import escape
 
 from omnivis.commands import FAMILIES
 from omnivis.commands._shared import err_console, quiet_libraries
@@ -50,7 +51,7 @@ def main() -> None:
     except OmnivisError as err:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted; resume a training run with --resume")

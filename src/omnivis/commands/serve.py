@@ -33,6 +33,13 @@ def serve_command(
                                          "that /api/face/identify/NAME searches; repeat per face model."),
     face_detector: Optional[str] = typer.Option(None, help="Find faces before identifying them: 'classical' or a "
                                                 "detect bundle (default: each photo is one face)."),
+    ray: bool = typer.Option(False, "--ray", help="Serve as a Ray Serve deployment (the same endpoints) on a local "
+                             "Ray, or the cluster at $RAY_ADDRESS; needs pip install 'omnivis\\[scale]'."),
+    replicas: int = typer.Option(1, min=1, help="With --ray: replicas of the app, each loading every bundle."),
+    max_replicas: Optional[int] = typer.Option(None, min=1, help="With --ray: autoscale between --replicas and "
+                                               "this many replicas on load (default: a fixed --replicas)."),
+    max_ongoing_requests: Optional[int] = typer.Option(None, min=1, help="With --ray: requests Ray lets into one "
+                                                       "replica at once (default: --max-batch + --max-queue)."),
 ) -> None:
     """Serve bundles over HTTP: a web page at /, JSON endpoints per task at /api/TASK/NAME, the OpenAI
     Images API at /v1/images/generations, KServe v2 at /v2, Prometheus at /metrics, OpenAPI at /docs."""
@@ -40,18 +47,35 @@ def serve_command(
 
     import torch
 
+    from omnivis.errors import ConfigError
     from omnivis.serve.app import ServeConfig
     from omnivis.serve.runner import load_models, serve
 
+    if not ray and (max_replicas is not None or max_ongoing_requests is not None or replicas != 1):
+        raise ConfigError("--replicas, --max-replicas and --max-ongoing-requests only apply with --ray")
+    if ray:
+        from omnivis.serve.ray_deploy import require_ray
+
+        require_ray()  # before loading anything: one line naming the extra when Ray is missing
     torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) - 1))
     models = load_models(bundles, backend, face_index, face_detector)
     for model in models.values():
         console.print(f"[bold]{model.name}[/]: {model.task} on {model.backend} from {model.bundle_dir}"
                       + (f" ({model.note})" if model.note else ""))
-    console.print(f"web page: http://{host}:{port}/   API: http://{host}:{port}/docs   "
-                  f"(PyTorch threads: {torch.get_num_threads()})")
     config = ServeConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                          max_upload_mb=max_upload_mb, max_pixels=max_pixels, request_timeout_s=timeout, api_key=api_key)
+    if ray:  # the bundles were loaded above only to check them; every replica loads its own copy
+        from omnivis.serve.ray_deploy import Scaling, serve_forever
+
+        del models
+        scaling = Scaling(replicas=replicas, max_replicas=max_replicas, max_ongoing_requests=max_ongoing_requests,
+                          drain_s=drain)
+        scaling.options(config)  # bad bounds: one line before Ray starts
+        serve_forever(bundles, config, scaling, host, port, backend, face_index, face_detector, threads,
+                      announce=console.print)
+        return
+    console.print(f"web page: http://{host}:{port}/   API: http://{host}:{port}/docs   "
+                  f"(PyTorch threads: {torch.get_num_threads()})")
     serve(models, config, host=host, port=port, drain_s=drain)
 
 
