@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from omnivis.data.builtin import load_digits_data, resolve_classification_data
+from omnivis.data.readers import ClassificationData, ImageSample
 from omnivis.data.skipped import Skipped, warn_skipped
 from omnivis.errors import DataError
 
@@ -428,3 +429,11 @@ def caption_index(samples: Sequence[CaptionedImage]) -> tuple[list[str], torch.T
     rows = [[at[s.captions[k if k < len(s.captions) else 0]] for k in range(width)] for s in samples]
     return texts, torch.tensor(rows, dtype=torch.long).reshape(len(samples), width), torch.tensor(
         [len(s.captions) for s in samples], dtype=torch.long)
+
+
+def as_indexed_images(data: CaptionData) -> ClassificationData:
+    """The images with each one's position as its "label": a text-conditioned training step looks the
+    image's captions up by it (``caption_index``), through the same dataset and loaders as class data."""
+    samples = [ImageSample(s.source, i, s.name) for i, s in enumerate(data.samples)]
+    return ClassificationData(samples, [], data.source, list(data.skipped))
+

@@ -19,8 +19,7 @@ import torch
 
 from omnivis.bundle import model_card
 from omnivis.config import config_to_dict
-from omnivis.data.captions import CaptionData, caption_index, resolve_caption_data
-from omnivis.data.readers import ClassificationData, ImageSample
+from omnivis.data.captions import CaptionData, as_indexed_images, caption_index, resolve_caption_data
 from omnivis.data.transforms import AugmentConfig
 from omnivis.engine.config import TrainerConfig
 from omnivis.errors import ConfigError, DataError
@@ -140,12 +139,6 @@ class AlignModule(pl.LightningModule):
         return warmup_cosine_for(self, self.model, self.config.lr, self.config.weight_decay, self.config.warmup_epochs)
 
 
-def _as_indexed_images(data: CaptionData) -> ClassificationData:
-    """The images with each one's position as its "label": the step looks its captions up by it."""
-    samples = [ImageSample(s.source, i, s.name) for i, s in enumerate(data.samples)]
-    return ClassificationData(samples, [], data.source, list(data.skipped))
-
-
 def align_plan(config: AlignConfig) -> TrainingPlan:
     """Read the captions, embed them once, hold out images, train, and score the held-out images."""
     data = resolve_caption_data(config.data, strict=config.strict, images=config.images, seed=config.trainer.seed)
@@ -155,7 +148,7 @@ def align_plan(config: AlignConfig) -> TrainingPlan:
     train = data.subset(train_idx)
     encoder = load_text_encoder(config.text_encoder)
     table = CaptionTable(train, encoder)
-    indexed = _as_indexed_images(train)
+    indexed = as_indexed_images(train)
     config, (mean, std), choices = resolve_from_data(config, indexed)
     datamodule, lines = labelled_image_datamodule(config, indexed, None, mean, std, names=("training images", ""))
     choices += lines

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 import lightning.pytorch as pl
 import numpy as np
-import torch
 
 from omnivis.config import config_to_dict
 from omnivis.data.builtin import resolve_classification_data
@@ -43,14 +42,6 @@ def _load(config: GenerateConfig) -> ClassificationData:
         if unlabelled:
             raise DataError(f"{config.data}: --conditional needs labels, but '{unlabelled[0]}' has none")
     return data
-
-
-class IndexedImages(ImageClassificationDataset):
-    """Caption data as (image tensor, sample index) pairs: the module looks the captions up by index."""
-
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        image, _ = super().__getitem__(key)
-        return image, key[1] if isinstance(key, tuple) else key
 
 
 def example_prompts(samples: Sequence[CaptionedImage], count: int = EXAMPLE_PROMPTS) -> list[str]:
@@ -86,7 +77,7 @@ def _image_data(config: GenerateConfig, spec, module) -> _Data:
 def _caption_data(config: GenerateConfig, spec) -> _Data:
     """Captioned images, the frozen encoder's embedding of every distinct training caption (one call),
     and the header fields of a text-conditioned bundle."""
-    from omnivis.data.captions import caption_index, resolve_caption_data
+    from omnivis.data.captions import as_indexed_images, caption_index, resolve_caption_data
     from omnivis.models.text import load_text_encoder
 
     seed = config.trainer.seed
@@ -104,7 +95,7 @@ def _caption_data(config: GenerateConfig, spec) -> _Data:
     table = encoder.encode(texts)  # every distinct training caption, embedded once
     header = {"text": True, "text_encoder": encoder.identity(), "example_prompts": example_prompts(train.samples),
               "captions": {"train_images": len(train), "distinct_captions": len(texts)}}
-    dataset = IndexedImages(train, generator_transform(config.img_size, config.hflip), config.mode, seed)
+    dataset = ImageClassificationDataset(as_indexed_images(train), generator_transform(config.img_size, config.hflip), config.mode, seed)
     return _Data(data, train_idx, val_idx, net, dataset, lambda: TextDiffusionModule(config, net, table, ids, counts),
                  header)
 
