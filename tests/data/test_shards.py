@@ -269,3 +269,43 @@ def test_mid_epoch_resume_from_shards_sees_the_same_batches(shards, straight, tm
     assert sorted(second.seen) == list(range(saved, 10))
     assert {**first.seen, **second.seen} == straight[0]
     assert _same_weights(_weights(resumed), straight[1])
+
+
+def test_detect_and_segment_train_from_shards_as_from_their_files(tmp_path):
+    """Every task's --data takes shards: the same split, batches and so weights as the COCO file or mask
+    folder they were packed from (evaluation reads the shards too)."""
+    from omnivis.data.detection import resolve_detection_data
+    from omnivis.data.masks import resolve_segmentation_data
+    from omnivis.inference.detect import evaluate_detector
+    from omnivis.inference.segment import evaluate_segmenter
+    from omnivis.tasks.detect import train_detector
+    from omnivis.tasks.segment import train_segmenter
+    from tests.tasks.test_detect import tiny_detect_config
+    from tests.tasks.test_segment import tiny_segment_config
+    from tests.toys import write_colour_squares_coco, write_colour_squares_masks
+
+    coco, _, _ = write_colour_squares_coco(tmp_path / "coco", n=24)
+    det_shards = pack_detection(resolve_detection_data(str(coco)), tmp_path / "det", shard_size_mb=0.01)
+    with pytest.raises(DataError, match="--images is only for a COCO"):
+        resolve_detection_data(str(det_shards), images=tmp_path)
+    det = {}
+    for name, data in (("file", coco), ("shards", det_shards)):
+        config = tiny_detect_config(data=str(data), img_size=32, val_fraction=0.25, trainer=dict(max_steps=3))
+        det[name] = train_detector(config, tmp_path / f"det-{name}")
+    assert _same_weights(_weights(det["file"]), _weights(det["shards"]))
+    on_shards = evaluate_detector(det["file"], data=str(det_shards), split="all", progress=False)
+    on_file = evaluate_detector(det["file"], data=str(coco), split="all", progress=False)
+    assert on_shards["num_images"] == on_file["num_images"] == 24
+    assert on_shards["map50"] == pytest.approx(on_file["map50"], abs=1e-9)
+
+    masks = write_colour_squares_masks(tmp_path / "masks", n=24)
+    seg_shards = pack_segmentation(resolve_segmentation_data(str(masks)), tmp_path / "seg", shard_size_mb=0.01)
+    seg = {}
+    for name, data in (("folder", masks), ("shards", seg_shards)):
+        config = tiny_segment_config(data=str(data), val_fraction=0.25, batch_size=8, trainer=dict(max_steps=3))
+        seg[name] = train_segmenter(config, tmp_path / f"seg-{name}")
+    assert _same_weights(_weights(seg["folder"]), _weights(seg["shards"]))
+    on_shards = evaluate_segmenter(seg["folder"], data=str(seg_shards), split="all", progress=False)
+    assert on_shards["num_images"] == 24
+    assert on_shards["miou"] == pytest.approx(
+        evaluate_segmenter(seg["folder"], data=str(masks), split="all", progress=False)["miou"], abs=1e-6)

@@ -71,10 +71,9 @@ def data_pack(
         print_json(summary)
         return
     skipped = f", {summary['skipped']} skipped" if summary["skipped"] else ""
-    use = (f"use it as --data {written}" if kind == "classification"
-           else f"read it with omnivis.data.shards.read_{kind}_shards")
+    task = {"classification": "classify", "detection": "detect", "segmentation": "segment"}[kind]
     console.print(f"packed {summary['records']} {kind} records{skipped} into {len(chunks)} shard(s), "
-                  f"{megabytes:.1f} MB: [bold]{written}[/] ({use})")
+                  f"{megabytes:.1f} MB: [bold]{written}[/] (omnivis train {task} --data {written})")
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:

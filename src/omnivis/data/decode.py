@@ -20,12 +20,13 @@ from torchvision.io import ImageReadMode, decode_image
 
 from omnivis.data.images import (
     MAX_IMAGE_PIXELS,
+    NamedBytes,
     _open,
     array_to_image,
     load_image,
     normalize_image,
 )
-from omnivis.data.shards import NamedBytes, ShardRecord
+from omnivis.data.shards import ShardRecord
 
 _FAST_FORMATS = frozenset({"PNG", "JPEG"})
 

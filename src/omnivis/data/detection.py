@@ -25,6 +25,7 @@ from omnivis.data.builtin import SHAPE_CLASSES, is_builtin_shapes, make_shapes
 from omnivis.data.coco import read_coco
 from omnivis.data.decode import decode_tensor
 from omnivis.data.detection_records import DetectionData, DetectionRecord, mask_to_rle
+from omnivis.data.shards import is_shard_dir, read_detection_shards
 from omnivis.errors import DataError
 from omnivis.fileio import atomic_write_bytes
 from omnivis.seeding import mix_seed, reseed_torch
@@ -63,7 +64,8 @@ def resolve_detection_data(
     """What a user types as ``--data`` (and ``--images``) -> ``DetectionData``.
 
     Args:
-        spec: ``builtin:shapes`` or a COCO JSON file.
+        spec: ``builtin:shapes``, a COCO JSON file, or detection shards written by ``omnivis data pack``
+            (a folder, or an ``s3://`` URL).
         images: the COCO images folder (default: the JSON's folder).
         split: for ``builtin:shapes``: ``train`` (seed 0, ``num_train`` scenes) or ``test`` (seed 1,
             ``num_test`` scenes). A COCO file is returned whole; the caller splits it.
@@ -78,6 +80,10 @@ def resolve_detection_data(
         return shapes_detection_data(num_test, img_size, SHAPES_TEST_SEED)
     if spec.startswith("builtin:"):
         raise DataError(f"{spec}: detection supports builtin:shapes or a COCO JSON file")
+    if is_shard_dir(spec):
+        if images is not None:
+            raise DataError(f"{spec}: shards hold their images; --images is only for a COCO JSON file")
+        return read_detection_shards(spec, strict=strict)
     path = Path(spec)
     if path.is_dir():
         raise DataError(f"{path}: is a folder; detection needs a COCO JSON file (--data ann.json --images DIR)")

@@ -12,6 +12,8 @@ Decompression bombs are refused by size before any pixel is decoded. PIL's globa
 
 from __future__ import annotations
 
+import io
+import os
 import re
 import warnings
 from collections.abc import Iterable, Sequence
@@ -56,6 +58,25 @@ def _reason(exc: BaseException) -> str:
 
 
 _PLAIN_REASONS = (UnidentifiedImageError, FileNotFoundError, IsADirectoryError, PermissionError)
+
+
+class NamedBytes(io.BytesIO):
+    """An in-memory file whose ``str`` is the record it came from, so image errors name the record."""
+
+    def __init__(self, data: bytes, label: str) -> None:
+        super().__init__(data)
+        self.label = label
+
+    def __str__(self) -> str:
+        return self.label
+
+
+def as_file(source):
+    """A path stays a path; a record in shards (``data/shards.ShardRecord``: anything with ``read_bytes``
+    that is not a path) becomes its stored bytes as an in-memory file named after the record."""
+    if hasattr(source, "read_bytes") and not isinstance(source, (str, os.PathLike)):
+        return NamedBytes(source.read_bytes(), str(source))
+    return source
 
 
 def _open(path: str | Path) -> Image.Image:
@@ -149,7 +170,7 @@ def load_image(path: str | Path, mode: str = "RGB", max_pixels: int = MAX_IMAGE_
     agree on orientation, transparency and bit depth.
 
     Args:
-        path: The image file.
+        path: The image file (or a record in shards, read by :func:`as_file`).
         mode: ``"RGB"`` (H x W x 3) or ``"L"`` (H x W) 8-bit output.
         max_pixels: Largest width * height accepted; larger images are refused before decoding.
             PIL's own hard limit (twice ``PIL.Image.MAX_IMAGE_PIXELS``) applies on top.
@@ -162,6 +183,7 @@ def load_image(path: str | Path, mode: str = "RGB", max_pixels: int = MAX_IMAGE_
         ImageError: If the file is missing, not an image, truncated, corrupt or too large.
     """
     _check_mode(mode)
+    path = as_file(path)
     try:
         handle = _open(path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

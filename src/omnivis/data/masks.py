@@ -36,6 +36,7 @@ from omnivis.data.images import (
     check_image,
     load_image,
 )
+from omnivis.data.shards import is_shard_dir, read_segmentation_shards
 from omnivis.data.skipped import Skipped, warn_skipped
 from omnivis.errors import ConfigError, DataError
 from omnivis.seeding import mix_seed, reseed_torch
@@ -173,10 +174,13 @@ def load_shapes_segmentation(n: int, img_size: int = 64, seed: int = 0) -> Segme
 
 
 def resolve_segmentation_data(spec: str, strict: bool = False) -> SegmentationData:
-    """A mask folder path -> data. ``builtin:shapes`` has explicit train/test seeds, so tasks build it
-    with :func:`load_shapes_segmentation` themselves; other built-ins have no masks."""
+    """A mask folder or segmentation shards (``omnivis data pack``: a folder or an ``s3://`` URL) -> data.
+    ``builtin:shapes`` has explicit train/test seeds, so tasks build it with
+    :func:`load_shapes_segmentation` themselves; other built-ins have no masks."""
     if spec.startswith("builtin:"):
         raise DataError(f"{spec}: no masks in this built-in; segmentation supports builtin:shapes or a mask folder")
+    if is_shard_dir(spec):
+        return read_segmentation_shards(spec, strict=strict)
     return read_mask_folder(spec, strict=strict)
 
 

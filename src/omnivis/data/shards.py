@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from omnivis.data.images import array_to_image, check_image
+from omnivis.data.images import NamedBytes, array_to_image, check_image
 from omnivis.data.readers import ClassificationData, ImageSample
 from omnivis.data.skipped import Skipped, warn_skipped
 from omnivis.errors import DataError, ImageError
@@ -224,17 +224,6 @@ class ShardRecord:
 
     def __str__(self) -> str:
         return f"{self.root}[{self.index}]" + (f" ({self.name})" if self.name else "")
-
-
-class NamedBytes(io.BytesIO):
-    """An in-memory file whose ``str`` is the record it came from, so image errors name the record."""
-
-    def __init__(self, data: bytes, label: str) -> None:
-        super().__init__(data)
-        self.label = label
-
-    def __str__(self) -> str:
-        return self.label
 
 
 def _chunks(root: str) -> list[dict]:
