@@ -18,6 +18,9 @@
     python benchmarks/run.py edit       # (p) image editing vs bicubic, non-local means, OpenCV inpainting, CLAHE/gamma
     python benchmarks/run.py privacy    # (q) DP-SGD on digits at epsilon 1, 3, 8 vs non-private; membership-attack AUC
     python benchmarks/run.py explain    # (r) saliency peaks on the object (CNN, ViT) vs centre/random; sanity check
+    python benchmarks/run.py multimodal # (s) zero-shot on unseen colour-shape pairs, retrieval, text-to-image
+    python benchmarks/run.py shards     # (t) training from litdata shards vs the image folder: images/s, peak memory
+    python benchmarks/run.py ray_serve  # (u) omnivis serve --ray: 2 replicas vs 1 vs the plain server
 
 Results are printed with ratios and merged into benchmarks/results.json.
 """
@@ -259,7 +262,7 @@ def ssl_benchmark(method: str, epochs: int, shots: int = 10, draws: int = 5) -> 
 
 
 SCRIPTS = ("detect", "segment", "generate", "multitask", "folder", "scenes", "export", "serve", "face", "face_detect",
-           "edit", "privacy", "explain", "multimodal")
+           "edit", "privacy", "explain", "multimodal", "shards", "ray_serve")
 ALL = ("digits", "engine", "distill", "ssl", *SCRIPTS)
 
 

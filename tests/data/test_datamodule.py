@@ -86,3 +86,25 @@ def test_reseed_torch_draws_what_manual_seed_draws():
     torch.manual_seed(7)
     reseed_torch(123)
     assert torch.equal(torch.rand(5), expected)
+
+
+def test_one_cache_limit_covers_training_and_held_out_images():
+    """--cache-mb bounds the run's memory: the held-out images get what the training images left."""
+    from omnivis.data.cache import cache_datasets
+
+    class Arrays:
+        mode = "L"
+
+        def __init__(self, n):
+            self.images = [np.full((100, 100), i, np.uint8) for i in range(n)]  # 0.01 MB each
+
+        def sources(self):
+            return self.images
+
+    train, held_out, more = Arrays(30), Arrays(30), Arrays(5)
+    lines = cache_datasets({"training": train, "held-out": held_out, "more": more}, 0.45, progress=False)
+    assert sum(x is not None for x in train.decoded) == 30  # 0.30 MB
+    assert sum(x is not None for x in held_out.decoded) == 15  # the 0.15 MB left
+    assert more.decoded == [None] * 5 and "fill the cache_mb limit 0.45" in lines[2]
+    assert "15 of 30 cached" in lines[1]
+    assert all(torch.equal(x, torch.from_numpy(a).unsqueeze(0)) for x, a in zip(train.decoded, train.images))

@@ -52,3 +52,20 @@ def digit_png(index: int = -1) -> tuple[bytes, np.ndarray]:
 
     pixels = (load_digits().images[index] * 255 / 16).astype(np.uint8)
     return png_bytes(pixels), pixels
+
+
+def wait_until_ready(process, url: str, timeout_s: float = 120.0, poll_s: float = 0.2) -> None:
+    """Poll ``url``'s ``/v2/health/ready`` until it answers 200, failing if ``process`` (a server started
+    with ``subprocess.Popen``) exits first or ``timeout_s`` passes."""
+    import httpx2 as httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
+        time.sleep(poll_s)
+

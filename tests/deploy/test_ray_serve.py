@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from omnivis.serve.app import ServeConfig, create_app
 from omnivis.serve.ray_deploy import NEEDS_RAY, Scaling
 from omnivis.serve.runner import load_models
-from tests.deploy.serving import digit_png, free_port
+from tests.deploy.serving import digit_png, free_port, wait_until_ready
 
 
 def _without_timings(answer: dict) -> dict:
@@ -69,3 +69,25 @@ def test_ray_deployment_answers_like_the_plain_app(digits_bundle):
     finally:
         shutdown()
     assert not ray.is_initialized()
+
+
+def test_serve_ray_stops_cleanly_on_sigterm(digits_bundle):
+    """A supervisor's SIGTERM (Kubernetes, systemd) stops `omnivis serve --ray` with exit status 0 and
+    Serve shut down, not by SIGABRT from Ray's own handler."""
+    pytest.importorskip("ray.serve", reason="needs the scale extra: pip install 'omnivis[scale]'")
+    import os
+    import signal
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "omnivis.cli", "serve", f"digits={digits_bundle}", "--ray",
+                                "--port", str(port)], env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until_ready(process, f"http://127.0.0.1:{port}", timeout_s=180, poll_s=0.5)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(120) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        output = process.communicate()[0]
+    assert "SIGTERM received" not in output, output[-2000:]

@@ -21,7 +21,7 @@ from PIL import Image
 
 from omnivis.serve.app import ServeConfig
 from omnivis.serve.runner import load_models
-from tests.deploy.serving import digit_png, free_port, live_server
+from tests.deploy.serving import digit_png, free_port, live_server, wait_until_ready
 
 
 @pytest.fixture(scope="module")
@@ -171,15 +171,7 @@ def test_sigterm_lets_the_request_in_flight_finish(digits_bundle):
                                stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
+        wait_until_ready(process, url)
         results: list = []
         request = threading.Thread(target=_post_digit, args=(url, results))
         request.start()

@@ -67,9 +67,21 @@ class _Chunks(Dataset):
 
 
 def cache_datasets(named: dict, limit_mb: float, progress: bool = True) -> list[str]:
-    """``cache_decoded`` each dataset of ``{what: dataset or None}``; the lines that say what was kept."""
-    return [cache_decoded(dataset, limit_mb, progress, what).line(what)
-            for what, dataset in named.items() if dataset is not None]
+    """``cache_decoded`` each dataset of ``{what: dataset or None}`` in turn, all within one ``limit_mb``
+    (the first ones, the training images, come first); the lines that say what was kept."""
+    lines, left, full = [], limit_mb, False
+    for what, dataset in named.items():
+        if dataset is None:
+            continue
+        if full:
+            dataset.decoded = [None] * len(dataset.sources())
+            lines.append(f"{what}: decoded each epoch (the images above fill the cache_mb limit {limit_mb:g})")
+            continue
+        report = cache_decoded(dataset, left, progress, what)
+        lines.append(report.line(what))
+        left -= report.megabytes
+        full = limit_mb > 0 and not report.complete
+    return lines
 
 
 def available_cores() -> int:

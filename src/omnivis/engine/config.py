@@ -46,8 +46,8 @@ class TrainerConfig:
         num_workers: data-loading worker processes (-1: chosen from the data's size, whether it
             is all decoded in memory, and the cores; 0: load in the training process).
         cache_mb: decode the training and held-out images once into memory when they fit in this
-            many MB of uint8 pixels (images beyond it are decoded each epoch; 0: off). Every task
-            but multitask, which decodes every epoch.
+            many MB of uint8 pixels, both together, training images first (images beyond it are
+            decoded each epoch; 0: off). Every task but multitask, which decodes every epoch.
     """
 
     epochs: int | None = 10

@@ -152,9 +152,11 @@ def serve_forever(specs: list[str], config: ServeConfig, scaling: Scaling, host:
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGINT, interrupt)  # also when started in the background, where SIGINT is ignored
     started = start_ray()
+    # after ray.init: its core worker installs a SIGTERM handler that aborts the process (exit by SIGABRT,
+    # Serve left running); ours makes SIGTERM and SIGINT (ignored when started in the background) a clean stop
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     try:
         url = deploy(specs, config, scaling, host, port, backend, face_indexes, face_detector, threads)
         announce(f"web page: {url}/   API: {url}/docs   (Ray Serve; Ctrl-C stops)")
