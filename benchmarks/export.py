@@ -9,8 +9,8 @@ all three alike; the figure is the median. Targets (issue 13): fp32 <= 0.44x eag
 with fp32 and <= 0.5 points of accuracy lost.
 
 With `--task detect` it does the same for the default detector (`omnivis train detect`, builtin
-shapes, nothing else set), in fp32 only (detection bundles export without int8 so far), scored by
-mAP50 on the built-in test scenes through `omnivis eval` and `omnivis eval --onnx`.
+shapes, nothing else set), in fp32 and int8, scored by mAP50 on the built-in test scenes through
+`omnivis eval` and `omnivis eval --onnx` (targets: int8 <= 0.3x eager latency, and the mAP50 drop).
 
     python benchmarks/export.py
     python benchmarks/export.py --bundle runs/digits --rounds 500
@@ -78,8 +78,10 @@ def detect(bundle: Path | None, rounds: int) -> None:
         bundle = Path(tempfile.mkdtemp(prefix="omnivis-bench-export-")) / "shapes"
         train_detector(DetectConfig(trainer=TrainerConfig(progress=False, epochs=None)), bundle)
     fp32 = export_bundle(bundle)
+    int8 = export_bundle(bundle, int8=True)
     by_torch = evaluate_detector(bundle, out_dir=None, progress=False)
     by_onnx = evaluate_detector(bundle, out_dir=None, progress=False, onnx=fp32["file"])
+    by_int8 = evaluate_detector(bundle, out_dir=None, progress=False, onnx=int8["file"])
     predictor = DetectPredictor.from_dir(bundle)
     image = predictor.prepare([_first_test_image(predictor)])
 
@@ -88,19 +90,24 @@ def detect(bundle: Path | None, rounds: int) -> None:
             return predictor.graph(batch)
 
     session = OnnxGraph(fp32["file"], 3, predictor.img_size, threads=torch.get_num_threads())
-    ms = latencies({"eager": eager, "fp32": session}, image, rounds)
+    quantized = OnnxGraph(int8["file"], 3, predictor.img_size, threads=torch.get_num_threads())
+    ms = latencies({"eager": eager, "fp32": session, "int8": quantized}, image, rounds)
     result = {"bundle": str(bundle), "img_size": predictor.img_size, "threads": torch.get_num_threads(),
-              "map50": {"eager": by_torch["map50"], "fp32": by_onnx["map50"]},
-              "map": {"eager": by_torch["map"], "fp32": by_onnx["map"]}, "latency_ms": ms,
+              "map50": {"eager": by_torch["map50"], "fp32": by_onnx["map50"], "int8": by_int8["map50"]},
+              "map": {"eager": by_torch["map"], "fp32": by_onnx["map"], "int8": by_int8["map"]}, "latency_ms": ms,
               "fp32_latency_ratio": ms["fp32"] / ms["eager"], "map50_drop": by_torch["map50"] - by_onnx["map50"],
-              "fp32_parity": fp32["parity"], "images": by_torch["num_images"]}
+              "int8_latency_ratio": ms["int8"] / ms["eager"], "int8_map50_drop": by_torch["map50"] - by_int8["map50"],
+              "fp32_parity": fp32["parity"], "int8_report": int8["int8"], "bytes": int8["bytes"],
+              "images": by_torch["num_images"]}
     print(f"export benchmark (detect): {bundle} ({predictor.img_size} px, {predictor.config['arch']}), "
           f"{by_torch['num_images']} test scenes, {result['threads']} threads, {rounds} calls each in blocks of 50 taking turns")
     print("| run | latency, 1 image (ms) | ratio to eager | mAP50 | mAP |")
     print("|---|---|---|---|---|")
-    for name in ("eager", "fp32"):
+    for name in ("eager", "fp32", "int8"):
         print(f"| {name} | {ms[name]:.3f} | {ms[name] / ms['eager']:.3f} | {result['map50'][name]:.4f} | {result['map'][name]:.4f} |")
     print("parity:", json.dumps(fp32["parity"]))
+    print(f"int8: {int8['int8']['method']}, kept in float: {int8['int8']['kept_in_float'] or 'nothing'}, detections "
+          f"kept at export {int8['int8']['same_answers']:.4f}; {int8['bytes']['int8']:,} vs {int8['bytes']['float']:,} bytes")
     path = Path(__file__).resolve().parent / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     results["export_detect"] = result

@@ -150,7 +150,7 @@ def test_tasks_without_an_onnx_graph_say_so(classifier, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(classifier, other)
     config = json.loads((other / "config.json").read_text())
-    config["task"] = "multitask"
+    config["task"] = "edit"
     (other / "config.json").write_text(json.dumps(config))
     with pytest.raises(BundleError, match="cannot be exported yet"):
         export_bundle(other)
@@ -185,7 +185,6 @@ def detector(tmp_path_factory):
 
 
 def test_detector_export_gives_the_same_detections_one_image_per_call(detector):
-    from omnivis.errors import ConfigError
     from omnivis.inference.detect import DetectPredictor
 
     report = export_bundle(detector)
@@ -209,8 +208,87 @@ def test_detector_export_gives_the_same_detections_one_image_per_call(detector):
             match = next(j for j in sorted(unused) if got["labels"][j] == label and abs(got["scores"][j] - score) < 1e-4
                          and (got["boxes"][j] - box).abs().max() < 1e-2)  # pixels of the original image
             unused.remove(match)
-    with pytest.raises(ConfigError, match="--int8 covers classify and segment"):
-        export_bundle(detector, int8=True)
+
+
+def test_detector_int8_export_is_checked_detection_by_detection(detector, tmp_path):
+    from omnivis.deploy.onnx_export import detection_agreement
+    from omnivis.inference.detect import DetectPredictor
+
+    float_file = export_bundle(detector, out=tmp_path / "float.onnx")["file"]
+    predictor = DetectPredictor.from_dir(detector)
+    rng = np.random.default_rng(2)
+    images = predictor.prepare([rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8) for _ in range(4)])
+    session = OnnxGraph(float_file, 3, 64)
+    reference = [session(image[None]) for image in images]
+    assert sum(len(r[0]) for r in reference) > 0
+    assert detection_agreement(reference, Path(float_file), images) == (1.0, 0.0)  # a file agrees with itself
+    no_detections = [tuple(t[:0] for t in r) for r in reference]
+    assert detection_agreement(no_detections, Path(float_file), images)[0] == 0.0  # every detection an extra
+
+    report = export_bundle(detector, out=tmp_path / "int8.onnx", int8=True)
+    int8 = report["int8"]
+    assert int8["tries"] and 0.0 <= int8["same_answers"] <= 1.0 and int8["method"]
+    assert int8["within_budget"] == (int8["same_answers"] >= int8["budget"])
+    assert report["bytes"]["int8"] < report["bytes"]["float"]
+    quantized = DetectPredictor.from_dir(detector)
+    quantized.use_onnx(tmp_path / "int8.onnx")
+    (answer,) = quantized.detect([rng.integers(0, 256, size=(80, 60, 3), dtype=np.uint8)])
+    assert len(answer["labels"]) == len(answer["scores"]) == len(answer["boxes"])
+
+
+def test_mask_rcnn_export_gives_the_same_detections_and_masks(tmp_path):
+    from omnivis.inference.detect import DetectPredictor
+    from omnivis.tasks.detect import train_detector
+    from tests.tasks.test_detect import tiny_detect_config
+
+    bundle = train_detector(tiny_detect_config(arch="maskrcnn", score_threshold=0.0), tmp_path / "run")
+    report = export_bundle(bundle)
+    assert report["outputs"] == ["boxes", "scores", "classes", "masks"]
+    (row,) = report["parity"]
+    assert row["same_answers"] == 1.0 and row["max_abs_difference"] < 1e-3
+    by_torch, by_onnx = DetectPredictor.from_dir(bundle), DetectPredictor.from_dir(bundle)
+    by_onnx.use_onnx(report["file"])
+    from omnivis.data.detection import shapes_detection_data
+
+    image = np.asarray(shapes_detection_data(1, 64, seed=5).records[0].source)
+    image = np.asarray(Image.fromarray(image).resize((80, 70)))  # masks come back at the image's own size
+    expected, got = by_torch.detect([image])[0], by_onnx.detect([image])[0]
+    assert len(expected["masks"]) == len(got["masks"]) > 0 and expected["masks"].shape[1:] == (70, 80)
+    # order-free: the union of the masks of each class is the same
+    for label in expected["labels"].unique():
+        union = [r["masks"][r["labels"] == label].any(0) for r in (expected, got)]
+        assert (union[0] ^ union[1]).float().mean() < 0.01
+
+
+@pytest.mark.parametrize("tasks", [("classify", "segment", "detect"), ("classify", "segment")])
+def test_multitask_export_answers_as_the_bundle_does(tasks, tmp_path):
+    """Every head in one file; predict_outputs through onnxruntime gives the torch backend's answers."""
+    from omnivis.data.multitask import load_shapes_multitask
+    from omnivis.inference.multitask import MultitaskPredictor
+    from omnivis.tasks.multitask import train_multitask
+    from tests.tasks.test_multitask import tiny_multitask_config
+
+    bundle = train_multitask(tiny_multitask_config(tasks=tasks, trainer=dict(max_steps=3)), tmp_path / "run")
+    report = export_bundle(bundle)
+    expected_outputs = (["boxes", "scores", "det_classes"] if "detect" in tasks else []) + [
+        "probabilities", "logits", "classes"]
+    assert report["outputs"] == expected_outputs
+    assert all(row["same_answers"] == 1.0 and row["max_abs_difference"] < 1e-3 for row in report["parity"])
+    assert [row["batch"] for row in report["parity"]] == ([1] if "detect" in tasks else list(PARITY_BATCHES))
+    by_torch, by_onnx = MultitaskPredictor.from_dir(bundle), MultitaskPredictor.from_dir(bundle)
+    by_onnx.use_onnx(report["file"])
+    scenes = load_shapes_multitask(3, 32, seed=7).images
+    images = [np.asarray(Image.fromarray(scenes[0]).resize((45, 40))), *scenes[1:]]  # one of another size
+    expected, got = by_torch.predict_outputs(images), by_onnx.predict_outputs(images)
+    assert torch.allclose(expected["classify"], got["classify"], atol=1e-4)
+    assert all(np.mean(a != b) < 0.01 for a, b in zip(expected["segment"], got["segment"]))
+    assert expected["segment"][0].shape == (40, 45)
+    for a, b in zip(expected.get("detect", []), got.get("detect", [])):
+        assert torch.equal(a["labels"].sort().values, b["labels"].sort().values)
+        assert torch.allclose(a["scores"].sort().values, b["scores"].sort().values, atol=1e-4)
+    if "detect" not in tasks:
+        int8 = export_bundle(bundle, int8=True)["int8"]
+        assert int8["tries"] and 0.0 <= int8["same_answers"] <= 1.0
 
 
 @pytest.mark.parametrize("arch", ["fasterrcnn", "retinanet"])
@@ -243,11 +321,35 @@ def test_gan_decoder_export_makes_the_generators_images(tmp_path):
     assert images.dtype == np.uint8 and np.array_equal(images.transpose(0, 2, 3, 1), expected)
 
 
+def test_vqvae_exports_its_decoder_from_codes(tmp_path):
+    """The exported file turns a code grid into the pixels the bundle's own decoder makes from it."""
+    import onnxruntime as ort
+
+    from omnivis.models.generative.vq import decode_indices, encode_indices
+    from omnivis.tasks.generate import train_generator
+    from omnivis.tasks.generate.sample import GeneratorPredictor
+    from tests.tasks.test_generate import tiny
+
+    bundle = train_generator(tiny("vqvae"), tmp_path / "vq")
+    report = export_bundle(bundle)
+    assert list(report["inputs"]) == ["codes"] and report["outputs"] == ["images"] and "codes" in report["outside_the_graph"]
+    assert all(row["max_abs_difference"] <= 1 and row["same_answers"] == 1.0 for row in report["parity"])
+    predictor = GeneratorPredictor.from_dir(bundle)
+    size, channels = predictor.net["img_size"], predictor.net["channels"]
+    photos = torch.rand(3, channels, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    codes = encode_indices(predictor.model, photos)
+    expected = ((decode_indices(predictor.model, codes, size // 4) + 1) * 127.5).round().to(torch.uint8).numpy()
+    session = ort.InferenceSession(report["file"], providers=["CPUExecutionProvider"])
+    (images,) = session.run(None, {"codes": codes.numpy()})
+    assert images.dtype == np.uint8 and images.shape == expected.shape
+    assert np.abs(images.astype(int) - expected.astype(int)).max() <= 1
+
+
 def test_diffusion_exports_its_denoiser_and_says_the_loop_stays_outside(generator_bundle):
     report = export_bundle(generator_bundle, out=generator_bundle / "denoiser.onnx")
     assert list(report["inputs"]) == ["sample", "timestep", "class_labels"] and report["outputs"] == ["noise"]
     assert "sampling loop" in report["outside_the_graph"]
     assert [row["batch"] for row in report["parity"]] == list(PARITY_BATCHES)
     assert all(row["max_abs_difference"] < 1e-4 for row in report["parity"])
-    with pytest.raises(Exception, match="--int8 covers classify and segment"):
+    with pytest.raises(Exception, match="--int8 covers classify, segment and detect"):
         export_bundle(generator_bundle, int8=True)

@@ -228,7 +228,7 @@ def test_three_heads_learn_a_toy_into_one_bundle_that_predicts_all(tmp_path):
     predictor = MultitaskPredictor.from_dir(out)
     # the reloaded bundle gives exactly what the trained model in memory gives, for all three heads
     live = MultitaskPredictor.from_dir(out)
-    live.model = keep.module.model.eval()
+    live.model = live.graph.model = keep.module.model.eval()
     ours, theirs = predictor.predict_outputs(paths), live.predict_outputs(paths)
     assert torch.equal(ours["classify"], theirs["classify"])
     assert all(np.array_equal(a, b) for a, b in zip(ours["segment"], theirs["segment"]))

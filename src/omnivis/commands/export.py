@@ -15,7 +15,7 @@ FORMATS = ("onnx",)
 
 
 def export_command(
-    bundle: Path = typer.Argument(..., help="A bundle folder (classify, segment, detect without masks, or generate: "
+    bundle: Path = typer.Argument(..., help="A bundle folder (classify, segment, detect incl. Mask R-CNN, face, or generate: "
                                   "its decoder or denoiser)."),
     format: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
     int8: bool = typer.Option(False, "--int8", help="Quantize to int8 (onnxruntime static QDQ, per-channel)."),

@@ -5,7 +5,8 @@ labels) in, uint8 images out. A diffusion bundle exports its denoiser, the UNet 
 noise in ``sample`` at ``timestep``; the sampling loop (DDIM, DPM-Solver or DDPM steps, and
 classifier-free guidance) stays outside, in the caller, as diffusers' pipelines keep it outside
 their models. The parity check feeds the same seeded inputs to PyTorch and onnxruntime at batch 1,
-3 and 7. A VQ-VAE's autoregressive prior samples token by token and is not exported.
+3 and 7. A VQ-VAE (and a vqvae-ar bundle) exports its decoder from a code grid; the prior that
+samples codes token by token stays in PyTorch.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import nn
 from omnivis.errors import BundleError
 
 DECODERS = ("gan", "vae", "ae")
+CODE_DECODERS = ("vqvae", "vqvae-ar")  # the decoder from a code grid
 PARITY_BATCHES = (1, 3, 7)
 
 
@@ -37,6 +39,23 @@ class DecoderGraph(nn.Module):
 
     def forward(self, latents: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         images = self.model(latents, labels) if self.method == "gan" else self.model.decode(latents, labels)
+        return ((images.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+
+
+class CodeDecoderGraph(nn.Module):
+    """codes (N, G * G) int64, a VQ-VAE's code grid row by row -> images (N, C, S, S) uint8: the
+    codebook lookup and the decoder (``decode_indices`` without the no-grad wrapper, for the exporter)."""
+
+    output_names = ("images",)
+
+    def __init__(self, vq: nn.Module, grid: int) -> None:
+        super().__init__()
+        self.vq, self.grid = vq, grid
+        self.dim = vq.config.vq_embed_dim or vq.config.latent_channels
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        z = self.vq.quantize.get_codebook_entry(codes.reshape(-1), (codes.shape[0], self.grid, self.grid, self.dim))
+        images = self.vq.decode(z, force_not_quantize=True).sample
         return ((images.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
 
 
@@ -98,8 +117,21 @@ def graph_and_inputs(predictor, n: int, seed: int = 0) -> tuple[nn.Module, dict[
                    "(net.scheduler) steps from noise; class_labels = len(classes) is the unconditional "
                    "input that classifier-free guidance mixes with the class's")
         return DenoiserGraph(predictor.model).eval(), inputs, outside
+    if method in CODE_DECODERS:
+        from omnivis.models.generative.vq import DOWNSAMPLE
+
+        vq = predictor.model if method == "vqvae" else predictor.model.vq
+        grid = int(vq.config.sample_size) // DOWNSAMPLE
+        size = int(vq.config.num_vq_embeddings)
+        inputs = {"codes": torch.randint(0, size, (n, grid * grid), generator=generator)}
+        outside = (f"making the codes: {grid} x {grid} = {grid * grid} indices in [0, {size}) per image, row by "
+                   "row; " + ("the prior samples them token by token (PyTorch only: the autoregressive loop and its "
+                              "network are not in the file)" if method == "vqvae-ar"
+                              else "the encoder gives a photo's codes (reconstruction; train a vqvae-ar prior to "
+                                   "sample new ones)"))
+        return CodeDecoderGraph(vq, grid).eval(), inputs, outside
     raise BundleError(f"{predictor.bundle.path}: '{method}' bundles cannot be exported yet; generator export "
-                      f"covers {', '.join(DECODERS)} (their decoder) and diffusion (its denoiser)")
+                      f"covers {', '.join(DECODERS + CODE_DECODERS)} (their decoder) and diffusion (its denoiser)")
 
 
 def export_generator(bundle_dir: str | Path, out: Path, opset: int) -> dict:

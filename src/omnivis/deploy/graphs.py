@@ -79,7 +79,9 @@ class SegmenterGraph(nn.Module):
 
 class DetectorGraph(nn.Module):
     """One uint8 image (1, 3, S, S) -> (boxes (D, 4) x1, y1, x2, y2 in the S x S input's pixels,
-    scores (D,), classes (D,) int64), every detection scoring at least the model's floor (0.05).
+    scores (D,), classes (D,) int64 [, masks (D, S, S) float: Mask R-CNN's per-detection mask
+    probabilities, pasted into the S x S input]), every detection scoring at least the model's floor
+    (0.05).
 
     One image per call: torchvision's detectors decode boxes and run NMS image by image, so their
     graph has a fixed batch of one; callers loop. The detector normalizes inside itself, so the graph
@@ -87,22 +89,87 @@ class DetectorGraph(nn.Module):
     any class; it is dropped and the rest shifted to the bundle's class indices.
     """
 
-    output_names = ("boxes", "scores", "classes")
     batched = False
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, masks: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.masks = masks
+        self.output_names = ("boxes", "scores", "classes", "masks") if masks else ("boxes", "scores", "classes")
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         prediction = self.model([images[0].float() / 255.0])[0]
         keep = prediction["labels"] > 0
-        return prediction["boxes"][keep], prediction["scores"][keep], prediction["labels"][keep] - 1
+        found = (prediction["boxes"][keep], prediction["scores"][keep], prediction["labels"][keep] - 1)
+        return (*found, prediction["masks"][keep][:, 0]) if self.masks else found
 
     @staticmethod
     def decisions(outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """The answer to compare between backends: the class of each detection, best first."""
         return outputs[2]
+
+
+DETECTION_OUTPUTS = ("boxes", "scores", "det_classes")
+
+
+class MultitaskGraph(nn.Module):
+    """uint8 images -> the answers of a multi-task model's heads, as the single-task graphs give them:
+    detect: ``boxes`` (D, 4), ``scores`` (D,), ``det_classes`` (D,) int64 (first, as a detector's
+    graph, one image per call); classify: ``probabilities`` (N, K); segment: ``logits`` (N, K, S, S)
+    and ``classes`` (N, S, S) uint8. Any batch without a detection head."""
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.normalize = NormalizedInput(mean, std)
+        self.model = model
+        tasks = model.tasks
+        self.batched = "detect" not in tasks
+        self.output_names = ((DETECTION_OUTPUTS if "detect" in tasks else ())
+                             + (("probabilities",) if "classify" in tasks else ())
+                             + (("logits", "classes") if "segment" in tasks else ()))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if not self.batched:  # a detection head: one image per call, as a detector's graph
+            (answer,) = self.answers(images)
+            return tuple(answer[name] if name in DETECTION_OUTPUTS else answer[name][None] for name in self.output_names)
+        out = self.model(self.normalize(images))
+        answers: list[torch.Tensor] = []
+        if "classify" in out:
+            answers.append(out["classify"].float().softmax(dim=1))
+        if "segment" in out:
+            logits = out["segment"].float()
+            answers += [logits, logits.argmax(dim=1).to(torch.uint8)]
+        return tuple(answers)
+
+    def answers(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """The outputs by name, one dict per image, from one model call for the whole batch (what the
+        torch backend runs; the ONNX file of a model with a detection head takes one image per call)."""
+        out = self.model(self.normalize(images))
+        per_image: list[dict[str, torch.Tensor]] = [{} for _ in range(len(images))]
+        if "detect" in out:
+            for answer, found in zip(per_image, self.model.detector.detections(out["detect"], images.shape[-2:])):
+                keep = found["labels"] > 0  # FCOS's background slot 0 is never an object
+                answer.update(zip(DETECTION_OUTPUTS, (found["boxes"][keep], found["scores"][keep],
+                                                      found["labels"][keep] - 1)))
+        if "classify" in out:
+            for answer, probabilities in zip(per_image, out["classify"].float().softmax(dim=1)):
+                answer["probabilities"] = probabilities
+        if "segment" in out:
+            logits = out["segment"].float()
+            for answer, logit, classes in zip(per_image, logits, logits.argmax(dim=1).to(torch.uint8)):
+                answer["logits"], answer["classes"] = logit, classes
+        return per_image
+
+    def decisions(self, outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The answers to compare between backends (no detection head): each image's class, then the
+        class of each of its pixels."""
+        named = dict(zip(self.output_names, outputs))
+        parts = []
+        if "probabilities" in named:
+            parts.append(named["probabilities"].argmax(dim=1, keepdim=True))
+        if "classes" in named:
+            parts.append(named["classes"].flatten(1).long())
+        return torch.cat(parts, dim=1)
 
 
 class EmbeddingGraph(nn.Module):

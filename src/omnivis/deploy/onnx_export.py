@@ -31,7 +31,7 @@ from omnivis.bundle import load_bundle
 from omnivis.errors import BundleError, ConfigError, DataError
 from omnivis.inference.base import Predictor
 
-EXPORTABLE = ("classify", "segment", "detect", "generate", "face")
+EXPORTABLE = ("classify", "segment", "detect", "multitask", "generate", "face")
 PARITY_BATCHES = (1, 3, 7)
 INT8_AGREEMENT = 0.98  # share of answers (top-1 classes, pixel classes) int8 must keep from float
 REFERENCE_IMAGES = 64  # half calibrate int8, half check it
@@ -59,6 +59,14 @@ def reference_images(predictor: Predictor, calibration: str | None, n: int = REF
         images = None if calibration else cfg.get("images")
         data = resolve_detection_data(spec, images, img_size=predictor.img_size, num_train=n)
         sources = [r.source for r in data.records]
+    elif predictor.task == "multitask":
+        from omnivis.data.builtin import is_builtin_shapes
+        from omnivis.data.multitask import load_coco_multitask, load_shapes_multitask
+
+        cfg = predictor.config
+        data = (load_shapes_multitask(n, predictor.img_size, seed=0) if is_builtin_shapes(spec)
+                else load_coco_multitask(spec, None if calibration else cfg.get("images")))
+        sources = list(data.images)
     elif predictor.task in ("classify", "face"):
         from omnivis.data.builtin import resolve_classification_data
 
@@ -79,6 +87,30 @@ def reference_images(predictor: Predictor, calibration: str | None, n: int = REF
     return [sources[int(i)] for i in picks], f"{len(picks)} images of {spec}"
 
 
+@contextlib.contextmanager
+def _empty_safe_box_clipping():
+    """torchvision's ``clip_boxes_to_image`` ends in ``reshape(boxes.shape)``, which the exporter writes
+    as a Reshape to (N, -1): onnxruntime cannot reshape 0 boxes to that, so a detector whose score floor
+    leaves one feature level without candidates fails on that image (seen on an int8 FCOS). While
+    exporting, the same clipping is written without the reshape (x1, y1, x2, y2 stacked in place)."""
+    from torchvision.ops import boxes as box_ops
+
+    original = box_ops.clip_boxes_to_image
+
+    def clip(boxes: torch.Tensor, size) -> torch.Tensor:
+        height, width = size
+        zero = torch.tensor(0, dtype=boxes.dtype, device=boxes.device)
+        x = torch.min(torch.max(boxes[..., 0::2], zero), torch.as_tensor(width, dtype=boxes.dtype, device=boxes.device))
+        y = torch.min(torch.max(boxes[..., 1::2], zero), torch.as_tensor(height, dtype=boxes.dtype, device=boxes.device))
+        return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
+
+    box_ops.clip_boxes_to_image = clip
+    try:
+        yield
+    finally:
+        box_ops.clip_boxes_to_image = original
+
+
 def write_onnx(graph: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
     """Export ``graph`` with a dynamic batch dimension (torch.export-based exporter)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,8 +124,9 @@ def write_onnx(graph: torch.nn.Module, example: torch.Tensor, path: Path) -> Non
                 torch.onnx.export(graph, (example,), str(path), dynamo=True, external_data=False,
                                   dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=4096)}}, **names)
             else:  # torchvision detectors: the TorchScript-based exporter, whose NMS and box decoding torchvision tests
-                torch.onnx.export(graph, (example[:1],), str(path), dynamo=False,
-                                  dynamic_axes={name: {0: "detections"} for name in graph.output_names}, **names)
+                with _empty_safe_box_clipping():
+                    torch.onnx.export(graph, (example[:1],), str(path), dynamo=False,
+                                      dynamic_axes={name: {0: "detections"} for name in graph.output_names}, **names)
     except Exception:
         sys.stderr.write(chatter.getvalue())
         raise
@@ -137,6 +170,9 @@ def detection_parity(graph: torch.nn.Module, session, images: torch.Tensor) -> d
                 same_class = expected[2][:, None] == got[2][None, :]
                 gaps = (expected[0][:, None, :] - got[0][None, :, :]).abs().amax(dim=2).masked_fill(~same_class, float("inf"))
                 worst = max(worst, scores, gaps.amin(dim=1).max().item())
+        for e, g in zip(expected[3:], got[3:]):  # Mask R-CNN's masks; a multitask graph's other heads
+            if e.is_floating_point() and e.shape == g.shape and len(e):  # summed over dim 0: order-free masks
+                worst = max(worst, (e.sum(0) - g.sum(0)).abs().max().item())
     return {"images": len(images), "batch": 1, "max_abs_difference": worst, "same_answers": same_count / len(images)}
 
 
@@ -160,6 +196,41 @@ def agreement(graph_decisions, reference: tuple[torch.Tensor, ...], int8_path: P
     return same, (reference[0].float() - quantized[0].float()).abs().max().item()
 
 
+DETECTION_MATCH_IOU = 0.5
+
+
+def detection_agreement(reference: list[tuple[torch.Tensor, ...]], int8_path: Path, images: torch.Tensor,
+                        score_threshold: float = 0.0) -> tuple[float, float]:
+    """A detector's int8 file against the float file's detections (``reference``, one per image), both
+    taken at ``score_threshold`` (the bundle's: the detections ``predict`` reports): the share of
+    detections both keep (2 x matched / (float's + int8's), matched = same class, IoU >= 0.5, one to
+    one, pooled over ``images``; 1 when neither finds anything) and the largest score difference of a
+    matched pair."""
+    from torchvision.ops import box_iou
+
+    session = OnnxGraph(int8_path, channels=images.shape[1], size=images.shape[-1])
+    matched = total = 0
+    worst = 0.0
+    for image, found in zip(images, reference):
+        boxes, scores, classes = (t[found[1] >= score_threshold] for t in found[:3])
+        got = session(image[None])
+        got_boxes, got_scores, got_classes = (t[got[1] >= score_threshold] for t in got[:3])
+        total += len(boxes) + len(got_boxes)
+        if not len(boxes) or not len(got_boxes):
+            continue
+        iou = box_iou(boxes.float(), got_boxes.float())
+        iou[classes[:, None] != got_classes[None, :]] = 0.0
+        taken: set[int] = set()
+        for i in scores.argsort(descending=True).tolist():  # most confident first, greedy as COCO matches
+            candidates = [(iou[i, j].item(), j) for j in range(len(got_boxes)) if j not in taken]
+            best, j = max(candidates, default=(0.0, -1))
+            if best >= DETECTION_MATCH_IOU:
+                taken.add(j)
+                matched += 1
+                worst = max(worst, abs(scores[i].item() - got_scores[j].item()))
+    return (2 * matched / total if total else 1.0), worst
+
+
 def _weighted_nodes(path: Path) -> list[str]:
     import onnx
 
@@ -167,11 +238,12 @@ def _weighted_nodes(path: Path) -> list[str]:
     return [node.name for node in model.graph.node if node.op_type in ("Conv", "Gemm", "MatMul")]
 
 
-def quantize_int8(float_path: Path, out: Path, calibrate: torch.Tensor, check: torch.Tensor, decisions,
-                  work: Path) -> dict:
+def quantize_int8(float_path: Path, out: Path, calibrate: torch.Tensor, check: torch.Tensor, graph,
+                  work: Path, score_threshold: float = 0.0) -> dict:
     """Static QDQ int8 of ``float_path`` into ``out``, keeping sensitive nodes in float until int8 keeps
     ``INT8_AGREEMENT`` of the answers on ``check`` (or falling back to dynamic quantization); ``work``
-    is a scratch folder."""
+    is a scratch folder. Answers are ``graph.decisions`` (classes, pixel classes), or for a detector's
+    graph (one image per call) its detections at ``score_threshold``, matched by :func:`detection_agreement`."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -197,14 +269,30 @@ def quantize_int8(float_path: Path, out: Path, calibrate: torch.Tensor, check: t
     head_side = weighted[len(weighted) * 3 // 4 :]
     plans = [[], [weighted[0], weighted[-1]], sorted({weighted[0], *head_side})] if weighted else [[]]
 
+    # A detector's graph goes on past its convolutions into box decoding, top-k and NMS: quantizing the
+    # tensors of those ops (Gather, Concat, Where ...) made onnxruntime 1.2x crash (segfault) on a trained
+    # FCOS, and they gain nothing from int8, so only the weighted layers are quantized there.
+    ops = {} if graph.batched else {"op_types_to_quantize": ["Conv", "Gemm", "MatMul"]}
+
     def static(excluded: list[str]) -> None:
         quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                        **ops)
 
     def dynamic(excluded: list[str]) -> None:
-        quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8, **ops)
 
-    reference = OnnxGraph(float_path, channels=check.shape[1], size=check.shape[-1])(check)
+    float_session = OnnxGraph(float_path, channels=check.shape[1], size=check.shape[-1])
+    if graph.batched:
+        reference = float_session(check)
+
+        def compare(path: Path) -> tuple[float, float]:
+            return agreement(graph.decisions, reference, path, check)
+    else:
+        detections = [float_session(image[None]) for image in check]
+
+        def compare(path: Path) -> tuple[float, float]:
+            return detection_agreement(detections, path, check, score_threshold)
     tries, writers = [], []
     root = logging.getLogger()
     level = root.level
@@ -213,7 +301,7 @@ def quantize_int8(float_path: Path, out: Path, calibrate: torch.Tensor, check: t
         for method, write, excluded in [*(("static QDQ, per-channel", static, e) for e in plans),
                                         ("dynamic (weights only)", dynamic, [])]:
             write(excluded)
-            same, max_abs = agreement(decisions, reference, out, check)
+            same, max_abs = compare(out)
             tries.append({"method": method, "kept_in_float": excluded, "same_answers": same,
                           "max_abs_difference": max_abs})
             writers.append(write)
@@ -245,16 +333,12 @@ def export_bundle(bundle_dir: str | Path, out: str | Path | None = None, int8: b
         from omnivis.deploy.generator_export import export_generator
 
         if int8:
-            raise ConfigError(f"{bundle_dir}: --int8 covers classify and segment bundles; export generators in fp32")
+            raise ConfigError(f"{bundle_dir}: --int8 covers classify, segment and detect bundles; export generators in fp32")
         return _record(bundle_dir, out, export_generator(bundle_dir, out, OPSET))
     predictor = get_task(bundle.task).predictor(bundle_dir)
-    if predictor.graph is None:
-        raise BundleError(f"{bundle_dir}: Mask R-CNN bundles cannot be exported yet (detection without masks can)")
     if int8 and bundle.task == "face":
-        raise ConfigError(f"{bundle_dir}: --int8 covers classify and segment bundles; export face models in fp32 "
+        raise ConfigError(f"{bundle_dir}: --int8 covers classify, segment and detect bundles; export face models in fp32 "
                           "(an int8 embedding would need its own threshold)")
-    if int8 and not predictor.graph.batched:
-        raise ConfigError(f"{bundle_dir}: --int8 covers classify and segment bundles; export '{bundle.task}' in fp32")
     out.parent.mkdir(parents=True, exist_ok=True)
     images, described = reference_images(predictor, calibration)
     batch = predictor.prepare(images)
@@ -277,7 +361,8 @@ def export_bundle(bundle_dir: str | Path, out: str | Path | None = None, int8: b
         if int8:
             half = max(1, len(batch) // 2)
             calibrate, check = batch[:half], batch[half:] if len(batch) > half else batch
-            report["int8"] = quantize_int8(float_path, out, calibrate, check, predictor.graph.decisions, work)
+            report["int8"] = quantize_int8(float_path, out, calibrate, check, predictor.graph, work,
+                                           float(getattr(predictor, "score_threshold", 0.0)))
             report["int8"]["calibration"] = f"{len(calibrate)} of the {described}; checked on the other {len(check)}"
             report["latency_ms_batch1"]["int8"] = _latency_ms(OnnxGraph(out, int(batch.shape[1]), predictor.img_size),
                                                               batch[:1])

@@ -56,7 +56,7 @@ class Predictor:
         everything before and after the graph stays the same, so the answers keep their form."""
         if self.graph is None:
             raise BundleError(f"{self.bundle.path}: this '{self.task}' bundle has no ONNX backend yet (classify, "
-                              "segment, face and detect without masks have)")
+                              "segment, face and detect have)")
         from omnivis.deploy.runtime import OnnxGraph
 
         self.session = OnnxGraph(path, channels=3 if self.mode == "RGB" else 1, size=self.img_size, threads=threads)

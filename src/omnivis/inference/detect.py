@@ -55,7 +55,7 @@ class DetectPredictor(Predictor):
         ))
         self.geometry = v2.Compose([v2.ToImage(), v2.Resize((self.img_size, self.img_size), antialias=True)])
         self.transform = v2.Compose([self.geometry, v2.ToDtype(torch.float32, scale=True)])
-        self.graph = None if self.masks else DetectorGraph(self.model).eval()  # Mask R-CNN: no export yet
+        self.graph = DetectorGraph(self.model, masks=self.masks).eval()
 
     def prepare(self, images: Sequence) -> torch.Tensor:
         """Images (paths, PIL images or arrays) -> uint8 (N, 3, S, S); the graph takes them one at a time."""
@@ -67,8 +67,9 @@ class DetectPredictor(Predictor):
             return self.model([self.transform(im).to(self.device) for im in pil])
         predictions = []
         for im in pil:
-            boxes, scores, classes = self.session(self.geometry(im).as_subclass(torch.Tensor)[None])
-            predictions.append({"boxes": boxes, "scores": scores, "labels": classes + 1})
+            boxes, scores, classes, *masks = self.session(self.geometry(im).as_subclass(torch.Tensor)[None])
+            predictions.append({"boxes": boxes, "scores": scores, "labels": classes + 1,
+                                **({"masks": masks[0][:, None]} if masks else {})})
         return predictions
 
     @torch.inference_mode()

@@ -14,11 +14,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torchvision.transforms import v2
 
 from omnivis.data.builtin import is_builtin_shapes
 from omnivis.data.detection import write_coco_results
 from omnivis.data.images import load_images
-from omnivis.data.masks import build_mask_transform, to_tv_tensors
+from omnivis.data.masks import to_tv_tensors
 from omnivis.data.multitask import (  # noqa: F401  (re-exported: the task's data API)
     MultitaskData,
     MultitaskDataset,
@@ -30,6 +31,7 @@ from omnivis.data.multitask import (  # noqa: F401  (re-exported: the task's dat
 )
 from omnivis.data.splits import split_indices
 from omnivis.bundle import Bundle
+from omnivis.deploy.graphs import DETECTION_OUTPUTS, MultitaskGraph
 from omnivis.errors import DataError
 from omnivis.inference.base import Predictor, held_out_wanted, image_names
 from omnivis.metrics.fairness import GroupTable, group_report, read_group_table
@@ -78,8 +80,35 @@ class MultitaskPredictor(Predictor):
         self.score_threshold = float(cfg.get("score_threshold", 0.5))
         backbone = create_backbone(cfg["backbone"], in_chans=int(cfg["in_chans"]), img_size=self.img_size)
         self.model = self.ready(model_from_config(cfg, backbone))
-        self.transform = build_mask_transform(self.img_size, cfg["mean"], cfg["std"], None)
+        self.graph = MultitaskGraph(self.model, cfg["mean"], cfg["std"]).eval()
+        self.geometry = v2.Resize((self.img_size, self.img_size), antialias=True)
         self._last: dict[str, np.ndarray] = {}
+
+    def preprocess(self, image) -> torch.Tensor:
+        """PIL image -> (C, S, S) uint8 tensor, the graph's input (resize only)."""
+        tensor, _ = to_tv_tensors(image, np.zeros((1, 1), np.uint8))
+        return self.geometry(tensor).as_subclass(torch.Tensor)
+
+    def prepare(self, images: Sequence) -> torch.Tensor:
+        """Images (paths, PIL images or arrays) -> the graph's input, uint8 (N, C, S, S)."""
+        return torch.stack([self.preprocess(im) for im in load_images(images, self.mode)])
+
+    def _graph_answers(self, batch: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """The graph's outputs (torch or the ONNX file) by name, one dict per image: one call for the
+        whole batch, or with a detection head one ONNX call per image."""
+        names = self.graph.output_names
+        if self.graph.batched:
+            outputs = self.run_graph(batch)
+            return [{name: out[i] for name, out in zip(names, outputs)} for i in range(len(batch))]
+        if self.session is None:  # torch: the batch in one model call
+            with torch.inference_mode():
+                return [{name: out.cpu() for name, out in answer.items()}
+                        for answer in self.graph.answers(batch.to(self.device))]
+        answers = []
+        for image in batch:
+            outputs = dict(zip(names, self.run_graph(image[None])))
+            answers.append({name: out if name in DETECTION_OUTPUTS else out[0] for name, out in outputs.items()})
+        return answers
 
     @torch.inference_mode()
     def predict_outputs(self, images: Sequence, batch_size: int = 32, progress: bool = False) -> dict:
@@ -92,24 +121,21 @@ class MultitaskPredictor(Predictor):
         """
         probs, masks, boxes = [], [], []
         for pil in self.batches(images, batch_size, progress):
-            batch = torch.stack([
-                self.transform(to_tv_tensors(im, np.zeros((1, 1), np.uint8))[0]).as_subclass(torch.Tensor) for im in pil
-            ]).to(self.device)
-            out = self.model(batch)
-            if "classify" in self.tasks:
-                probs.append(out["classify"].float().softmax(dim=1).cpu())
-            if "segment" in self.tasks:
-                for im, logit in zip(pil, out["segment"].float()):
-                    if logit.shape[-2:] != (im.height, im.width):
-                        logit = F.interpolate(logit[None], size=(im.height, im.width), mode="bilinear",
-                                              align_corners=False)[0]
-                    masks.append(logit.argmax(dim=0).to(torch.uint8).cpu().numpy())
-            if "detect" in self.tasks:
-                for im, det in zip(pil, self.model.detector.detections(out["detect"], tuple(batch.shape[-2:]))):
+            batch = torch.stack([self.preprocess(im) for im in pil])
+            for im, answer in zip(pil, self._graph_answers(batch)):
+                if "classify" in self.tasks:
+                    probs.append(answer["probabilities"][None].float().cpu())
+                if "segment" in self.tasks:
+                    mask = answer["classes"]
+                    if mask.shape != (im.height, im.width):
+                        logit = F.interpolate(answer["logits"][None].float(), size=(im.height, im.width),
+                                              mode="bilinear", align_corners=False)[0]
+                        mask = logit.argmax(dim=0).to(torch.uint8)
+                    masks.append(mask.cpu().numpy())
+                if "detect" in self.tasks:
                     sx, sy = im.width / batch.shape[-1], im.height / batch.shape[-2]
-                    real = det["labels"] > 0  # column 0 is FCOS's background class: never an object
-                    boxes.append({"boxes": det["boxes"][real].float().cpu() * torch.tensor([sx, sy, sx, sy]),
-                                  "scores": det["scores"][real].float().cpu(), "labels": det["labels"][real].cpu() - 1})
+                    boxes.append({"boxes": answer["boxes"].float().cpu() * torch.tensor([sx, sy, sx, sy]),
+                                  "scores": answer["scores"].float().cpu(), "labels": answer["det_classes"].cpu()})
         result: dict = {}
         if "classify" in self.tasks:
             result["classify"] = torch.cat(probs) if probs else torch.empty(0, len(self.classes))
