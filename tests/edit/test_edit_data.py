@@ -59,13 +59,24 @@ def test_holes_cover_5_to_40_percent_and_cells_bound_their_size():
     big = cell_masks(256, 320, "box", 64, rng)
     assert big.any() and big.mean() <= 0.40
     clean = _smooth(128, 128)
+    state = rng.bit_generator.state
     holes = degrade(clean, Degradation(op="inpaint", mask_cell=64), rng)
     known = ~holes.mask[0].bool()
     assert torch.allclose(holes.image[:, known], clean[:, known], atol=0.5 / 255)  # known pixels kept (8-bit)
-    # the holes hold OpenCV's Telea fill of the image with its holes zeroed: the guess the network refines
+    # the holes hold the mean of OpenCV's Telea and Navier-Stokes fills of the image with its holes
+    # zeroed (halves rounded up): the guess the network refines
     zeroed = ((clean * (1 - holes.mask)).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-    telea = torch.from_numpy(opencv_inpaint(zeroed, holes.mask[0].numpy())).permute(2, 0, 1).float() / 255
-    assert torch.equal(holes.image, telea)
+    fills = [opencv_inpaint(zeroed, holes.mask[0].numpy(), method).astype(int) for method in ("telea", "ns")]
+    mean = torch.from_numpy(((fills[0] + fills[1] + 1) // 2).astype(np.uint8)).permute(2, 0, 1).float() / 255
+    assert torch.equal(holes.image, mean) and not np.array_equal(fills[0], fills[1])
+    # bundles from before the fill was chosen keep the Telea fill their network learned to correct
+    old = Degradation.from_dict({"op": "inpaint", "mask_cell": 64})
+    assert old.fill == "telea" and Degradation(op="inpaint").fill == "telea+ns"
+    replay = np.random.default_rng()
+    replay.bit_generator.state = state
+    again = degrade(clean, old, replay)
+    assert torch.equal(again.mask, holes.mask)
+    assert torch.equal(again.image, torch.from_numpy(fills[0].astype(np.uint8)).permute(2, 0, 1).float() / 255)
 
 
 def test_enhance_darkens_and_gives_whole_image_statistics():

@@ -216,7 +216,7 @@ class EditPredictor(Predictor):
             if (mask is None) == (box is None):
                 raise ConfigError(f"{where}: inpainting needs exactly one of a mask (--mask) or a box (--box)")
             hole = read_mask(mask, size) if mask is not None else box_to_mask(box, size)
-            tensor = classical_fill(tensor, hole)  # the guess the network corrects
+            tensor = classical_fill(tensor, hole, self.degradation.fill)  # the guess the network corrects
         elif mask is not None or box is not None:
             raise ConfigError(f"{self.bundle.path}: a {self.op} bundle takes no mask or box; they are for inpaint bundles")
         out = self.restore(Degraded(tensor, mask=hole), strength=strength, tile=tile, progress=progress)
@@ -283,7 +283,7 @@ def score_photos(predictor: EditPredictor, photos: Sequence, names: Sequence[str
         sigma = degradation.sigma if op != "denoise" or degradation.noise != "realistic" else estimated_sigma(given)
         for baseline in BASELINES[op]:
             outputs[baseline] = run_baseline(baseline, given, scale=scale, sigma=sigma, mask=hole)
-        if op not in ("superres", "inpaint"):  # an inpainting input is the Telea baseline itself
+        if op not in ("superres", "inpaint"):  # an inpainting input is a classical fill (the baselines')
             outputs["input"] = given
         row: dict = {"image": name}
         for method, output in outputs.items():

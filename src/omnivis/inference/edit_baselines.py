@@ -124,7 +124,7 @@ def _inpaint(image: np.ndarray, mask, method: str) -> np.ndarray:
     m = np.asarray(mask)
     if m.shape != image.shape[:2]:
         raise ConfigError(f"mask shape {m.shape} does not match image size {image.shape[:2]}")
-    return degrade.opencv_inpaint(image, m, method)  # the inpainting network's own starting guess
+    return degrade.opencv_inpaint(image, m, method)  # the inpainting network starts from the mean of the two
 
 
 def telea_inpaint(image: np.ndarray, mask) -> np.ndarray:

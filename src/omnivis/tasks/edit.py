@@ -36,7 +36,7 @@ OP_ARCHS = {"superres": ("residual", "subpixel"), "denoise": ("residual",), "enh
             "inpaint": ("inpaint",), "style": ("adain",)}
 DEFAULT_CROP = {"superres": 96, "denoise": 48, "enhance": 64, "inpaint": 64, "style": 64}
 DEFAULT_TILE = {"superres": 192, "denoise": 256, "enhance": 256, "inpaint": 384, "style": 512}
-DEFAULT_WIDTH = {"inpaint": 16}  # it corrects Telea's fill: a quarter of the compute of width 32, 6 blocks
+DEFAULT_WIDTH = {"inpaint": 16}  # it corrects a classical fill: a quarter of the compute of width 32, 6 blocks
 DEFAULT_BLOCKS = {"inpaint": 4}
 """Tile sides in input pixels for ``omnivis edit``: large enough that context is a small overhead,
 small enough that one tile's activations stay in tens of MB."""
