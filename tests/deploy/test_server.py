@@ -141,3 +141,25 @@ def test_api_key_readiness_openapi_and_metrics(models):
     assert 'omnivis_requests_total{code="200",endpoint="/api/classify/{model}"} 1.0' in metrics
     assert 'omnivis_batch_size_count{model="digits"} 1.0' in metrics
     assert "omnivis_queue_seconds_bucket" in metrics and "omnivis_model_seconds_bucket" in metrics
+
+
+def test_generation_requests_in_one_batch_share_one_sampler_call(generator_bundle):
+    """Requests with the same steps and guidance are sampled together, each from its own seed and class,
+    and each answer is what that request gets alone; a bad request is a 422 of its own."""
+    import dataclasses
+
+    from omnivis.serve.models import GenerateItem
+
+    model = load_models([f"gen={generator_bundle}"])["gen"]
+    spec, calls = model.predictor.spec, []
+    model.predictor.spec = dataclasses.replace(spec, decode=lambda *a, **k: calls.append(len(a[2])) or spec.decode(*a, **k))
+    items = [GenerateItem(n=2, class_="0", steps=3, seed=1), GenerateItem(n=1, class_="nope", steps=3),
+             GenerateItem(n=1, class_="1", steps=3, seed=2), GenerateItem(n=1, steps=5, seed=2)]
+    answers = model.run_batch(items)
+    assert calls == [3]  # steps 3: the two good requests in one sampler call; steps 5 alone, as generate runs it
+    assert answers[1].status == 422 and "nope" in str(answers[1])
+    model.predictor.spec = spec
+    for item, images in zip(items, answers):
+        if item.class_ != "nope":
+            alone = model.predictor.generate(item.n, item.class_, steps=item.steps, seed=item.seed)
+            assert images.shape == alone.shape and np.abs(images.astype(int) - alone.astype(int)).max() <= 1

@@ -113,3 +113,34 @@ def test_gan_collapse_is_reported(tmp_path, monkeypatch):
     monkeypatch.setattr(modules, "hinge_d_loss", lambda real, fake: (real.mean() + fake.mean()) * 0.0)
     with pytest.raises(TrainingError, match="GAN collapsed"):
         train_generator(tiny("gan", trainer=dict(max_steps=10)), tmp_path / "collapse")
+
+
+def test_generate_together_gives_each_call_its_own_images(tmp_path, diffusion_bundle, vq_bundle):
+    """Calls batched into one sampler call give what each gives alone (its own seed, class and n), within
+    one 8-bit level; DDPM (noise at every step) and a VQ prior (at every token) are not batched."""
+    import dataclasses
+
+    predictor = GeneratorPredictor.from_dir(diffusion_bundle)
+    assert predictor.batchable()
+    calls = [{"n": 2, "class_": "0", "seed": 3, "steps": 4, "guidance": 2.0},
+             {"n": 1, "class_": None, "seed": 8, "steps": 4, "guidance": 2.0},
+             {"n": 3, "class_": "1", "seed": 3, "steps": 4, "guidance": 2.0}]
+    decoded = []
+    spec = predictor.spec
+    predictor.spec = dataclasses.replace(spec, decode=lambda *a, **k: decoded.append(len(a[2])) or spec.decode(*a, **k))
+    together = predictor.generate_together(calls)
+    assert decoded == [6]  # one sampler call for the six images
+    predictor.spec = spec
+    for call, images in zip(calls, together):
+        alone = predictor.generate(call["n"], call["class_"], steps=4, guidance=2.0, seed=call["seed"])
+        assert images.shape == alone.shape and np.abs(images.astype(int) - alone.astype(int)).max() <= 1
+    assert not np.array_equal(together[0], together[2][:2])  # another class from the same seed
+
+    gan = GeneratorPredictor.from_dir(train_generator(tiny("gan", conditional=True), tmp_path / "gan"))
+    pair = gan.generate_together([{"n": 2, "class_": "1", "seed": 5}, {"n": 2, "class_": "1", "seed": 6}])
+    assert np.array_equal(pair[0], gan.generate(2, "1", seed=5)) and not np.array_equal(pair[0], pair[1])
+
+    predictor.config = {**predictor.config, "sampling": {**predictor.config.get("sampling", {}), "sampler": "ddpm"}}
+    assert not predictor.batchable()
+    vq_prior = train_generator(tiny("vqvae-ar", vq_bundle=str(vq_bundle)), tmp_path / "ar")
+    assert not GeneratorPredictor.from_dir(vq_prior).batchable()

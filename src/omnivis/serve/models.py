@@ -179,7 +179,7 @@ class ServedModel:
                 elif kind is EditItem:  # one photo at a time: each is already cut into batched tiles
                     answers = [self._edit(items[i]) for i in idx]
                 else:
-                    answers = [self._generate(items[i]) for i in idx]
+                    answers = self._generate_group([items[i] for i in idx])
             except OmnivisError as exc:
                 answers = [ApiError(422, str(exc))] * len(idx)
             except ApiError as exc:
@@ -227,6 +227,34 @@ class ServedModel:
                                        strength=item.strength)
         except OmnivisError as exc:
             return ApiError(422, str(exc))
+
+    def _generate_group(self, items: list[GenerateItem]) -> list[np.ndarray | ApiError]:
+        """Generation requests of one batch: those with the same steps and guidance share one sampler
+        call when the generator's randomness is all in its latents (``GeneratorPredictor.batchable``),
+        each still drawing its latents from its own seed; a request with bad parameters is answered
+        422 alone, before any sampling."""
+        from omnivis.tasks.generate.sample import MAX_SAMPLES
+
+        if not self.predictor.batchable():
+            return [self._generate(item) for item in items]
+        answers: list = [None] * len(items)
+        groups: dict[tuple, list[int]] = {}
+        for i, item in enumerate(items):
+            try:  # each request's own checks (class, prompt, n, steps) before it joins a batch
+                self.predictor._options(item.steps, item.guidance, None, 1.0, None)
+                self.predictor._condition(1, item.class_, item.prompt)
+                if not 1 <= item.n <= MAX_SAMPLES:
+                    raise ConfigError(f"n must be in 1..{MAX_SAMPLES}, got {item.n}")
+            except OmnivisError as exc:
+                answers[i] = ApiError(422, str(exc))
+                continue
+            groups.setdefault((item.steps, item.guidance), []).append(i)
+        for idx in groups.values():
+            calls = [{"n": items[i].n, "class_": items[i].class_, "prompt": items[i].prompt, "seed": items[i].seed,
+                      "steps": items[i].steps, "guidance": items[i].guidance} for i in idx]
+            for i, images in zip(idx, self.predictor.generate_together(calls)):
+                answers[i] = images
+        return answers
 
     def _generate(self, item: GenerateItem) -> np.ndarray | ApiError:
         try:

@@ -18,6 +18,7 @@ from omnivis.tasks.generate.methods import METHOD_SPECS
 from omnivis.tasks.generate.spec import SampleOptions
 
 MAX_SAMPLES = 1024  # per call: bounds memory and time; call again with another seed for more
+BATCH_DRAW = 256  # generate_tensor draws latents in parts of this many: calls up to it draw theirs at once
 MAX_STEPS = 1000  # sampling steps (and never more than the model's training timesteps)
 MAX_FRAMES = 64
 
@@ -184,7 +185,7 @@ class GeneratorPredictor:
     @torch.no_grad()
     def generate_tensor(self, n: int, class_: str | int | None = None, steps: int | None = None,
                         guidance: float | None = None, seed: int = 0, sampler: str | None = None,
-                        temperature: float = 1.0, top_k: int | None = None, batch_size: int = 256,
+                        temperature: float = 1.0, top_k: int | None = None, batch_size: int = BATCH_DRAW,
                         prompt: str | Sequence[str] | None = None) -> torch.Tensor:
         """-> (n, C, H, W) float in [-1, 1]; labels cycle through the classes when ``class_`` is None.
 
@@ -208,6 +209,42 @@ class GeneratorPredictor:
                  guidance: float | None = None, seed: int = 0, **kwargs) -> np.ndarray:
         """``n`` images as (n, H, W, C) uint8; the same arguments and seed give the same images."""
         return to_uint8(self.generate_tensor(n, class_, steps, guidance, seed, **kwargs))
+
+    def batchable(self) -> bool:
+        """Whether several ``generate`` calls can share one sampler call: the method draws all of its
+        randomness up front, as latents from each call's own seed (GAN, VAE, and diffusion with a
+        deterministic sampler: DDIM, DPM-Solver), so one call's images do not depend on the others'.
+        DDPM draws noise at every step and a VQ-VAE prior at every token: those run one call at a time."""
+        if self.spec.sample is None or self.spec.random_latent is None or self.spec.decode is None:
+            return False
+        return self.method != "diffusion" or self.config.get("sampling", {}).get("sampler", "ddim") != "ddpm"
+
+    @torch.no_grad()
+    def generate_together(self, calls: Sequence[dict]) -> list[np.ndarray]:
+        """Several ``generate`` calls (dicts of ``n``, ``class_``, ``prompt``, ``seed``, and ``steps`` and
+        ``guidance``, the same for all) as one sampler call, when :meth:`batchable`; else one by one.
+
+        Each call's latents come from its own seed exactly as ``generate`` draws them, so each answer
+        is that call's ``generate`` images, up to the float rounding of a larger batch (within one
+        8-bit level).
+        """
+        if len(calls) == 1 or not self.batchable() or any(c["n"] > BATCH_DRAW for c in calls):
+            return [self.generate(c["n"], c.get("class_"), c.get("steps"), c.get("guidance"), c.get("seed", 0),
+                                  prompt=c.get("prompt")) for c in calls]
+        first = calls[0]
+        if any((c.get("steps"), c.get("guidance")) != (first.get("steps"), first.get("guidance")) for c in calls):
+            raise ValueError("generate_together: the calls must share steps and guidance")
+        options = self._options(first.get("steps"), first.get("guidance"), None, 1.0, None)
+        latents, conditions = [], []
+        for c in calls:
+            if not 1 <= c["n"] <= MAX_SAMPLES:
+                raise ConfigError(f"--n must be in 1..{MAX_SAMPLES}, got {c['n']}")
+            conditions.append(self._condition(c["n"], c.get("class_"), c.get("prompt")))
+            generator = torch.Generator().manual_seed(int(c.get("seed", 0)))
+            latents.append(self.spec.random_latent(self.model, self.net, c["n"], generator))
+        labels = None if conditions[0] is None else torch.cat(conditions)
+        images = self.spec.decode(self.model, self.net, torch.cat(latents), labels, options).cpu()
+        return [to_uint8(part) for part in images.split([c["n"] for c in calls])]
 
     @torch.no_grad()
     def interpolate(self, frames: int = 8, images: Sequence | None = None, class_: str | int | None = None,
