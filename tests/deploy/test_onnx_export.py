@@ -150,7 +150,7 @@ def test_tasks_without_an_onnx_graph_say_so(classifier, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(classifier, other)
     config = json.loads((other / "config.json").read_text())
-    config["task"] = "edit"
+    config["task"] = "align"
     (other / "config.json").write_text(json.dumps(config))
     with pytest.raises(BundleError, match="cannot be exported yet"):
         export_bundle(other)

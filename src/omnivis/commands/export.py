@@ -15,8 +15,9 @@ FORMATS = ("onnx",)
 
 
 def export_command(
-    bundle: Path = typer.Argument(..., help="A bundle folder (classify, segment, detect incl. Mask R-CNN, face, or generate: "
-                                  "its decoder or denoiser)."),
+    bundle: Path = typer.Argument(..., help="A bundle folder (classify, segment, detect incl. Mask R-CNN, "
+                                  "multitask, face, edit: its restoration network, or generate: its decoder "
+                                  "or denoiser)."),
     format: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
     int8: bool = typer.Option(False, "--int8", help="Quantize to int8 (onnxruntime static QDQ, per-channel)."),
     calibration: Optional[str] = typer.Option(
@@ -39,10 +40,10 @@ def export_command(
     table = Table("batch", "max |onnx - torch|", "same answers")
     for row in report["parity"]:
         table.add_row(str(row["batch"]), f"{row['max_abs_difference']:.2e}", f"{row['same_answers']:.4f}")
-    if report["task"] == "generate":
+    if report["task"] in ("generate", "edit"):  # their own inputs; a loop or the tiling outside the graph
         inputs = ", ".join(f"{name} {v['dtype']} {tuple(v['shape'])}" for name, v in report["inputs"].items())
-        console.print(f"wrote [bold]{report['file']}[/] ({report['method']}): inputs {inputs}; outputs "
-                      f"{', '.join(report['outputs'])}")
+        console.print(f"wrote [bold]{report['file']}[/] ({report.get('method') or report['op']}): inputs {inputs}; "
+                      f"outputs {', '.join(report['outputs'])}")
         console.print(table)
         console.print(f"outside the graph: {report['outside_the_graph']}")
         console.print(f"report: {Path(bundle) / 'export.json'}")

@@ -11,16 +11,13 @@ samples codes token by token stays in PyTorch.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from omnivis.deploy.quiet import quiet_exporter
 from omnivis.errors import BundleError
 
 DECODERS = ("gan", "vae", "ae")
@@ -143,17 +140,11 @@ def export_generator(bundle_dir: str | Path, out: Path, opset: int) -> dict:
     predictor = GeneratorPredictor.from_dir(bundle_dir)
     graph, example, outside = graph_and_inputs(predictor, 2)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    chatter = io.StringIO()
     out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(graph, tuple(example.values()), str(out), dynamo=True, external_data=False,
-                              input_names=list(example), output_names=list(graph.output_names), opset_version=opset,
-                              dynamic_shapes={name: {0: batch} for name in example}, verbose=False)
-    except Exception:
-        sys.stderr.write(chatter.getvalue())
-        raise
+    with quiet_exporter():
+        torch.onnx.export(graph, tuple(example.values()), str(out), dynamo=True, external_data=False,
+                          input_names=list(example), output_names=list(graph.output_names), opset_version=opset,
+                          dynamic_shapes={name: {0: batch} for name in example}, verbose=False)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     parity = []
     for n in PARITY_BATCHES:

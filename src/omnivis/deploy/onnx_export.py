@@ -13,25 +13,23 @@ and as a last resort weights alone are quantized (dynamic quantization). The rep
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
-import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from omnivis.deploy.quiet import quiet_exporter
 from omnivis.deploy.runtime import OnnxGraph
 from omnivis.bundle import load_bundle
 from omnivis.errors import BundleError, ConfigError, DataError
 from omnivis.inference.base import Predictor
 
-EXPORTABLE = ("classify", "segment", "detect", "multitask", "generate", "face")
+EXPORTABLE = ("classify", "segment", "detect", "multitask", "generate", "face", "edit")
 PARITY_BATCHES = (1, 3, 7)
 INT8_AGREEMENT = 0.98  # share of answers (top-1 classes, pixel classes) int8 must keep from float
 REFERENCE_IMAGES = 64  # half calibrate int8, half check it
@@ -115,21 +113,15 @@ def write_onnx(graph: torch.nn.Module, example: torch.Tensor, path: Path) -> Non
     """Export ``graph`` with a dynamic batch dimension (torch.export-based exporter)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     example = example[:2] if len(example) >= 2 else example.repeat(2, 1, 1, 1)  # batch 1 would be specialized
-    chatter = io.StringIO()  # the exporter prints each of its stages; keep them for a failure only
     names = dict(input_names=["images"], output_names=list(graph.output_names), opset_version=OPSET, verbose=False)
-    try:
-        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if graph.batched:
-                torch.onnx.export(graph, (example,), str(path), dynamo=True, external_data=False,
-                                  dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=4096)}}, **names)
-            else:  # torchvision detectors: the TorchScript-based exporter, whose NMS and box decoding torchvision tests
-                with _empty_safe_box_clipping():
-                    torch.onnx.export(graph, (example[:1],), str(path), dynamo=False,
-                                      dynamic_axes={name: {0: "detections"} for name in graph.output_names}, **names)
-    except Exception:
-        sys.stderr.write(chatter.getvalue())
-        raise
+    with quiet_exporter():
+        if graph.batched:
+            torch.onnx.export(graph, (example,), str(path), dynamo=True, external_data=False,
+                              dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=4096)}}, **names)
+        else:  # torchvision detectors: the TorchScript-based exporter, whose NMS and box decoding torchvision tests
+            with _empty_safe_box_clipping():
+                torch.onnx.export(graph, (example[:1],), str(path), dynamo=False,
+                                  dynamic_axes={name: {0: "detections"} for name in graph.output_names}, **names)
 
 
 def _batch(images: torch.Tensor, n: int) -> torch.Tensor:
@@ -336,6 +328,13 @@ def export_bundle(bundle_dir: str | Path, out: str | Path | None = None, int8: b
             raise ConfigError(f"{bundle_dir}: --int8 covers classify, segment and detect bundles; export generators in fp32")
         return _record(bundle_dir, out, export_generator(bundle_dir, out, OPSET))
     predictor = get_task(bundle.task).predictor(bundle_dir)
+    if bundle.task == "edit":  # the restoration network on an image or a tile; tiling stays outside (edit_export.py)
+        from omnivis.deploy.edit_export import export_edit
+
+        if int8:
+            raise ConfigError(f"{bundle_dir}: --int8 covers classify, segment and detect bundles; export edit "
+                              "networks in fp32")
+        return _record(bundle_dir, out, export_edit(predictor, out, OPSET))
     if int8 and bundle.task == "face":
         raise ConfigError(f"{bundle_dir}: --int8 covers classify, segment and detect bundles; export face models in fp32 "
                           "(an int8 embedding would need its own threshold)")
