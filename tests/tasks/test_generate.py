@@ -135,6 +135,16 @@ def test_generate_together_gives_each_call_its_own_images(tmp_path, diffusion_bu
         alone = predictor.generate(call["n"], call["class_"], steps=4, guidance=2.0, seed=call["seed"])
         assert images.shape == alone.shape and np.abs(images.astype(int) - alone.astype(int)).max() <= 1
     assert not np.array_equal(together[0], together[2][:2])  # another class from the same seed
+    import omnivis.tasks.generate.sample as sample_module
+
+    decoded.clear()
+    predictor.spec = dataclasses.replace(spec, decode=lambda *a, **k: decoded.append(len(a[2])) or spec.decode(*a, **k))
+    original, sample_module.BATCH_DRAW = sample_module.BATCH_DRAW, 4
+    try:  # sampler calls stay within BATCH_DRAW images, the answers do not change
+        chunked = predictor.generate_together(calls)
+    finally:
+        sample_module.BATCH_DRAW, predictor.spec = original, spec
+    assert decoded == [4, 2] and all(np.array_equal(a, b) for a, b in zip(chunked, together))
 
     gan = GeneratorPredictor.from_dir(train_generator(tiny("gan", conditional=True), tmp_path / "gan"))
     pair = gan.generate_together([{"n": 2, "class_": "1", "seed": 5}, {"n": 2, "class_": "1", "seed": 6}])

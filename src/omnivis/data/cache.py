@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -73,12 +73,12 @@ def cache_datasets(named: dict, limit_mb: float, progress: bool = True) -> list[
     for what, dataset in named.items():
         if dataset is None:
             continue
-        if full:
+        if full or (limit_mb > 0 and left <= 0):
             dataset.decoded = [None] * len(dataset.sources())
             lines.append(f"{what}: decoded each epoch (the images above fill the cache_mb limit {limit_mb:g})")
             continue
         report = cache_decoded(dataset, left, progress, what)
-        lines.append(report.line(what))
+        lines.append(replace(report, limit_mb=limit_mb).line(what))  # the lines name the limit the user set
         left -= report.megabytes
         full = limit_mb > 0 and not report.complete
     return lines

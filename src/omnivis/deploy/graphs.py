@@ -96,6 +96,7 @@ class DetectorGraph(nn.Module):
         self.model = model
         self.masks = masks
         self.output_names = ("boxes", "scores", "classes", "masks") if masks else ("boxes", "scores", "classes")
+        self.per_detection = self.output_names  # outputs with a row per detection
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         prediction = self.model([images[0].float() / 255.0])[0]
@@ -124,6 +125,7 @@ class MultitaskGraph(nn.Module):
         self.model = model
         tasks = model.tasks
         self.batched = "detect" not in tasks
+        self.per_detection = () if self.batched else DETECTION_OUTPUTS  # the other heads keep their batch of 1
         self.output_names = ((DETECTION_OUTPUTS if "detect" in tasks else ())
                              + (("probabilities",) if "classify" in tasks else ())
                              + (("logits", "classes") if "segment" in tasks else ()))
@@ -161,8 +163,9 @@ class MultitaskGraph(nn.Module):
         return per_image
 
     def decisions(self, outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """The answers to compare between backends (no detection head): each image's class, then the
-        class of each of its pixels."""
+        """The answers of the class and mask heads to compare between backends: each image's class,
+        then the class of each of its pixels (with a detection head, its detections are compared
+        apart, as a detector's)."""
         named = dict(zip(self.output_names, outputs))
         parts = []
         if "probabilities" in named:

@@ -119,9 +119,9 @@ def write_onnx(graph: torch.nn.Module, example: torch.Tensor, path: Path) -> Non
             torch.onnx.export(graph, (example,), str(path), dynamo=True, external_data=False,
                               dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=4096)}}, **names)
         else:  # torchvision detectors: the TorchScript-based exporter, whose NMS and box decoding torchvision tests
-            with _empty_safe_box_clipping():
-                torch.onnx.export(graph, (example[:1],), str(path), dynamo=False,
-                                  dynamic_axes={name: {0: "detections"} for name in graph.output_names}, **names)
+            with _empty_safe_box_clipping():  # a multitask graph's other heads keep their batch of 1
+                torch.onnx.export(graph, (example[:1],), str(path), dynamo=False, **names,
+                                  dynamic_axes={name: {0: "detections"} for name in graph.per_detection})
 
 
 def _batch(images: torch.Tensor, n: int) -> torch.Tensor:
@@ -282,9 +282,17 @@ def quantize_int8(float_path: Path, out: Path, calibrate: torch.Tensor, check: t
             return agreement(graph.decisions, reference, path, check)
     else:
         detections = [float_session(image[None]) for image in check]
+        heads = [name for name in graph.output_names if name not in graph.per_detection]
 
         def compare(path: Path) -> tuple[float, float]:
-            return detection_agreement(detections, path, check, score_threshold)
+            """Detections as a detector's; a multitask graph's class and mask heads as a segmenter's."""
+            same, worst = detection_agreement(detections, path, check, score_threshold)
+            if heads:
+                session = OnnxGraph(path, channels=check.shape[1], size=check.shape[-1])
+                kept = [(graph.decisions(reference) == graph.decisions(session(image[None]))).float().mean().item()
+                        for image, reference in zip(check, detections)]
+                same = min(same, float(np.mean(kept)))
+            return same, worst
     tries, writers = [], []
     root = logging.getLogger()
     level = root.level

@@ -50,7 +50,7 @@ class ClassifyPredictor(Predictor):
 
             model = dp_compatible(model)
         self.model = self.ready(model)
-        self.graph = ClassifierGraph(self.model, cfg["mean"], cfg["std"], len(self.classes)).eval()
+        self.graph = ClassifierGraph(self.model, cfg["mean"], cfg["std"], len(self.classes)).eval().to(self.device)
         self.geometry = build_eval_geometry(self.img_size)
 
     def prepare(self, images: Sequence) -> torch.Tensor:

@@ -89,7 +89,7 @@ class FacePredictor(Predictor):
         self.model = self.ready(EmbeddingModel(backbone, int(cfg["embedding_size"])))
         self.crop_margin = float(cfg.get("crop", {}).get("margin", 0.2))
         self.flip_test = bool(cfg.get("flip_test", False))
-        self.graph = EmbeddingGraph(self.model, cfg["mean"], cfg["std"], self.flip_test).eval()
+        self.graph = EmbeddingGraph(self.model, cfg["mean"], cfg["std"], self.flip_test).eval().to(self.device)
         self.id = bundle_id(bundle.path)
 
     @property

@@ -80,7 +80,7 @@ class MultitaskPredictor(Predictor):
         self.score_threshold = float(cfg.get("score_threshold", 0.5))
         backbone = create_backbone(cfg["backbone"], in_chans=int(cfg["in_chans"]), img_size=self.img_size)
         self.model = self.ready(model_from_config(cfg, backbone))
-        self.graph = MultitaskGraph(self.model, cfg["mean"], cfg["std"]).eval()
+        self.graph = MultitaskGraph(self.model, cfg["mean"], cfg["std"]).eval().to(self.device)
         self.geometry = v2.Resize((self.img_size, self.img_size), antialias=True)
         self._last: dict[str, np.ndarray] = {}
 

@@ -53,7 +53,7 @@ class SegmentPredictor(Predictor):
         self.model = self.ready(
             SegmentationModel(backbone, len(self.classes), arch=cfg["arch"], decoder_width=int(cfg["decoder_width"]))
         )
-        self.graph = SegmenterGraph(self.model, cfg["mean"], cfg["std"]).eval()
+        self.graph = SegmenterGraph(self.model, cfg["mean"], cfg["std"]).eval().to(self.device)
         self.geometry = v2.Resize((self.img_size, self.img_size), antialias=True)
         self._last: dict[str, np.ndarray] = {}
 

@@ -252,7 +252,14 @@ class ServedModel:
         for idx in groups.values():
             calls = [{"n": items[i].n, "class_": items[i].class_, "prompt": items[i].prompt, "seed": items[i].seed,
                       "steps": items[i].steps, "guidance": items[i].guidance} for i in idx]
-            for i, images in zip(idx, self.predictor.generate_together(calls)):
+            try:  # a failure here answers this group's requests only
+                together = self.predictor.generate_together(calls)
+            except OmnivisError as exc:
+                together = [ApiError(422, str(exc))] * len(idx)
+            except Exception as exc:  # a bug or out of memory: 500 for this group, the server log has the rest
+                logging.getLogger("omnivis.serve").exception("model '%s'", self.name)
+                together = [ApiError(500, f"internal error ({type(exc).__name__}); see the server log")] * len(idx)
+            for i, images in zip(idx, together):
                 answers[i] = images
         return answers
 

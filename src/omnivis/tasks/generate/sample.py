@@ -243,8 +243,12 @@ class GeneratorPredictor:
             generator = torch.Generator().manual_seed(int(c.get("seed", 0)))
             latents.append(self.spec.random_latent(self.model, self.net, c["n"], generator))
         labels = None if conditions[0] is None else torch.cat(conditions)
-        images = self.spec.decode(self.model, self.net, torch.cat(latents), labels, options).cpu()
-        return [to_uint8(part) for part in images.split([c["n"] for c in calls])]
+        latents = torch.cat(latents)
+        parts = []  # at most BATCH_DRAW images per sampler call, as generate_tensor bounds its memory
+        for start in range(0, len(latents), BATCH_DRAW):
+            part = None if labels is None else labels[start: start + BATCH_DRAW]
+            parts.append(self.spec.decode(self.model, self.net, latents[start: start + BATCH_DRAW], part, options).cpu())
+        return [to_uint8(images) for images in torch.cat(parts).split([c["n"] for c in calls])]
 
     @torch.no_grad()
     def interpolate(self, frames: int = 8, images: Sequence | None = None, class_: str | int | None = None,
