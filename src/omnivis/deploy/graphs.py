@@ -134,32 +134,30 @@ class MultitaskGraph(nn.Module):
         if not self.batched:  # a detection head: one image per call, as a detector's graph
             (answer,) = self.answers(images)
             return tuple(answer[name] if name in DETECTION_OUTPUTS else answer[name][None] for name in self.output_names)
-        out = self.model(self.normalize(images))
-        answers: list[torch.Tensor] = []
+        return tuple(self._heads(self.model(self.normalize(images))).values())
+
+    @staticmethod
+    def _heads(out: dict) -> dict[str, torch.Tensor]:
+        """The class and mask heads' answers for the whole batch, by output name."""
+        heads: dict[str, torch.Tensor] = {}
         if "classify" in out:
-            answers.append(out["classify"].float().softmax(dim=1))
+            heads["probabilities"] = out["classify"].float().softmax(dim=1)
         if "segment" in out:
-            logits = out["segment"].float()
-            answers += [logits, logits.argmax(dim=1).to(torch.uint8)]
-        return tuple(answers)
+            heads["logits"] = out["segment"].float()
+            heads["classes"] = heads["logits"].argmax(dim=1).to(torch.uint8)
+        return heads
 
     def answers(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """The outputs by name, one dict per image, from one model call for the whole batch (what the
         torch backend runs; the ONNX file of a model with a detection head takes one image per call)."""
         out = self.model(self.normalize(images))
-        per_image: list[dict[str, torch.Tensor]] = [{} for _ in range(len(images))]
+        heads = self._heads(out)
+        per_image = [{name: value[i] for name, value in heads.items()} for i in range(len(images))]
         if "detect" in out:
             for answer, found in zip(per_image, self.model.detector.detections(out["detect"], images.shape[-2:])):
                 keep = found["labels"] > 0  # FCOS's background slot 0 is never an object
                 answer.update(zip(DETECTION_OUTPUTS, (found["boxes"][keep], found["scores"][keep],
                                                       found["labels"][keep] - 1)))
-        if "classify" in out:
-            for answer, probabilities in zip(per_image, out["classify"].float().softmax(dim=1)):
-                answer["probabilities"] = probabilities
-        if "segment" in out:
-            logits = out["segment"].float()
-            for answer, logit, classes in zip(per_image, logits, logits.argmax(dim=1).to(torch.uint8)):
-                answer["logits"], answer["classes"] = logit, classes
         return per_image
 
     def decisions(self, outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:

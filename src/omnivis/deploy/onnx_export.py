@@ -191,21 +191,19 @@ def agreement(graph_decisions, reference: tuple[torch.Tensor, ...], int8_path: P
 DETECTION_MATCH_IOU = 0.5
 
 
-def detection_agreement(reference: list[tuple[torch.Tensor, ...]], int8_path: Path, images: torch.Tensor,
+def detection_agreement(reference: list[tuple[torch.Tensor, ...]], outputs: list[tuple[torch.Tensor, ...]],
                         score_threshold: float = 0.0) -> tuple[float, float]:
-    """A detector's int8 file against the float file's detections (``reference``, one per image), both
-    taken at ``score_threshold`` (the bundle's: the detections ``predict`` reports): the share of
-    detections both keep (2 x matched / (float's + int8's), matched = same class, IoU >= 0.5, one to
-    one, pooled over ``images``; 1 when neither finds anything) and the largest score difference of a
-    matched pair."""
+    """A detector's int8 file's detections (``outputs``, one per image) against the float file's
+    (``reference``), both taken at ``score_threshold`` (the bundle's: the detections ``predict``
+    reports): the share of detections both keep (2 x matched / (float's + int8's), matched = same
+    class, IoU >= 0.5, one to one, pooled over the images; 1 when neither finds anything) and the
+    largest score difference of a matched pair."""
     from torchvision.ops import box_iou
 
-    session = OnnxGraph(int8_path, channels=images.shape[1], size=images.shape[-1])
     matched = total = 0
     worst = 0.0
-    for image, found in zip(images, reference):
+    for found, got in zip(reference, outputs):
         boxes, scores, classes = (t[found[1] >= score_threshold] for t in found[:3])
-        got = session(image[None])
         got_boxes, got_scores, got_classes = (t[got[1] >= score_threshold] for t in got[:3])
         total += len(boxes) + len(got_boxes)
         if not len(boxes) or not len(got_boxes):
@@ -286,11 +284,12 @@ def quantize_int8(float_path: Path, out: Path, calibrate: torch.Tensor, check: t
 
         def compare(path: Path) -> tuple[float, float]:
             """Detections as a detector's; a multitask graph's class and mask heads as a segmenter's."""
-            same, worst = detection_agreement(detections, path, check, score_threshold)
+            session = OnnxGraph(path, channels=check.shape[1], size=check.shape[-1])
+            outputs = [session(image[None]) for image in check]
+            same, worst = detection_agreement(detections, outputs, score_threshold)
             if heads:
-                session = OnnxGraph(path, channels=check.shape[1], size=check.shape[-1])
-                kept = [(graph.decisions(reference) == graph.decisions(session(image[None]))).float().mean().item()
-                        for image, reference in zip(check, detections)]
+                kept = [(graph.decisions(reference) == graph.decisions(got)).float().mean().item()
+                        for reference, got in zip(detections, outputs)]
                 same = min(same, float(np.mean(kept)))
             return same, worst
     tries, writers = [], []

@@ -233,18 +233,13 @@ class ServedModel:
         call when the generator's randomness is all in its latents (``GeneratorPredictor.batchable``),
         each still drawing its latents from its own seed; a request with bad parameters is answered
         422 alone, before any sampling."""
-        from omnivis.tasks.generate.sample import MAX_SAMPLES
-
         if not self.predictor.batchable():
             return [self._generate(item) for item in items]
         answers: list = [None] * len(items)
         groups: dict[tuple, list[int]] = {}
         for i, item in enumerate(items):
             try:  # each request's own checks (class, prompt, n, steps) before it joins a batch
-                self.predictor._options(item.steps, item.guidance, None, 1.0, None)
-                self.predictor._condition(1, item.class_, item.prompt)
-                if not 1 <= item.n <= MAX_SAMPLES:
-                    raise ConfigError(f"n must be in 1..{MAX_SAMPLES}, got {item.n}")
+                self.predictor.check_call(item.n, item.class_, item.steps, item.guidance, item.prompt)
             except OmnivisError as exc:
                 answers[i] = ApiError(422, str(exc))
                 continue

@@ -210,6 +210,14 @@ class GeneratorPredictor:
         """``n`` images as (n, H, W, C) uint8; the same arguments and seed give the same images."""
         return to_uint8(self.generate_tensor(n, class_, steps, guidance, seed, **kwargs))
 
+    def check_call(self, n: int, class_: str | int | None = None, steps: int | None = None,
+                   guidance: float | None = None, prompt: str | Sequence[str] | None = None) -> None:
+        """Raise the ``ConfigError`` that ``generate`` would for these arguments, without sampling."""
+        if not 1 <= n <= MAX_SAMPLES:
+            raise ConfigError(f"--n must be in 1..{MAX_SAMPLES}, got {n}")
+        self._options(steps, guidance, None, 1.0, None)
+        self._condition(1, class_, prompt)
+
     def batchable(self) -> bool:
         """Whether several ``generate`` calls can share one sampler call: the method draws all of its
         randomness up front, as latents from each call's own seed (GAN, VAE, and diffusion with a
