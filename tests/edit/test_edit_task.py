@@ -210,3 +210,38 @@ def test_edit_config_checks_its_fields():
         EditConfig(op="superres", scale=3)
     with pytest.raises(ConfigError, match="crop_size must be >= 16 and a multiple of 16"):
         EditConfig(op="superres", scale=4, crop_size=40)
+
+
+def test_classical_fill_near_holes_equals_the_whole_image_fill():
+    """The fill computed on crops around each group of holes gives the whole-image fill's pixels exactly."""
+    from omnivis.data.degrade import classical_fill
+    from omnivis.inference.edit import fill_near_holes, hole_box
+
+    rng = np.random.default_rng(0)
+    image = torch.from_numpy(np.asarray(_photo(150, 200))).permute(2, 0, 1).contiguous()
+    mask = torch.zeros(1, 150, 200, dtype=torch.bool)
+    for _ in range(8):
+        y, x = int(rng.integers(0, 140)), int(rng.integers(0, 190))
+        mask[:, y : y + int(rng.integers(2, 30)), x : x + int(rng.integers(2, 40))] = True
+    mask[:, :4, :30] = True  # at the image's edges
+    mask[:, -3:, -20:] = True
+    for fill in ("telea", "telea+ns"):
+        assert torch.equal(fill_near_holes(image.clone(), mask, fill), classical_fill(image, mask, fill))
+    box = torch.zeros(1, 150, 200, dtype=torch.bool)
+    box[:, 50:60, 70:91] = True
+    assert hole_box(box, 10, align=4) == (40, 72, 60, 104)
+    assert hole_box(box, 100, align=4) == (0, 150, 0, 192)
+
+
+def test_edit_picks_its_default_tile_from_the_images_memory_budget(edit_bundles):
+    from omnivis.inference.edit import EDIT_MEMORY, MIN_EDIT_MEMORY
+    from omnivis.inference.tiling import tiled_memory
+
+    predictor = EditPredictor.from_dir(edit_bundles["denoise"])
+    tile = predictor.default_tile(3000, 4000)
+    budget = max(MIN_EDIT_MEMORY, EDIT_MEMORY * 3 * 3000 * 4000 * 2)
+    assert 32 <= tile < predictor.tile and tile % 16 == 0
+    plan = {"bytes_per_pixel": predictor.bytes_per_pixel, "context": predictor.context, "blend": 8}
+    assert tiled_memory(3000, 4000, tile, **plan) <= budget < tiled_memory(3000, 4000, tile + 16, **plan)
+    photo = _photo()
+    assert np.array_equal(predictor.edit(photo), predictor.edit(photo, tile=predictor.default_tile(*photo.shape[:2])))

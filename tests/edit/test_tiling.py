@@ -11,7 +11,14 @@ import torch
 from torch import nn
 
 from omnivis.errors import ConfigError
-from omnivis.inference.tiling import count_tiles, tiled_apply, to_chw_tensor, to_hwc_array
+from omnivis.inference.tiling import (
+    count_tiles,
+    tile_for_budget,
+    tiled_apply,
+    tiled_memory,
+    to_chw_tensor,
+    to_hwc_array,
+)
 
 
 def amplified(net: nn.Sequential, gain: float) -> nn.Sequential:
@@ -206,3 +213,26 @@ def test_bad_image():
         tiled_apply(conv_net(), np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(ConfigError, match=r"\(C, H, W\)"):
         tiled_apply(conv_net(), torch.zeros(8, 8, dtype=torch.uint8))
+
+
+def test_image_given_in_parts_equals_the_concatenated_image():
+    net, image = conv_net(c_in=4, c_out=3), random_image(4, 45, 40, seed=3)
+    mask = image[3:] > 127
+    whole = tiled_apply(net, torch.cat([image[:3], mask.to(torch.uint8) * 255]), tile=16, context=4, blend=2)
+    assert torch.equal(tiled_apply(net, (image[:3], mask), tile=16, context=4, blend=2), whole)
+    with pytest.raises(ConfigError, match="differ in size"):
+        tiled_apply(net, (image[:3], mask[:, :-1]), tile=16)
+
+
+def test_tiled_memory_and_tile_for_budget():
+    plan = {"bytes_per_pixel": 1000, "context": 15, "blend": 8}
+    # one window of (tile + 2 * (blend + context))^2 px, and 4 floats per output px of the tallest strip
+    assert tiled_memory(3000, 4000, 100, **plan) == 146 * 146 * 1000 + 4 * (100 + 16) * 4000 * 4
+    assert tiled_memory(3000, 4000, 256, **plan) > tiled_memory(3000, 4000, 128, **plan)
+    budget = tiled_memory(3000, 4000, 112, **plan)
+    tile = tile_for_budget(3000, 4000, budget, largest=256, **plan)
+    assert tile == 112 and tile % 16 == 0
+    assert tile_for_budget(3000, 4000, budget - 1, largest=256, **plan) == 96
+    assert tile_for_budget(3000, 4000, 10**12, largest=256, **plan) == 256  # the largest, when it fits
+    assert tile_for_budget(60, 50, 10**12, largest=0, **plan) == 0  # whole image stays whole
+    assert tile_for_budget(3000, 4000, 1, largest=256, **plan) == 32  # nothing fits: the smallest

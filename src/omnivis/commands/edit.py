@@ -27,8 +27,9 @@ def edit_command(
                                                   "after.")] = None,
     strength: Annotated[float, typer.Option(help="0 keeps the input (upscaled), 1 is the network's output; in "
                                             "between blends them (not for inpaint; style: AdaIN's alpha).")] = 1.0,
-    tile: Annotated[Optional[int], typer.Option(help="Tile side in input pixels (default: the bundle's; 0: the "
-                                                "whole image at once). Smaller tiles use less memory.")] = None,
+    tile: Annotated[Optional[int], typer.Option(help="Tile side in input pixels (default: the bundle's, or smaller "
+                                                "on a large image so the extra memory stays under twice its 8-bit "
+                                                "input + output; 0: the whole image at once).")] = None,
     scale: Annotated[Optional[int], typer.Option(help="Superres: the factor you expect (an error if the bundle "
                                                  "was trained for another).")] = None,
     max_pixels: Annotated[int, typer.Option(help="Refuse larger images (width x height) before decoding them.")]
@@ -76,7 +77,7 @@ def edit_command(
         rows.append({"image": str(path), "output": str(out / name), "size": [edited.shape[1], edited.shape[0]],
                      "seconds": round(seconds, 3), "megapixels_per_s": round(edited.shape[0] * edited.shape[1] / 1e6 / seconds, 3)})
     report = {"bundle": str(bundle), "op": predictor.op, "scale": predictor.scale, "strength": strength,
-              "tile": predictor.tile if tile is None else tile, "images": rows}
+              "tile": "auto" if tile is None else tile, "largest_tile": predictor.tile, "images": rows}
     atomic_write_bytes(out / "edits.json", (json.dumps(report, indent=2) + "\n").encode("utf-8"))
     if as_json:
         print_json(report)

@@ -3,9 +3,10 @@ baseline of its op on whole test photos.
 
 ``EditPredictor.edit`` takes a user's image (and, for inpainting, a mask or a box); ``restore`` takes
 an image already degraded by ``data/degrade.py`` (evaluation, benchmarks). Both run the network
-through ``inference/tiling.py``: a fixed tile of the input at a time, with the network's receptive
-field of context around it and a cross-fade between tiles, so memory does not grow with the image
-and no seam shows. Grey images are converted to RGB (the three channels equal) on the way in.
+through ``inference/tiling.py``: a tile of the input at a time, with the network's receptive field
+of context around it and a cross-fade between tiles, so no seam shows; ``edit`` picks the tile from a
+memory budget tied to the image's 8-bit buffers (``default_tile``), so an edit's extra memory stays
+under twice the input + output. Grey images are converted to RGB (the three channels equal) on the way in.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from omnivis.data.degrade import (
 from omnivis.data.images import MAX_IMAGE_PIXELS
 from omnivis.errors import BundleError, ConfigError, ImageError
 from omnivis.inference.base import Predictor
-from omnivis.inference.tiling import tiled_apply
+from omnivis.inference.tiling import tile_for_budget, tiled_apply
 from omnivis.models.restoration import build_restoration_net, run_restoration
 from omnivis.seeding import mix_seed
 
@@ -44,6 +45,15 @@ EVAL_SEED = 2024
 MAX_CONTEXT = 128
 """Context read around a tile is the network's receptive radius, at most this (the inpainting
 network sees ~250 px; beyond 128 px, context costs more than it changes)."""
+EDIT_MEMORY = 0.5
+"""``edit`` without a tile picks the largest tile (at most the bundle's) whose working memory
+(``tiling.tiled_memory``: one tile's activations and the strip accumulator) fits in this fraction of
+the image's 8-bit input + output, so the extra memory of an edit stays under twice those buffers."""
+MIN_EDIT_MEMORY = 32 * 2**20
+"""... but never less than this many bytes: a small image would otherwise get tiny, slow tiles."""
+FILL_CELL = 16
+"""Inpainting's classical fill runs on crops around each group of holes, found on a grid of cells of
+this side; a group's crop reaches one cell beyond its holes (OpenCV's fill reads 3 px around them)."""
 
 
 def parse_box(text: str) -> tuple[int, int, int, int]:
@@ -91,16 +101,44 @@ def box_to_mask(box: tuple[int, int, int, int], size: tuple[int, int]) -> torch.
     return mask
 
 
-def with_mask_channel(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) image (holes already given their classical fill) + (1, H, W) mask (nonzero = missing)
-    -> (4, H, W) in the image's dtype, made in one allocation (uint8 stays uint8: the mask channel is 0
-    or 255, which the tiling reads as 0 or 1)."""
-    holes = mask.bool()
-    out = torch.empty((4, *image.shape[-2:]), dtype=image.dtype)
-    out[:3] = image
-    out[3:] = 0
-    out[3:].masked_fill_(holes, 255 if image.dtype == torch.uint8 else 1)
-    return out
+def fill_near_holes(image: torch.Tensor, mask: torch.Tensor, fill: str) -> torch.Tensor:
+    """``classical_fill`` of a (3, H, W) uint8 image's (1, H, W) holes, computed on a crop around each
+    group of holes (holes within two ``FILL_CELL`` cells of each other form a group) and written into
+    ``image`` in place: the same pixels as one fill of the whole image, in memory that grows with the
+    holes' extent instead of the image's. Returns ``image``."""
+    import cv2
+
+    holes = mask[0].bool()
+    height, width = holes.shape
+    cell = FILL_CELL
+    cols = -(-width // cell)
+    grid = np.zeros((-(-height // cell), cols), np.uint8)
+    for i in range(grid.shape[0]):  # which cells hold a hole, a strip of rows at a time
+        row = holes[i * cell : (i + 1) * cell].any(0)
+        grid[i] = torch.nn.functional.pad(row, (0, cols * cell - width)).view(cols, cell).any(1).numpy()
+    grown = cv2.dilate(grid, np.ones((3, 3), np.uint8))  # one cell of margin around every hole
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
+    for k in range(1, count):
+        gx, gy, gw, gh = (int(v) for v in stats[k, :4])
+        y0, y1, x0, x1 = gy * cell, min(height, (gy + gh) * cell), gx * cell, min(width, (gx + gw) * cell)
+        own = torch.from_numpy(labels[gy : gy + gh, gx : gx + gw] == k)  # this group's cells only
+        own = own.repeat_interleave(cell, 0).repeat_interleave(cell, 1)[: y1 - y0, : x1 - x0]
+        crop_holes = holes[y0:y1, x0:x1] & own
+        crop = image[:, y0:y1, x0:x1]
+        filled = classical_fill(crop, crop_holes[None], fill)
+        crop.copy_(torch.where(crop_holes, filled, crop))
+    return image
+
+
+def hole_box(mask: torch.Tensor, margin: int, align: int = 1) -> tuple[int, int, int, int]:
+    """(1, H, W) mask -> ``(y0, y1, x0, x1)``: the bounding box of its nonzero pixels grown by ``margin``
+    on every side, its corners on multiples of ``align`` (or at the image's edge), clamped to the image."""
+    height, width = mask.shape[-2:]
+    rows, cols = mask[0].any(1).nonzero()[:, 0], mask[0].any(0).nonzero()[:, 0]
+    y0, x0 = max(0, int(rows[0]) - margin) // align * align, max(0, int(cols[0]) - margin) // align * align
+    y1 = min(height, -(-(int(rows[-1]) + 1 + margin) // align) * align)
+    x1 = min(width, -(-(int(cols[-1]) + 1 + margin) // align) * align)
+    return y0, y1, x0, x1
 
 
 def check_strength(strength: float) -> None:
@@ -123,6 +161,36 @@ class EditPredictor(Predictor):
         self.model = self.ready(self._build(c))
         self.tile = 256 if c.get("tile") is None else int(c["tile"])  # 0: whole images
         self.context = min(MAX_CONTEXT, int(self.model.receptive_radius))
+        if self.op == "inpaint":
+            import cv2  # noqa: F401 - the classical fill's library, loaded once with the bundle, not per image
+
+    @property
+    def bytes_per_pixel(self) -> int:
+        """Bytes the network holds per pixel of a tile's input window (activations and convolution
+        workspace; measured on CPU in fp32, rounded up): what ``default_tile`` budgets."""
+        c = self.config
+        if c["arch"] == "adain":
+            return 20 * int(c["width"])
+        if c["arch"] == "inpaint":
+            return 56 * int(c["width"])
+        return 32 * int(c["width"]) + 64 * self.scale * self.scale
+
+    def default_tile(self, height: int, width: int, image: tuple[int, int] | None = None) -> int:
+        """The tile ``edit`` uses on an ``height`` x ``width`` input when none is given: the bundle's,
+        or smaller, so that the tiling's working memory fits ``EDIT_MEMORY`` of the image's 8-bit input
+        + output (at least ``MIN_EDIT_MEMORY``) and an edit peaks under twice those buffers.
+
+        Args:
+            image: inpainting: the whole image's (height, width) when only a crop of it around the holes
+                is tiled; its result is written into the input, so the output's bytes are budgeted too.
+        """
+        pixels = height * width if image is None else image[0] * image[1]
+        buffers = 3 * pixels * (1 + self.scale * self.scale)
+        budget = max(MIN_EDIT_MEMORY, int(EDIT_MEMORY * buffers) + (3 * pixels if image is not None else 0))
+        style = self.op == "style"
+        align = self.model.stride if style else 4 if self.op == "inpaint" else 1
+        return tile_for_budget(height, width, budget, largest=self.tile, bytes_per_pixel=self.bytes_per_pixel,
+                               scale=self.scale, context=self.context, blend=16 if style else 8, align=align)
 
     def _build(self, c: dict) -> torch.nn.Module:
         if c["arch"] == "adain":
@@ -140,6 +208,8 @@ class EditPredictor(Predictor):
         def run(tiles: torch.Tensor) -> torch.Tensor:
             # inpaint: tiles are multiples of 4 (tiled_apply's align), as the network halves twice
             image, mask = (tiles[:, :3], tiles[:, 3:]) if op == "inpaint" else (tiles, None)
+            if mask is not None and not mask.any():
+                return image  # no hole in the window: the network would return it unchanged (image + 0)
             stats = condition.to(tiles.device).expand(len(tiles), -1) if condition is not None else None
             out = run_restoration(model, op, image, mask, stats)
             if strength != 1.0:
@@ -163,7 +233,7 @@ class EditPredictor(Predictor):
         if self.op == "inpaint":
             if degraded.mask is None:
                 raise ConfigError("inpainting needs a mask (--mask MASK.png) or a box (--box x,y,w,h)")
-            image = with_mask_channel(image, degraded.mask)
+            image = (image, degraded.mask.bool())  # read together window by window, never copied whole
         # enhance: the whole image's statistics, measured as training measured them (on a small copy)
         condition = context_statistics(image)[None] if self.op == "enhance" else None
         tile = self.tile if tile is None else tile
@@ -183,7 +253,8 @@ class EditPredictor(Predictor):
             style: style: the style image (a path, PIL image or array).
             strength: 0 gives the input (upscaled), 1 the network's output; in between blends them
                 (style: AdaIN's alpha, blended in feature space).
-            tile: tile side in input pixels (None: the bundle's; 0: the whole image at once).
+            tile: tile side in input pixels (None: the bundle's, or smaller on a large image, as
+                ``default_tile`` picks for memory; 0: the whole image at once).
             scale: the factor the caller expects; one the bundle was not trained for is an error.
             max_pixels: larger images are refused before they are decoded.
         """
@@ -207,18 +278,29 @@ class EditPredictor(Predictor):
             from omnivis.inference.edit_style import stylize
 
             styled = stylize(self.model, tensor, decode_tensor(style, "RGB", max_pixels=max_pixels), strength=strength,
-                             tile=self.tile if tile is None else tile, context=self.context, progress=progress,
-                             device=self.device)
-            return styled.permute(1, 2, 0).contiguous().numpy()
+                             tile=self.default_tile(*tensor.shape[-2:]) if tile is None else tile,
+                             context=self.context, progress=progress, device=self.device)
+            return styled.permute(1, 2, 0).numpy()  # a view: no copy of the whole result
         hole = None
         if self.op == "inpaint":
             size = tuple(tensor.shape[-2:])
             if (mask is None) == (box is None):
                 raise ConfigError(f"{where}: inpainting needs exactly one of a mask (--mask) or a box (--box)")
             hole = read_mask(mask, size) if mask is not None else box_to_mask(box, size)
-            tensor = classical_fill(tensor, hole, self.degradation.fill)  # the guess the network corrects
+            tensor = fill_near_holes(tensor, hole, self.degradation.fill)  # the guess the network corrects
         elif mask is not None or box is not None:
             raise ConfigError(f"{self.bundle.path}: a {self.op} bundle takes no mask or box; they are for inpaint bundles")
+        if hole is not None and tile != 0:
+            # inpaint in place, only around the holes (elsewhere the network returns its input): the crop
+            # of their bounding box grown by the tiling's context and blend, on the image's 4-px grid
+            height, width = tensor.shape[-2:]
+            y0, y1, x0, x1 = hole_box(hole, self.context + 8, align=4)
+            hole = hole[:, y0:y1, x0:x1].clone()  # the whole-image mask is not held while the network runs
+            tile = self.default_tile(y1 - y0, x1 - x0, image=(height, width)) if tile is None else tile
+            tensor[:, y0:y1, x0:x1] = self.restore(Degraded(tensor[:, y0:y1, x0:x1], mask=hole), strength=strength,
+                                                   tile=tile, progress=progress)
+            return tensor.permute(1, 2, 0).numpy()
+        tile = self.default_tile(*tensor.shape[-2:]) if tile is None else tile
         out = self.restore(Degraded(tensor, mask=hole), strength=strength, tile=tile, progress=progress)
         return out.permute(1, 2, 0).numpy()
 

@@ -122,13 +122,46 @@ def count_tiles(h: int, w: int, tile: int) -> int:
     return plan_axis(h, tile, 0, 0).cores * plan_axis(w, tile, 0, 0).cores
 
 
+def tiled_memory(height: int, width: int, tile: int, *, bytes_per_pixel: int, out_channels: int = 3, scale: int = 1,
+                 context: int = 16, blend: int = 8, align: int = 1) -> int:
+    """Bytes ``tiled_apply`` works in besides the image and its uint8 result, estimated: one tile's
+    window through a network that holds ``bytes_per_pixel`` per window pixel (its activations and
+    convolution workspace) plus the float strip accumulator (``out_channels + 1`` floats per output
+    pixel of the tallest strip of rows). Arguments as ``tiled_apply``'s."""
+    rows = plan_axis(_round_up(height, align), tile, context, blend, align)
+    cols = plan_axis(_round_up(width, align), tile, context, blend, align)
+    tallest = max(hi - lo for lo, hi in map(rows.span, range(rows.cores)))
+    strip = (out_channels + 1) * tallest * scale * cols.length * scale * 4
+    return rows.window * cols.window * bytes_per_pixel + strip
+
+
+def tile_for_budget(height: int, width: int, budget: int, *, largest: int, bytes_per_pixel: int, smallest: int = 32,
+                    step: int = 16, **plan) -> int:
+    """The tile side for an ``height`` x ``width`` image whose ``tiled_memory`` fits in ``budget``
+    bytes: ``largest`` (0: the whole image) if it fits, else the largest multiple of ``step`` below it
+    that fits, else ``smallest``. ``plan``: ``out_channels``, ``scale``, ``context``, ``blend`` and
+    ``align`` as ``tiled_apply`` is called with; the blend is taken as at most half the tile."""
+    blend = plan.pop("blend", 8)
+    side = max(height, width) if largest == 0 else largest
+    candidates = [side, *range((side - 1) // step * step, smallest - 1, -step)]
+    for tile in candidates:
+        if tile < smallest:
+            break
+        if tiled_memory(height, width, tile, bytes_per_pixel=bytes_per_pixel, blend=min(blend, tile // 2), **plan) <= budget:
+            return largest if tile == side else tile
+    return min(smallest, side)
+
+
 def _check_int(name: str, value: object, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
 
 
-def _check_image(image: object) -> torch.Tensor:
+def _check_image(image: object, extra: bool = False) -> torch.Tensor:
+    """``image`` checked: a (C, H, W) uint8 or float tensor (``extra``: an added part, bool allowed)."""
+    if extra and isinstance(image, torch.Tensor) and image.dtype == torch.bool and image.ndim == 3:
+        return image
     if not isinstance(image, torch.Tensor):
         raise ConfigError(f"the image must be a (C, H, W) torch tensor, got {type(image).__name__} "
                           "(to_chw_tensor converts an (H, W, C) array)")
@@ -150,12 +183,13 @@ def _batches(items: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
-def _read_window(image: torch.Tensor, rows: AxisPlan, cols: AxisPlan, r: int, c: int) -> torch.Tensor:
-    """(C_in, window_h, window_w) float32 in [0, 1]: tile (r, c)'s input, converted tile by tile so the
-    whole image is never held as float."""
+def _read_window(images: tuple[torch.Tensor, ...], rows: AxisPlan, cols: AxisPlan, r: int, c: int) -> torch.Tensor:
+    """(C_in, window_h, window_w) float32 in [0, 1]: tile (r, c)'s input (the images' channels one after
+    another), converted tile by tile so the whole image is never held as float."""
     y0, x0 = rows.window_start(r), cols.window_start(c)
-    part = image[:, y0 : y0 + rows.window, x0 : x0 + cols.window]
-    return part.float() / 255 if part.dtype == torch.uint8 else part.float()
+    parts = [image[:, y0 : y0 + rows.window, x0 : x0 + cols.window] for image in images]
+    parts = [part.float() / 255 if part.dtype == torch.uint8 else part.float() for part in parts]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _run_net(net: Net, inputs: torch.Tensor, scale: int, channels: int | None) -> torch.Tensor:
@@ -178,21 +212,28 @@ def _to_uint8(values: torch.Tensor) -> torch.Tensor:
     return (values * 255).clamp_(0, 255).round_().to(torch.uint8)
 
 
+FLUSH_ROWS = 16
+"""Output rows normalised and rounded to uint8 at a time (so no strip-sized float temporary is made)."""
+
+
 class _StripWriter:
     """Accumulates tile outputs one strip (row of tiles) at a time and writes finished rows as uint8.
 
     The float accumulator covers only the current strip's output rows, from the top of its blend band
     with the strip above to the bottom of its band with the strip below. When the next strip starts, the
     rows above that next strip's band are final: they are normalised and written into ``out``, and the
-    shared band (``2 * blend * scale`` rows, still waiting for the next strip's share) is carried over.
+    shared band (``2 * blend * scale`` rows, still waiting for the next strip's share) is moved to the top
+    of the same buffer: one accumulator, sized for the tallest strip, serves every strip.
     """
 
     def __init__(self, out: torch.Tensor, rows: AxisPlan, cols: AxisPlan, scale: int) -> None:
         self.out, self.rows, self.cols, self.scale = out, rows, cols, scale
         self.row: int | None = None
         self.top = 0  # output row of acc[:, 0]
-        self.acc = torch.empty(0)  # (C_out, strip rows, W * scale) weighted sum of tile outputs
-        self.wsum = torch.empty(0)  # (strip rows, W * scale) summed weights
+        self.held = 0  # rows of acc in use by the current strip
+        tallest = max(hi - lo for lo, hi in map(rows.span, range(rows.cores))) * scale
+        self.acc = torch.zeros(out.shape[0], tallest, out.shape[2])  # weighted sum of tile outputs
+        self.wsum = torch.zeros(tallest, out.shape[2])  # summed weights
 
     def add(self, r: int, c: int, tile_out: torch.Tensor) -> None:
         """Add tile (r, c)'s (C_out, window_h*scale, window_w*scale) output; tiles come in row-major order."""
@@ -203,32 +244,37 @@ class _StripWriter:
         dy, dx = (y_lo - self.rows.window_start(r)) * s, (x_lo - self.cols.window_start(c)) * s
         crop = tile_out[:, dy : dy + (y_hi - y_lo) * s, dx : dx + (x_hi - x_lo) * s]
         weight = self.rows.weights(r, s)[:, None] * self.cols.weights(c, s)[None, :]
-        self.acc[:, :, x_lo * s : x_hi * s] += crop * weight
-        self.wsum[:, x_lo * s : x_hi * s] += weight
+        self.acc[:, : self.held, x_lo * s : x_hi * s] += crop * weight
+        self.wsum[: self.held, x_lo * s : x_hi * s] += weight
 
     def close(self) -> None:
         """Write every row still held (the last strip's)."""
         if self.row is not None:
-            self._flush(self.acc.shape[1])
+            self._flush(self.held)
 
     def _start(self, r: int) -> None:
         lo, hi = self.rows.span(r)
-        rows, width = (hi - lo) * self.scale, self.out.shape[2]
-        acc, wsum = torch.zeros(self.out.shape[0], rows, width), torch.zeros(rows, width)
+        carry = 0
         if self.row is not None:
             done = lo * self.scale - self.top
             self._flush(done)
-            carry = self.acc.shape[1] - done
-            acc[:, :carry], wsum[:carry] = self.acc[:, done:], self.wsum[done:]
-        self.row, self.top, self.acc, self.wsum = r, lo * self.scale, acc, wsum
+            carry = self.held - done
+            self.acc[:, :carry] = self.acc[:, done : self.held].clone()  # the shared band (a few rows)
+            self.wsum[:carry] = self.wsum[done : self.held].clone()
+        self.held = (hi - lo) * self.scale
+        self.acc[:, carry : self.held].zero_()
+        self.wsum[carry : self.held].zero_()
+        self.row, self.top = r, lo * self.scale
 
     def _flush(self, n: int) -> None:
-        self.out[:, self.top : self.top + n] = _to_uint8(self.acc[:, :n] / self.wsum[:n])
+        for a in range(0, n, FLUSH_ROWS):
+            b = min(n, a + FLUSH_ROWS)
+            self.out[:, self.top + a : self.top + b] = _to_uint8(self.acc[:, a:b] / self.wsum[a:b])
 
 
 def tiled_apply(
     net: Net,
-    image: torch.Tensor,
+    image: torch.Tensor | tuple[torch.Tensor, ...],
     *,
     scale: int = 1,
     tile: int = 256,
@@ -254,6 +300,9 @@ def tiled_apply(
             (N, C_out, h*scale, w*scale) float in about [0, 1]; called under ``torch.inference_mode()``
             (put a module in eval mode first).
         image: (C_in, H, W) uint8, or float in [0, 1]; may carry extra channels (a mask for inpainting).
+            A tuple of (C_i, H, W) uint8, bool (0 or 1) or float tensors of one size is read as their
+            channels one after another, window by window (an image and its mask, never concatenated
+            whole).
         scale: the network's upscaling factor; the output is (C_out, H*scale, W*scale).
         tile: the core tile side in input pixels; the image is cut into ``ceil(H / tile)`` x
             ``ceil(W / tile)`` near-equal cores. 0, or ``>= max(H, W)``: one pass over the whole image.
@@ -277,7 +326,10 @@ def tiled_apply(
         ConfigError: a bad argument (negative or non-integer, ``tile < 2 * blend``), an image that is not
             a (C, H, W) uint8/float tensor, or a network output of the wrong shape.
     """
-    image = _check_image(image)
+    images = tuple(image) if isinstance(image, (tuple, list)) else (image,)
+    images = tuple(_check_image(part, extra=i > 0) for i, part in enumerate(images))
+    if len({tuple(part.shape[-2:]) for part in images}) > 1:
+        raise ConfigError(f"the image's parts differ in size: {[tuple(part.shape) for part in images]}")
     scale = _check_int("scale", scale, 1)
     tile = _check_int("tile", tile, 0)
     context = _check_int("context", context, 0)
@@ -287,9 +339,9 @@ def tiled_apply(
     if tile and tile < 2 * blend:
         raise ConfigError(f"tile must be larger than twice blend: tile {tile} < 2 * blend {2 * blend} "
                           "(use a larger tile or a smaller blend)")
-    _, out_h, out_w = image.shape
-    image = pad_to_multiple(image, align)
-    _, height, width = image.shape
+    out_h, out_w = images[0].shape[-2:]
+    images = tuple(pad_to_multiple(part, align) for part in images)
+    height, width = images[0].shape[-2:]
     rows, cols = plan_axis(height, tile, context, blend, align), plan_axis(width, tile, context, blend, align)
     tiles: Iterable[tuple[int, int]] = [(r, c) for r in range(rows.cores) for c in range(cols.cores)]
     if progress:
@@ -297,14 +349,16 @@ def tiled_apply(
 
     writer: _StripWriter | None = None
     for chunk in _batches(tiles, batch):
-        inputs = torch.stack([_read_window(image, rows, cols, r, c) for r, c in chunk]).to(device)
+        inputs = torch.stack([_read_window(images, rows, cols, r, c) for r, c in chunk]).to(device)
         channels = None if writer is None else writer.out.shape[0]
         outputs = _run_net(net, inputs, scale, channels)
+        del inputs  # not held while the next batch runs
         if writer is None:
             out = torch.empty(outputs.shape[1], height * scale, width * scale, dtype=torch.uint8)
             writer = _StripWriter(out, rows, cols, scale)
         for (r, c), tile_out in zip(chunk, outputs):
             writer.add(r, c, tile_out)
+        del outputs, tile_out
     writer.close()
     return writer.out[:, : out_h * scale, : out_w * scale]
 
