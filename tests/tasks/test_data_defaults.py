@@ -63,10 +63,15 @@ def test_the_default_schedule_follows_the_dataset_size():
     assert budget.default_steps(1_000, 64) == 400  # 15 steps an epoch: 20 epochs would be 300
     assert budget.default_steps(10_000, 64) == 3000  # 156 an epoch: capped
     assert budget.default_steps(60_000, 64) == 3000  # 3.2 epochs, not 10 (9,370 steps)
-    # detection and segmentation: an answer per object or pixel takes more updates
-    assert budget.default_steps(240, 8, budget.DENSE_STEPS) == 2000  # 30 steps an epoch: 20 epochs would be 600
-    assert budget.default_steps(1_200, 8, budget.DENSE_STEPS) == 3000  # 20 epochs of 150 steps
-    assert budget.default_steps(10_000, 8, budget.DENSE_STEPS) == 6000  # capped
+    # detection and segmentation: an answer per object or pixel takes more updates (100 epochs' worth)
+    dense = (budget.DENSE_STEPS, budget.DENSE_EPOCHS)
+    assert budget.default_steps(100, 16, *dense) == 2000  # 6 steps an epoch: 100 epochs would be 600
+    assert budget.default_steps(240, 8, *dense) == 3000  # 30 an epoch
+    assert budget.default_steps(960, 16, *dense) == 6000  # 60 an epoch
+    assert budget.default_steps(10_000, 8, *dense) == 6000  # capped
+    config, datamodule = _fake_run(1_000)  # 15 steps an epoch: 1,500, below the floor
+    resolved, line = budget.fit_schedule(config, None, datamodule, *dense)
+    assert resolved.trainer.max_steps == 2000 and "100 epochs' worth within [2000, 6000]" in line
     config, datamodule = _fake_run(5_000)
     resolved, line = budget.fit_schedule(config, None, datamodule)
     assert resolved.trainer.max_steps == 1560 and resolved.trainer.epochs == 20 and "sized by the data" in line

@@ -20,7 +20,7 @@ class TrainerConfig:
     Attributes:
         epochs: number of passes over the training data (None: sized by the data, see
             ``tasks/budget.py``: 20 epochs' worth of steps within [400, 3000]; detection and
-            segmentation within [2000, 6000]; image editing within [400, 1500]).
+            segmentation 100 epochs' worth within [2000, 6000]; image editing within [400, 1500]).
         max_steps: stop after this many optimizer steps (-1: no limit).
         time_budget: train for as many steps as fit in this long (``90s``, ``5m``, ``1.5h``),
             measured on a few real steps first; the schedule follows (one device only).

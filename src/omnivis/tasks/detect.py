@@ -44,7 +44,7 @@ from omnivis.inference.detect import TASK, evaluate_detector
 from omnivis.metrics.detection import new_map_metric
 from omnivis.models.backbones import create_backbone
 from omnivis.models.detection import ARCHS, build_detector
-from omnivis.tasks.budget import DENSE_STEPS
+from omnivis.tasks.budget import DENSE_EPOCHS, DENSE_STEPS
 from omnivis.tasks.common import log_training, warmup_cosine_for
 from omnivis.tasks.run import TrainingPlan, run_training
 
@@ -308,6 +308,7 @@ def detect_plan(config: DetectConfig) -> TrainingPlan:
         config=config,
         choices=choices,
         step_range=DENSE_STEPS,
+        schedule_epochs=DENSE_EPOCHS,
     )
 
 

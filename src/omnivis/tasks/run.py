@@ -29,7 +29,7 @@ from omnivis.engine.trainer import build_trainer, checkpoint_dir, fit
 from omnivis.fileio import atomic_write_bytes
 from omnivis.metrics.classification import plot_training_curves
 from omnivis.seeding import seed_everything
-from omnivis.tasks.budget import MAX_STEPS, MIN_STEPS, fit_schedule, resolve_patience
+from omnivis.tasks.budget import EPOCHS_OF_STEPS, MAX_STEPS, MIN_STEPS, fit_schedule, resolve_patience
 from omnivis.tasks.common import check_run_dir, keep_previous_logs, write_run_config
 
 SKIPPED = "skipped.json"
@@ -66,6 +66,7 @@ class TrainingPlan:
         choices: one line per default taken from the data, printed at the start of the run and
             kept in the bundle under ``data_defaults``.
         step_range: the fewest and most steps a data-sized schedule takes (``tasks/budget.py``).
+        schedule_epochs: how many epochs' worth of steps that schedule takes within ``step_range``.
         check: (config with its schedule fixed) -> lines to print with the choices; runs before any
             file is written, so what only the schedule decides (a privacy budget the steps cannot
             meet) fails as a ConfigError while ``out`` is still untouched.
@@ -87,6 +88,7 @@ class TrainingPlan:
     config: Any = None
     choices: list[str] = field(default_factory=list)
     step_range: tuple[int, int] = (MIN_STEPS, MAX_STEPS)
+    schedule_epochs: int = EPOCHS_OF_STEPS
     check: Callable[[Any], list[str]] | None = None
 
 
@@ -109,7 +111,8 @@ def run_training(
     ckpt = check_run_dir(out, resume)
     plan = make_plan(config)  # reads the data and checks the config before any file is written
     config = plan.config if plan.config is not None else config
-    config, schedule = fit_schedule(config, plan.build_module, plan.datamodule, plan.step_range)
+    config, schedule = fit_schedule(config, plan.build_module, plan.datamodule, plan.step_range,
+                                    plan.schedule_epochs)
     config, stopping = resolve_patience(config, plan.monitor)
     choices = [*plan.choices, *(line for line in (schedule, stopping) if line)]
     if plan.check is not None:

@@ -55,7 +55,7 @@ from omnivis.models.segmentation import (
     SegmentationModel,
     segmentation_loss,
 )
-from omnivis.tasks.budget import DENSE_STEPS
+from omnivis.tasks.budget import DENSE_EPOCHS, DENSE_STEPS
 from omnivis.tasks.common import log_training, warmup_cosine_for
 from omnivis.tasks.run import TrainingPlan, run_training
 
@@ -294,6 +294,7 @@ def segment_plan(config: SegmentConfig) -> TrainingPlan:
         config=config,
         choices=[*choices, *loading],
         step_range=DENSE_STEPS,
+        schedule_epochs=DENSE_EPOCHS,
     )
 
 
