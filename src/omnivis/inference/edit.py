@@ -172,7 +172,7 @@ class EditPredictor(Predictor):
         if c["arch"] == "adain":
             return 20 * int(c["width"])
         if c["arch"] == "inpaint":
-            return 56 * int(c["width"])
+            return 26 * int(c["width"])
         return 32 * int(c["width"]) + 64 * self.scale * self.scale
 
     def default_tile(self, height: int, width: int, image: tuple[int, int] | None = None) -> int:
@@ -182,11 +182,12 @@ class EditPredictor(Predictor):
 
         Args:
             image: inpainting: the whole image's (height, width) when only a crop of it around the holes
-                is tiled; its result is written into the input, so the output's bytes are budgeted too.
+                is tiled; its result is written into the input, so the output's bytes, which are never
+                allocated, join the budget at the same ``EDIT_MEMORY`` share.
         """
         pixels = height * width if image is None else image[0] * image[1]
-        buffers = 3 * pixels * (1 + self.scale * self.scale)
-        budget = max(MIN_EDIT_MEMORY, int(EDIT_MEMORY * buffers) + (3 * pixels if image is not None else 0))
+        buffers = 3 * pixels * (1 + self.scale * self.scale) + (3 * pixels if image is not None else 0)
+        budget = max(MIN_EDIT_MEMORY, int(EDIT_MEMORY * buffers))
         style = self.op == "style"
         align = self.model.stride if style else 4 if self.op == "inpaint" else 1
         return tile_for_budget(height, width, budget, largest=self.tile, bytes_per_pixel=self.bytes_per_pixel,

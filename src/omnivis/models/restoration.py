@@ -13,6 +13,7 @@ Images are (N, 3, H, W) floats in [0, 1].
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from omnivis.data.degrade import CONDITION_SIZE, bicubic_upscale
@@ -98,6 +99,37 @@ class ResidualNet(nn.Module):
         return base + residual
 
 
+def _fold_taps(kernel: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 3-tap axis of a kernel seen from the half-resolution grid: an even output pixel 2i reads
+    full-resolution pixels 2i-1, 2i, 2i+1 = half-resolution i-1, i, i; an odd one 2i+1 reads i, i, i+1."""
+    k0, k1, k2 = kernel.unbind(dim)
+    zero = torch.zeros_like(k0)
+    return torch.stack([k0, k1 + k2, zero], dim), torch.stack([zero, k0 + k1, k2], dim)
+
+
+def upsample_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``conv(nearest_upsample_x2(x))`` for a 3x3, padding-1 ``conv``, computed at ``x``'s resolution:
+    one kernel per output parity, then a pixel shuffle. The same numbers (to float rounding) and the
+    same work, without the upsampled copy of ``x``: at full resolution that copy is the inpainting
+    network's largest activation, and memory is what bounds an edit's tile."""
+    rows = _fold_taps(conv.weight, 2)
+    kernels = [cols for a in range(2) for cols in _fold_taps(rows[a], 3)]  # parity (a, b) at index 2a + b
+    weight = torch.stack(kernels, 1).flatten(0, 1)  # output channel 4c + 2a + b, as pixel_shuffle reads it
+    bias = conv.bias.repeat_interleave(4) if conv.bias is not None else None
+    return F.pixel_shuffle(F.conv2d(x, weight, bias, padding=1), 2)
+
+
+def conv_of_parts(conv: nn.Conv2d, *parts: torch.Tensor) -> torch.Tensor:
+    """``conv(torch.cat(parts, 1))`` as a sum of convolutions over the parts, without the concatenated
+    copy (at full resolution, twice the width of the network's feature maps)."""
+    out, start = None, 0
+    for part in parts:
+        stop = start + part.shape[1]
+        term = F.conv2d(part, conv.weight[:, start:stop], None, conv.stride, conv.padding, conv.dilation)
+        out, start = term if out is None else out + term, stop
+    return out if conv.bias is None else out + conv.bias[:, None, None]
+
+
 class InpaintNet(nn.Module):
     """An encoder-decoder for filling holes: two stride-2 stages, dilated residual blocks at 1/4
     resolution for a wide view of the surroundings, and skip connections back up (the shape of
@@ -127,11 +159,13 @@ class InpaintNet(nn.Module):
         self.receptive_radius = 12 + 8 * sum(2 ** (i % 4 + 1) for i in range(blocks))
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # up1 and up2 keep their (Upsample, Conv2d, ReLU) layout, which bundles' weights are named by,
+        # but run as upsample_conv: the same function in a quarter of the memory at full resolution
         s0 = self.stem(torch.cat([image, mask], dim=1))
         s1 = self.down1(s0)
-        x = self.up2(self.middle(self.down2(s1)))
-        x = self.up1(torch.cat([x, s1], dim=1))
-        correction = self.out(torch.cat([x, s0], dim=1))
+        x = upsample_conv(self.middle(self.down2(s1)), self.up2[1]).relu_()
+        x = upsample_conv(torch.cat([x, s1], dim=1), self.up1[1]).relu_()
+        correction = conv_of_parts(self.out, x, s0)
         return image + correction * mask
 
 
