@@ -12,7 +12,7 @@ from omnivis.data.datamodule import (
     set_batch_position,
 )
 from omnivis.data.transforms import AugmentConfig, build_train_transform
-from omnivis.seeding import mix_seed
+from omnivis.seeding import mix_seed, mix_seeds
 
 
 def _flatten(batches):
@@ -108,3 +108,11 @@ def test_one_cache_limit_covers_training_and_held_out_images():
     assert more.decoded == [None] * 5 and "fill the cache_mb limit 0.45" in lines[2]
     assert "15 of 30 cached" in lines[1]
     assert all(torch.equal(x, torch.from_numpy(a).unsqueeze(0)) for x, a in zip(train.decoded, train.images))
+
+
+def test_mix_seeds_gives_mix_seed_for_each_column():
+    rng = random.Random(1)
+    for n_parts in range(1, 7):
+        fixed = [rng.choice([0, -1, rng.randrange(2**32), rng.randrange(2**62)]) for _ in range(n_parts - 1)]
+        column = np.array([rng.choice([0, 1, -1, rng.randrange(2**31), rng.randrange(2**62)]) for _ in range(50)])
+        assert mix_seeds(*fixed, column) == [mix_seed(*fixed, int(c)) for c in column]

@@ -56,6 +56,22 @@ def test_cache_and_workers_give_exactly_the_plain_batches(tmp_path):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("resize", ["random crops", "eval"])
+def test_a_batch_read_at_once_is_the_samples_read_one_by_one(tmp_path, resize):
+    """``__getitems__`` (one RNG fork, the normalization once on the stacked batch) changes no number."""
+    from omnivis.data.transforms import build_eval_transform
+
+    data = _mixed_folder(tmp_path)
+    dataset = _dataset(data)
+    if resize == "eval":
+        dataset.transform = build_eval_transform(16, (0.5,) * 3, (0.25,) * 3)
+    keys = [(3, i) for i in range(len(data))]
+    together = dataset.__getitems__(keys)
+    for key, (image, label) in zip(keys, together):
+        single, single_label = dataset[key]
+        assert torch.equal(image, single) and label == single_label
+
+
 def test_decoding_in_worker_processes_gives_the_same_images(tmp_path, monkeypatch):
     monkeypatch.setattr("omnivis.data.cache.PARALLEL_FROM", 4)  # real datasets: from 2,000 images on
     monkeypatch.setattr("omnivis.data.cache.DECODE_CHUNK", 5)

@@ -8,6 +8,7 @@ from PIL import Image
 from omnivis.data.transforms import (
     AUGMENT_PRESETS,
     AugmentConfig,
+    RandomResizedCropFlip,
     build_batch_mix,
     build_eval_transform,
     build_train_transform,
@@ -62,3 +63,36 @@ def test_bad_config_is_a_clear_error():
         AugmentConfig(preset="randaug")
     with pytest.raises(ConfigError, match="scale_min"):
         AugmentConfig(scale_min=0)
+
+
+def test_random_resized_crop_draws_v2s_crops_and_resizes_with_its_filter():
+    """Same area and aspect ranges as v2.RandomResizedCrop, crops inside the image, v2's resize
+    filter (within one grey level of its uint8 kernel), and a batch gives what one at a time gives."""
+    from torchvision.transforms import v2
+
+    torch.manual_seed(0)
+    ours_crop, reference = RandomResizedCropFlip(16, scale=(0.3, 1.0)), v2.RandomResizedCrop(16, scale=(0.3, 1.0))
+    ours = torch.tensor([ours_crop.draw(40, 60)[:4] for _ in range(3000)], dtype=torch.float64)
+    theirs = torch.tensor([list(reference.make_params([torch.zeros(1, 40, 60)]).values()) for _ in range(3000)],
+                          dtype=torch.float64)
+    for crops in (ours, theirs):
+        top, left, h, w = crops.T
+        assert (top >= 0).all() and (left >= 0).all() and (top + h <= 40).all() and (left + w <= 60).all()
+    area = lambda crops: crops[:, 2] * crops[:, 3] / 2400  # noqa: E731
+    assert abs(float(area(ours).mean() - area(theirs).mean())) < 0.02  # same distribution, sampled
+    assert abs(float((ours[:, 3] / ours[:, 2]).log().std() - (theirs[:, 3] / theirs[:, 2]).log().std())) < 0.02
+
+    images = torch.randint(0, 256, (5, 3, 40, 60), dtype=torch.uint8)
+    flipping = RandomResizedCropFlip(24, scale=(0.05, 1.0), hflip=True)
+    draws = [flipping.draw(40, 60) for _ in range(5)] + [(3, 4, 40 - 3, 60 - 4, False), (0, 0, 24, 24, True)]
+    images = torch.cat([images, images[:2]])
+    batch = flipping.apply(images, draws)
+    for image, draw, out in zip(images, draws, batch):
+        assert torch.equal(flipping.apply(image[None], [draw])[0], out)
+        top, left, h, w, mirror = draw
+        expected = v2.functional.resized_crop(image, top, left, h, w, [24, 24], antialias=True)
+        expected = expected.flip(-1) if mirror else expected
+        assert (out.int() - expected.int()).abs().max() <= 1
+    assert {d[4] for d in draws[:5]} | {False, True} == {False, True}
+    narrow = RandomResizedCropFlip(8, scale=(0.99, 1.0), ratio=(1.0, 1.0)).draw(10, 100)  # no try fits: centre
+    assert narrow == (0, 45, 10, 10, False)

@@ -2,17 +2,20 @@
 
 Train and eval pipelines take a (C, H, W) uint8 tensor (``decode_tensor``; a PIL image also works)
 and give a normalized float tensor (C, H, W): the augmentation works on uint8 pixels, and only the
-model's input is float. Batch-level mixing (Mixup/CutMix) needs the labels of the whole
-batch, so it is built separately and applied in the training step.
+model's input is float. Each is a ``StagedTransform``: the per-image uint8 part, then an elementwise
+finish that a dataset may run once on a whole stacked batch. Batch-level mixing (Mixup/CutMix) needs
+the labels of the whole batch, so it is built separately and applied in the training step.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as TF
 
 from omnivis.errors import ConfigError
 
@@ -68,8 +71,102 @@ def default_mean_std(channels: int) -> tuple[tuple[float, ...], tuple[float, ...
     return (0.5,) * channels, (0.5,) * channels
 
 
-def _finish(mean: tuple[float, ...], std: tuple[float, ...]) -> list[v2.Transform]:
-    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
+def _finish(mean: tuple[float, ...], std: tuple[float, ...]) -> v2.Compose:
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))])
+
+
+@dataclass(frozen=True)
+class StagedTransform:
+    """``finish(geometry(image))``. ``geometry`` is everything per image (decoding's uint8 in and out:
+    crops, flips, every random draw); ``finish`` is elementwise and fixed (to float, normalize), so on
+    a stacked batch it gives the same numbers as image by image, in one call instead of one per image
+    (``ImageClassificationDataset.__getitems__``): on small images that per-call cost was a fifth
+    of what the loader spent."""
+
+    geometry: Callable
+    finish: Callable
+
+    def __call__(self, image) -> torch.Tensor:
+        return self.finish(self.geometry(image))
+
+
+def _resize_weights(start: torch.Tensor, length: torch.Tensor, full: int, out: int) -> torch.Tensor:
+    """(B, out, full) weights that resize the span ``[start, start + length)`` of an axis of ``full``
+    pixels to ``out`` pixels: PyTorch's antialiased bilinear filter (a triangle as wide as the
+    scale when shrinking, plain bilinear when enlarging, taps outside the span dropped and the rest
+    renormalized), written as a matrix so that a whole batch of different crops is two matmuls."""
+    scale = length.double() / out  # (B,)
+    support = scale.clamp(min=1.0)
+    centre = (torch.arange(out, dtype=torch.float64) + 0.5)[None] * scale[:, None]  # (B, out), span coordinates
+    pixel = torch.arange(full, dtype=torch.float64)[None, None] - start.double()[:, None, None] + 0.5  # (B, 1, full)
+    weights = (1 - (pixel - centre[..., None]).abs() / support[:, None, None]).clamp(min=0)
+    weights = weights * ((pixel > 0) & (pixel < length.double()[:, None, None]))
+    return weights / weights.sum(-1, keepdim=True)
+
+
+class RandomResizedCropFlip:
+    """``v2.RandomResizedCrop``'s crop distribution (area fraction uniform in ``scale``, aspect ratio
+    log-uniform in ``ratio``, 10 tries, then the centre crop at the nearest allowed ratio), resized
+    with its antialiased bilinear filter, then (``hflip``) mirrored with probability 0.5.
+
+    Per image only the draws happen (one ``torch.rand`` call, from torch's global RNG as the v2
+    transforms' draws); ``apply`` resizes a whole batch of same-sized images with their different
+    crops as two batched matmuls. A 64-image batch of 28-px digits takes ~0.5 ms instead of ~10 ms
+    through v2 one image at a time, and on 2 cores the loader runs in series with the model.
+    Results are rounded back to uint8 (as v2's uint8 kernel does; within one level of it)."""
+
+    def __init__(self, size: int, scale: tuple[float, float] = (0.08, 1.0),
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: bool = False) -> None:
+        self.size, self.scale, self.ratio, self.hflip = size, scale, ratio, hflip
+        self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+
+    def draw(self, height: int, width: int) -> tuple[int, int, int, int, bool]:
+        """(top, left, height, width) of the crop and whether to mirror it."""
+        (s0, s1), (r0, r1) = self.scale, self.log_ratio
+        draws = torch.rand(11, 4).tolist()
+        mirror = self.hflip and draws[10][0] < 0.5
+        for u_area, u_ratio, u_top, u_left in draws[:10]:
+            target_area = height * width * (s0 + (s1 - s0) * u_area)
+            aspect = math.exp(r0 + (r1 - r0) * u_ratio)
+            w = int(round(math.sqrt(target_area * aspect)))
+            h = int(round(math.sqrt(target_area / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                top, left = min(int(u_top * (height - h + 1)), height - h), min(int(u_left * (width - w + 1)), width - w)
+                return top, left, h, w, mirror
+        in_ratio = width / height
+        if in_ratio < min(self.ratio):
+            w, h = width, int(round(width / min(self.ratio)))
+        elif in_ratio > max(self.ratio):
+            w, h = int(round(height * max(self.ratio))), height
+        else:
+            w, h = width, height
+        return (height - h) // 2, (width - w) // 2, h, w, mirror
+
+    def apply(self, images: torch.Tensor, draws: list[tuple[int, int, int, int, bool]]) -> torch.Tensor:
+        """(B, C, H, W) images, one draw each -> (B, C, size, size), of the images' dtype."""
+        crops = torch.tensor([d[:4] for d in draws], dtype=torch.int64)
+        rows = _resize_weights(crops[:, 0], crops[:, 2], images.shape[-2], self.size)
+        cols = _resize_weights(crops[:, 1], crops[:, 3], images.shape[-1], self.size)
+        mirrored = torch.tensor([d[4] for d in draws])
+        if mirrored.any():
+            cols[mirrored] = cols[mirrored].flip(1)
+        dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
+        out = rows.to(dtype)[:, None] @ images.to(dtype) @ cols.to(dtype)[:, None].transpose(-1, -2)
+        if images.dtype == torch.uint8:
+            return out.round_().clamp_(0, 255).to(torch.uint8)
+        return out.to(images.dtype)
+
+    def __call__(self, image) -> torch.Tensor:
+        if not isinstance(image, torch.Tensor):
+            image = TF.to_image(image)
+        return self.apply(image[None], [self.draw(*image.shape[-2:])])[0]
+
+
+class FastHorizontalFlip:
+    """A mirror with probability 0.5 (one draw from torch's global RNG), without v2's dispatch."""
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return image.flip(-1) if float(torch.rand(())) < 0.5 else image
 
 
 def build_eval_geometry(img_size: int) -> Callable:
@@ -84,29 +181,26 @@ def build_eval_geometry(img_size: int) -> Callable:
     )
 
 
-def build_eval_transform(img_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Callable:
+def build_eval_transform(img_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> StagedTransform:
     """Resize the short side to ``img_size`` and center-crop: the one eval/predict/serve pipeline."""
-    return v2.Compose([build_eval_geometry(img_size), *_finish(mean, std)])
+    return StagedTransform(build_eval_geometry(img_size), _finish(mean, std))
 
 
 def build_train_transform(
     img_size: int, mean: tuple[float, ...], std: tuple[float, ...], augment: AugmentConfig
-) -> Callable:
+) -> StagedTransform:
     """The training pipeline for ``augment``; all randomness comes from torch's global RNG,
     which the dataset seeds per (seed, epoch, sample) so that every draw is reproducible."""
     if augment.preset == "none":
-        steps: list[v2.Transform] = [
+        steps: list[Callable] = [
             v2.ToImage(),
             v2.Resize(img_size, antialias=True),
             v2.CenterCrop(img_size),
         ]
     else:
-        steps = [
-            v2.ToImage(),
-            v2.RandomResizedCrop(img_size, scale=(augment.scale_min, 1.0), antialias=True),
-        ]
-    if augment.hflip:
-        steps.append(v2.RandomHorizontalFlip())
+        steps = [RandomResizedCropFlip(img_size, scale=(augment.scale_min, 1.0), hflip=bool(augment.hflip))]
+    if augment.hflip and augment.preset == "none":
+        steps.append(FastHorizontalFlip())
     if augment.rotation:
         steps.append(v2.RandomRotation(augment.rotation, interpolation=InterpolationMode.BILINEAR))
     if augment.color_jitter:
@@ -118,7 +212,7 @@ def build_train_transform(
         steps.append(v2.RandAugment())
     elif augment.preset == "trivialaugment":
         steps.append(v2.TrivialAugmentWide())
-    return v2.Compose([*steps, *_finish(mean, std)])
+    return StagedTransform(steps[0] if len(steps) == 1 else v2.Compose(steps), _finish(mean, std))
 
 
 class _GrayAwareColorJitter(v2.Transform):
@@ -151,5 +245,5 @@ def generator_transform(img_size: int, hflip: bool = False) -> Callable:
     steps = [v2.ToImage(), v2.Resize(img_size, interpolation=InterpolationMode.BILINEAR, antialias=True),
              v2.CenterCrop(img_size)]
     if hflip:
-        steps.append(v2.RandomHorizontalFlip())
-    return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5], [0.5])])
+        steps.append(FastHorizontalFlip())
+    return StagedTransform(v2.Compose(steps), _finish((0.5,), (0.5,)))
