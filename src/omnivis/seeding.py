@@ -9,6 +9,8 @@ This module imports nothing from omnivis, so data and engine can both use it.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,28 +40,24 @@ _INIT_A, _MULT_A, _INIT_B, _MULT_B = 0x43B0D7E5, 0x931E8875, 0x8B51F9DD, 0x58F38
 _MIX_MULT_L, _MIX_MULT_R = 0xCA01F9DD, 0x4973F715
 
 
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (SeedSequence hashing: nearby inputs give unrelated seeds).
-
-    The value is exactly ``SeedSequence([p & 0xFFFFFFFF ...]).generate_state(2, uint64)[0] >> 1``;
-    numpy's hash is re-done in plain Python because ``StepSeed`` calls this between training steps,
-    when numpy's code has been evicted from the CPU caches: ~130 us a call there, this ~30 us.
-    """
-    entropy = [int(p) & _MASK32 for p in parts]
+def _seed_hash(entropy: list, word: Callable[[int], Any]) -> Any:
+    """SeedSequence's hash of ``entropy`` (32-bit words: Python ints, or uint64 arrays of them) to
+    the first uint64 of its state, shifted to 63 bits; ``word`` puts a constant in the words' type."""
+    mask, shift16 = word(_MASK32), word(16)
     hash_const = _INIT_A
 
-    def hashmix(value: int) -> int:
+    def hashmix(value):
         nonlocal hash_const
-        value = (value ^ hash_const) & _MASK32
+        value = (value ^ word(hash_const)) & mask
         hash_const = (hash_const * _MULT_A) & _MASK32
-        value = (value * hash_const) & _MASK32
-        return value ^ (value >> 16)
+        value = (value * word(hash_const)) & mask
+        return value ^ (value >> shift16)
 
-    def mix(x: int, y: int) -> int:
-        result = (_MIX_MULT_L * x - _MIX_MULT_R * y) & _MASK32
-        return result ^ (result >> 16)
+    def mix(x, y):
+        result = (word(_MIX_MULT_L) * x - word(_MIX_MULT_R) * y) & mask  # arrays wrap mod 2**64, then 2**32
+        return result ^ (result >> shift16)
 
-    pool = [hashmix(entropy[i] if i < len(entropy) else 0) for i in range(4)]
+    pool = [hashmix(entropy[i] if i < len(entropy) else word(0)) for i in range(4)]
     for src in range(4):
         for dst in range(4):
             if src != dst:
@@ -69,11 +67,21 @@ def mix_seed(*parts: int) -> int:
             pool[dst] = mix(pool[dst], hashmix(entropy[src]))
     words, hash_b = [], _INIT_B
     for i in range(2):  # two 32-bit words, little-endian, make the first uint64 of the state
-        value = pool[i] ^ hash_b
+        value = pool[i] ^ word(hash_b)
         hash_b = (hash_b * _MULT_B) & _MASK32
-        value = (value * hash_b) & _MASK32
-        words.append(value ^ (value >> 16))
-    return (words[0] | (words[1] << 32)) >> 1
+        value = (value * word(hash_b)) & mask
+        words.append(value ^ (value >> shift16))
+    return (words[0] | (words[1] << word(32))) >> word(1)
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (SeedSequence hashing: nearby inputs give unrelated seeds).
+
+    The value is exactly ``SeedSequence([p & 0xFFFFFFFF ...]).generate_state(2, uint64)[0] >> 1``;
+    numpy's hash is re-done in plain Python because ``StepSeed`` calls this between training steps,
+    when numpy's code has been evicted from the CPU caches: ~130 us a call there, this ~30 us.
+    """
+    return _seed_hash([int(p) & _MASK32 for p in parts], int)
 
 
 def mix_seeds(*parts: int | np.ndarray) -> list[int]:
@@ -81,34 +89,5 @@ def mix_seeds(*parts: int | np.ndarray) -> list[int]:
     (broadcast), and the result is ``[mix_seed(*column) for each column]``, the same numbers, from
     numpy's vectorized arithmetic: a dataset reading a batch of 64 samples pays one call, not 64."""
     columns = np.broadcast_arrays(*(np.asarray(p, dtype=np.int64) for p in parts))
-    mask = np.uint64(_MASK32)
-    entropy = [c.astype(np.uint64) & mask for c in columns]  # two's complement & mask, as int(p) & _MASK32
-    hash_const = _INIT_A
-
-    def hashmix(value: np.ndarray) -> np.ndarray:
-        nonlocal hash_const
-        value = (value ^ np.uint64(hash_const)) & mask
-        hash_const = (hash_const * _MULT_A) & _MASK32
-        value = (value * np.uint64(hash_const)) & mask
-        return value ^ (value >> np.uint64(16))
-
-    def mix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        result = (np.uint64(_MIX_MULT_L) * x - np.uint64(_MIX_MULT_R) * y) & mask  # wraps mod 2**64, then 2**32
-        return result ^ (result >> np.uint64(16))
-
-    zero = np.zeros_like(entropy[0])
-    pool = [hashmix(entropy[i] if i < len(entropy) else zero) for i in range(4)]
-    for src in range(4):
-        for dst in range(4):
-            if src != dst:
-                pool[dst] = mix(pool[dst], hashmix(pool[src]))
-    for src in range(4, len(entropy)):
-        for dst in range(4):
-            pool[dst] = mix(pool[dst], hashmix(entropy[src]))
-    words, hash_b = [], _INIT_B
-    for i in range(2):
-        value = pool[i] ^ np.uint64(hash_b)
-        hash_b = (hash_b * _MULT_B) & _MASK32
-        value = (value * np.uint64(hash_b)) & mask
-        words.append(value ^ (value >> np.uint64(16)))
-    return ((words[0] | (words[1] << np.uint64(32))) >> np.uint64(1)).tolist()
+    entropy = [c.astype(np.uint64) & np.uint64(_MASK32) for c in columns]  # two's complement, as int(p) & _MASK32
+    return _seed_hash(entropy, np.uint64).tolist()
