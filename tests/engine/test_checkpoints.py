@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from omnivis.engine.trainer import (
     AtomicCheckpointIO,
+    BestCheckpoint,
     CheckpointOnException,
     LastCheckpoint,
     TrainerConfig,
@@ -40,6 +41,24 @@ def test_epoch_end_checkpoints_respect_the_minimum_interval(tmp_path, monkeypatc
     assert saved_steps[0] == 5  # the first epoch end always writes: a killed run has something to resume
     final = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert final["global_step"] == saved_steps[-1] and final["epoch"] == 2  # the last epoch is always kept
+
+
+@pytest.mark.parametrize("mode, best, tie, worse, better", [("max", 1.0, 1.0, 0.99, None), ("min", 0.5, 0.5, 0.6, 0.4)])
+def test_best_checkpoint_takes_the_later_weights_on_a_tie(tmp_path, mode, best, tie, worse, better):
+    """A saturated held-out score (accuracy 1.0 for the rest of the run) keeps the latest weights."""
+    class _Strategy:
+        def reduce_boolean_decision(self, decision: bool) -> bool:
+            return decision
+
+    trainer = type("Trainer", (), {"strategy": _Strategy()})()
+    checkpoint = BestCheckpoint(dirpath=tmp_path, filename="best", monitor="val/x", mode=mode, save_top_k=1)
+    assert checkpoint.check_monitor_top_k(trainer, torch.tensor(worse))  # nothing saved yet
+    checkpoint.best_k_models, checkpoint.kth_best_model_path = {"best.ckpt": torch.tensor(best)}, "best.ckpt"
+    assert checkpoint.check_monitor_top_k(trainer, torch.tensor(tie))
+    assert not checkpoint.check_monitor_top_k(trainer, torch.tensor(worse))
+    if better is not None:
+        assert checkpoint.check_monitor_top_k(trainer, torch.tensor(better))
+    assert not checkpoint.check_monitor_top_k(trainer, None)
 
 
 def test_negative_interval_is_a_config_error():

@@ -121,6 +121,20 @@ class LastCheckpoint(ModelCheckpoint):
         self._saved_at = time.monotonic()
 
 
+class BestCheckpoint(ModelCheckpoint):
+    """``best.ckpt``: the best validation score so far and, on a tie, the later weights. A small
+    held-out set saturates: 252 held-out digits reach accuracy 1.0 at epoch 12 of 20 and stay there
+    while the validation loss still falls (0.137 -> 0.117); Lightning's strict comparison kept the
+    first epoch at 1.0, the least trained of the equals. Early stopping still needs a strict gain."""
+
+    def check_monitor_top_k(self, trainer: pl.Trainer, current: torch.Tensor | None = None) -> bool:
+        if current is None or self.save_top_k != 1 or not self.best_k_models:
+            return super().check_monitor_top_k(trainer, current)
+        at_least_as_good = torch.le if self.mode == "min" else torch.ge
+        decision = at_least_as_good(current, self.best_k_models[self.kth_best_model_path])
+        return trainer.strategy.reduce_boolean_decision(bool(decision))
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, moved into place with ``os.replace`` from a sibling file.
 
@@ -286,7 +300,7 @@ def build_trainer(
     callbacks.append(CheckpointOnException(ckpt_dir / "last.ckpt"))
     if monitor:
         callbacks.append(
-            ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=monitor_mode, save_top_k=1, enable_version_counter=False)
+            BestCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=monitor_mode, save_top_k=1, enable_version_counter=False)
         )
         if config.early_stopping_patience:
             # strict=False: a run whose --max-steps ends before its first validation has nothing to watch
