@@ -93,6 +93,12 @@ def test_random_resized_crop_draws_v2s_crops_and_resizes_with_its_filter():
         expected = v2.functional.resized_crop(image, top, left, h, w, [24, 24], antialias=True)
         expected = expected.flip(-1) if mirror else expected
         assert (out.int() - expected.int()).abs().max() <= 1
-    assert {d[4] for d in draws[:5]} | {False, True} == {False, True}
+    large = torch.randint(0, 256, (3, 120, 100), dtype=torch.uint8)  # beyond BATCH_MAX_PIXELS: v2's kernel
+    assert not flipping.batchable(120, 100) and flipping.batchable(40, 60)
+    torch.manual_seed(3)
+    top, left, h, w, mirror = flipping.draw(120, 100)
+    torch.manual_seed(3)
+    expected = v2.functional.resized_crop(large, top, left, h, w, [24, 24], antialias=True)
+    assert torch.equal(flipping(large), expected.flip(-1) if mirror else expected)
     narrow = RandomResizedCropFlip(8, scale=(0.99, 1.0), ratio=(1.0, 1.0)).draw(10, 100)  # no try fits: centre
     assert narrow == (0, 45, 10, 10, False)

@@ -131,7 +131,9 @@ class ImageClassificationDataset(Dataset):
         epochs, indices = np.array(pairs, dtype=np.int64).reshape(-1, 2).T
         loaded = [self.load(index) for _, index in pairs]
         labels = [self.data.samples[index].label for _, index in pairs]
-        batched = isinstance(per_image, RandomResizedCropFlip) and len({image.shape for image in loaded}) == 1
+        shapes = {tuple(image.shape) for image in loaded}
+        batched = (isinstance(per_image, RandomResizedCropFlip) and len(shapes) == 1
+                   and per_image.batchable(*loaded[0].shape[-2:]))
         with torch.random.fork_rng(devices=[]):
             images = []
             for image, seed in zip(loaded, mix_seeds(self.seed, epochs, indices)):

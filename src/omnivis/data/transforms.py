@@ -110,10 +110,16 @@ class RandomResizedCropFlip:
     with its antialiased bilinear filter, then (``hflip``) mirrored with probability 0.5.
 
     Per image only the draws happen (one ``torch.rand`` call, from torch's global RNG as the v2
-    transforms' draws); ``apply`` resizes a whole batch of same-sized images with their different
-    crops as two batched matmuls. A 64-image batch of 28-px digits takes ~0.5 ms instead of ~10 ms
-    through v2 one image at a time, and on 2 cores the loader runs in series with the model.
-    Results are rounded back to uint8 (as v2's uint8 kernel does; within one level of it)."""
+    transforms' draws). Small images (``batchable``: at most ``BATCH_MAX_PIXELS``) are resized by
+    ``apply``, which does a whole batch of same-sized images with their different crops as two
+    batched matmuls (a 64-image batch of 28-px digits: ~0.5 ms instead of ~10 ms through v2 one
+    image at a time, and on 2 cores the loader runs in series with the model), rounded back to uint8
+    (within one level of v2's uint8 kernel); one image alone takes the same path, so a batch gives
+    the same numbers as its images one at a time. Larger images are cropped first and resized by
+    v2's kernel, one at a time: there the matmuls over the whole image would cost more than they save.
+    """
+
+    BATCH_MAX_PIXELS = 96 * 96
 
     def __init__(self, size: int, scale: tuple[float, float] = (0.08, 1.0),
                  ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: bool = False) -> None:
@@ -156,10 +162,19 @@ class RandomResizedCropFlip:
             return out.round_().clamp_(0, 255).to(torch.uint8)
         return out.to(images.dtype)
 
+    def batchable(self, height: int, width: int) -> bool:
+        """Whether images of this size are resized by ``apply`` (batched matmuls)."""
+        return height * width <= self.BATCH_MAX_PIXELS
+
     def __call__(self, image) -> torch.Tensor:
         if not isinstance(image, torch.Tensor):
             image = TF.to_image(image)
-        return self.apply(image[None], [self.draw(*image.shape[-2:])])[0]
+        draw = self.draw(*image.shape[-2:])
+        if self.batchable(*image.shape[-2:]):
+            return self.apply(image[None], [draw])[0]
+        top, left, h, w, mirror = draw
+        out = TF.resize_image(image[..., top : top + h, left : left + w], [self.size, self.size], antialias=True)
+        return out.flip(-1) if mirror else out
 
 
 class FastHorizontalFlip:
