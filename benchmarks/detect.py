@@ -88,8 +88,8 @@ def main() -> None:
     r = run(args.quick, args.arch, args.epochs, args.num_train, args.lr, args.batch_size, args.model, args.threads, args.out)
     print(f"detect benchmark: {r['arch']} on {r['model']}, {r['img_size']} px, {r['num_train']} train scenes (seed 0), "
           f"{r['num_test']} test scenes (seed 1), {r['epochs']} epochs ({r['steps']} steps), batch {r['batch_size']}, lr {r['lr']}")
-    print(f"| metric | value | reference | ratio |")
-    print(f"|---|---|---|---|")
+    print("| metric | value | reference | ratio |")
+    print("|---|---|---|---|")
     print(f"| mAP50 | {r['map50']:.4f} | {TARGET_MAP50} | {r['map50'] / TARGET_MAP50:.3f} |")
     print(f"| mAP@[.5:.95] | {r['map']:.4f} | - | - |")
     print(f"| training seconds | {r['train_seconds']:.1f} | {TARGET_SECONDS:.0f} | {r['train_seconds'] / TARGET_SECONDS:.3f} |")

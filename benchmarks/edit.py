@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from results_file import merge_results, read_results  # benchmarks/results_file.py
 
 ROOT = Path(__file__).resolve().parent
 RUNS = {
@@ -213,12 +214,10 @@ def main() -> None:
             print(f"{name:16s} {big['input']:>9s}  tile {str(big['default_tile']):>21s}  {big['megapixels_per_s']:.2f} Mpx/s"
                   f"  extra RSS {big['extra_rss_mb']:.0f} MB = {big['extra_over_buffers']:.2f}x the buffers")
         if not args.quick:
-            path = ROOT / "results.json"
-            previous = json.loads(path.read_text()) if path.exists() else {}
-            edit = previous.setdefault("edit", {})
+            edit = read_results().get("edit", {})
             for name, row in results.items():
                 edit.setdefault(name, {})["large_image"] = row["large_image"]
-            path.write_text(json.dumps(previous, indent=2) + "\n")
+            merge_results({"edit": edit})
         return
     print("\n== summary (ours vs the best classical baseline; PSNR dB by the op's protocol)")
     for name, row in results.items():
@@ -232,10 +231,7 @@ def main() -> None:
               (f"   {row['large_image']['megapixels_per_s']:.2f} Mpx/s, extra RSS "
                f"{row['large_image']['extra_over_buffers']:.2f}x buffers" if "large_image" in row else ""))
     if not args.quick:
-        path = ROOT / "results.json"
-        previous = json.loads(path.read_text()) if path.exists() else {}
-        previous["edit"] = {**previous.get("edit", {}), **results}
-        path.write_text(json.dumps(previous, indent=2) + "\n")
+        merge_results({"edit": {**read_results().get("edit", {}), **results}})
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from results_file import merge_results  # benchmarks/results_file.py
 
 ROOT = Path(__file__).resolve().parent
 TARGET_SHARE = 0.90
@@ -130,11 +131,8 @@ def main() -> None:
     gradcam = [result[k]["methods"]["gradcam"] for k in MODELS]
     print("meets targets (Grad-CAM, both models): "
           f"{all(g['peak_on_object'] >= TARGET_SHARE and g['sanity_spearman'] < TARGET_SPEARMAN for g in gradcam)}")
-    path = ROOT / "results.json"
-    previous = json.loads(path.read_text()) if path.exists() else {}
     if not args.quick:
-        previous["explain"] = result
-        path.write_text(json.dumps(previous, indent=2, default=str) + "\n")
+        merge_results({"explain": result})
 
 
 if __name__ == "__main__":

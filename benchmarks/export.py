@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from results_file import merge_results  # benchmarks/results_file.py
 
 TARGETS = {"fp32_latency_ratio": 0.44, "int8_latency_ratio": 0.3, "int8_agreement": 0.99, "int8_accuracy_drop": 0.005}
 
@@ -108,10 +109,7 @@ def detect(bundle: Path | None, rounds: int) -> None:
     print("parity:", json.dumps(fp32["parity"]))
     print(f"int8: {int8['int8']['method']}, kept in float: {int8['int8']['kept_in_float'] or 'nothing'}, detections "
           f"kept at export {int8['int8']['same_answers']:.4f}; {int8['bytes']['int8']:,} vs {int8['bytes']['float']:,} bytes")
-    path = Path(__file__).resolve().parent / "results.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
-    results["export_detect"] = result
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    merge_results({"export_detect": result})
 
 
 def _first_test_image(predictor) -> np.ndarray:
@@ -182,10 +180,7 @@ def main() -> None:
                                    for k, v in verdict.items()}))
     print(f"int8: {result['int8_method']}, kept in float: {result['int8_kept_in_float'] or 'none'}; "
           f"bytes fp32 {result['bytes']['float']:,}, int8 {result['bytes']['int8']:,}")
-    path = Path(__file__).resolve().parent / "results.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
-    results["export_classify"] = {**result, "targets": TARGETS, "met": verdict}
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    merge_results({"export_classify": {**result, "targets": TARGETS, "met": verdict}})
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from results_file import merge_results  # benchmarks/results_file.py
 
 ROOT = Path(__file__).resolve().parent
 FIGURES = ("auc", "eer", "tar_at_far_0.01", "tar_at_far_0.001", "accuracy_10fold")
@@ -131,10 +132,7 @@ def main() -> None:
     print(f"embedding {t['photos']} photos: batched {t['batched_images_per_s']} images/s, one at a time "
           f"{t['one_at_a_time_images_per_s']} images/s ({t['speedup']}x)")
     if not args.quick:
-        path = ROOT / "results.json"
-        merged = json.loads(path.read_text()) if path.exists() else {}
-        merged["face"] = results
-        path.write_text(json.dumps(merged, indent=2) + "\n")
+        merge_results({"face": results})
 
 
 if __name__ == "__main__":

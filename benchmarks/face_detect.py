@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from results_file import merge_results  # benchmarks/results_file.py
 
 SIZE = 128
 TRAIN_SEED, TEST_SEED = 0, 1
@@ -205,11 +206,7 @@ def main() -> None:
     r = run(args.quick, args.out)
     report(r)
     if not args.quick:
-        path = Path(args.results)
-        results = json.loads(path.read_text()) if path.exists() else {}
-        results["face_detect"] = r
-        path.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {path}")
+        print(f"wrote {merge_results({'face_detect': r}, Path(args.results))}")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from results_file import merge_results  # benchmarks/results_file.py
 
 ROOT = Path(__file__).resolve().parent
 
@@ -307,8 +308,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("which", nargs="*", default=["digits", "mnist", "orl"], choices=["digits", "mnist", "orl"])
     args = parser.parse_args()
-    path = ROOT / "results.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
+    results: dict = {}
     for name in args.which:
         with tempfile.TemporaryDirectory(prefix=f"omnivis-{name}-") as tmp:
             if name == "digits":
@@ -346,8 +346,7 @@ def main() -> None:
                       f"{r['engine_folder_over_memory']:.3f}x")
             for line in r["chosen"]:
                 print(f"      chosen: {line}")
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {path}")
+    print(f"wrote {merge_results(results)}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_file import merge_results, read_results  # benchmarks/results_file.py
 
 ROOT = Path(__file__).resolve().parent
 UNSEEN = (("red", "circle"), ("green", "square"), ("blue", "triangle"), ("yellow", "star"), ("purple", "circle"),
@@ -177,10 +178,7 @@ def main() -> None:
             results["text_to_image"] = text_to_image_block(tmp, train_csv, args.quick, args.generator)
             print_text_to_image(results["text_to_image"])
     if not args.quick:
-        path = ROOT / "results.json"
-        merged = json.loads(path.read_text()) if path.exists() else {}
-        merged["multimodal"] = {**merged.get("multimodal", {}), **results}
-        path.write_text(json.dumps(merged, indent=2) + "\n")
+        merge_results({"multimodal": {**read_results().get("multimodal", {}), **results}})
 
 
 GENERATE_FIELDS = dict(method="diffusion", text=True, img_size=32, channels=3, epochs=60)

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_file import merge_results  # benchmarks/results_file.py
+
 ROOT = Path(__file__).resolve().parent
 EPSILONS = (1.0, 3.0, 8.0)
 DELTA = 1e-5
@@ -73,10 +75,7 @@ def main() -> None:
         print(f"{name:14s} {eps:>9s} {noise:>7s} {row['train_steps']:6d} {row['accuracy']:9.4f} "
               f"{row['accuracy'] - reference:+7.4f} {auc:>8s} {adv:>8s} {row['command_s']:7.1f}")
     if not args.quick:
-        path = ROOT / "results.json"
-        merged = json.loads(path.read_text()) if path.exists() else {}
-        merged["privacy"] = {"epochs": args.epochs, "delta": DELTA, "runs": rows}
-        path.write_text(json.dumps(merged, indent=2) + "\n")
+        merge_results({"privacy": {"epochs": args.epochs, "delta": DELTA, "runs": rows}})
 
 
 if __name__ == "__main__":

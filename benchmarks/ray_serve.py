@@ -41,6 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_file import merge_results  # benchmarks/results_file.py
 from serve import free_port, held_out_pngs, load, scrape, server_side, start  # benchmarks/serve.py
 
 RAY_MARKS = ("raylet", "gcs_server", "ray::", "/site-packages/ray/", "ray/dashboard")
@@ -163,11 +164,8 @@ def main() -> None:
         down = r["shutdown"]
         print(f"{name}: exit code {down['exit_code']} after SIGTERM{' (killed after 90 s)' if down['killed'] else ''}; "
               f"left after 30 s and killed: {', '.join(down['leftovers']) or 'nothing'}")
-    path = Path(__file__).resolve().parent / "results.json"
-    stored = json.loads(path.read_text()) if path.exists() else {}
-    stored["ray_serve"] = {"clients": args.clients, "seconds": args.seconds, "cpus": cpus, "servers": results,
-                           "ratio_2_to_1_replica": ratio, "ratio_2_replicas_to_1_replica_all_threads": fair}
-    path.write_text(json.dumps(stored, indent=2) + "\n")
+    merge_results({"ray_serve": {"clients": args.clients, "seconds": args.seconds, "cpus": cpus, "servers": results,
+                                 "ratio_2_to_1_replica": ratio, "ratio_2_replicas_to_1_replica_all_threads": fair}})
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+from results_file import merge_results  # benchmarks/results_file.py
 
 CLASSES = ("ellipse", "rotated_box", "star")
 SIZE = 128
@@ -190,15 +191,12 @@ def main() -> None:
         print(write_scenes(Path(args.folder) / "train", args.train_scenes, TRAIN_SEED),
               write_scenes(Path(args.folder) / "test", 100, TEST_SEED))
         return
-    path = Path(__file__).resolve().parent / "results.json"
     for task in ("detect", "segment") if args.task == "all" else (args.task,):
         folder = str(Path(args.folder) / task) if args.folder and args.task == "all" else args.folder
         r = run(task, args.quick, folder, args.train_scenes)
         report(task, r, *((24, 8) if args.quick else (args.train_scenes, 100)))
         if not args.quick:
-            results = json.loads(path.read_text()) if path.exists() else {}
-            results[f"scenes_{task}_{args.train_scenes}"] = {**r, "train_scenes": args.train_scenes}
-            path.write_text(json.dumps(results, indent=2) + "\n")
+            merge_results({f"scenes_{task}_{args.train_scenes}": {**r, "train_scenes": args.train_scenes}})
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from fastapi import File, Request, UploadFile  # at module level: FastAPI resolves the route's annotations here
+from results_file import merge_results  # benchmarks/results_file.py
 
 TARGET_RATIO = 3.0
 
@@ -251,11 +252,8 @@ def main() -> None:
     ratio = results["batching"]["requests_per_s"] / base
     met = ratio >= TARGET_RATIO and not results["batching"]["errors"]
     print(f"batching / no batching: {ratio:.2f}x (target >= {TARGET_RATIO}x with 0 errors: {'met' if met else 'NOT met'})")
-    path = Path(__file__).resolve().parent / "results.json"
-    stored = json.loads(path.read_text()) if path.exists() else {}
-    stored[f"serve_{args.body}"] = {"clients": args.clients, "seconds": args.seconds, "servers": results, "ratio": ratio,
-                       "target_met": met}
-    path.write_text(json.dumps(stored, indent=2) + "\n")
+    merge_results({f"serve_{args.body}": {"clients": args.clients, "seconds": args.seconds, "servers": results,
+                                          "ratio": ratio, "target_met": met}})
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from results_file import merge_results  # benchmarks/results_file.py
 
 PHOTOS = ("astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
           "stereo_motorcycle", "chelsea")
@@ -214,12 +215,10 @@ def main() -> None:
           f"{decoded_mb:.0f} MB, 5x the cache")
     for line in summary["shards"]["log"]:
         print(f"    shards run: {line}")
-    path = Path(__file__).resolve().parent / "results.json"
-    stored = json.loads(path.read_text()) if path.exists() else {}
-    stored["shards"] = {"images": args.images, "steps": args.steps, "cache_mb": cache_mb, "decoded_mb": decoded_mb,
-                        "file_mb": file_mb, "shard_mb": shard_mb, "summary": summary, "runs": runs, "loaders": loaders,
-                        "default_cache": whole, "twice_the_images": twice, "loader_ratio": loader_ratio, "train_ratio": train_ratio}
-    path.write_text(json.dumps(stored, indent=2) + "\n")
+    merge_results({"shards": {"images": args.images, "steps": args.steps, "cache_mb": cache_mb, "decoded_mb": decoded_mb,
+                              "file_mb": file_mb, "shard_mb": shard_mb, "summary": summary, "runs": runs,
+                              "loaders": loaders, "default_cache": whole, "twice_the_images": twice,
+                              "loader_ratio": loader_ratio, "train_ratio": train_ratio}})
 
 
 if __name__ == "__main__":
