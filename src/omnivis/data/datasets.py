@@ -111,12 +111,7 @@ class ImageClassificationDataset(Dataset):
         return decode_tensor(self.data.samples[index].source, self.mode)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        epoch, index = key if isinstance(key, tuple) else (0, key)
-        image = self.load(index)
-        with torch.random.fork_rng(devices=[]):
-            reseed_torch(mix_seed(self.seed, epoch, index))
-            tensor = self.transform(image)
-        return tensor, self.data.samples[index].label
+        return self.__getitems__([key])[0]
 
     def __getitems__(self, keys: list) -> list[tuple[torch.Tensor, int]]:
         """A batch's samples at once (torch's ``DataLoader`` calls this instead of ``__getitem__``

@@ -58,6 +58,11 @@ class AxisPlan:
         hi = self.bounds[i + 1] + (self.blend if i < self.cores - 1 else 0)
         return lo, hi
 
+    @property
+    def longest_span(self) -> int:
+        """The longest ``span``: the rows a strip accumulator must hold."""
+        return max(hi - lo for lo, hi in map(self.span, range(self.cores)))
+
     def window_start(self, i: int) -> int:
         """Where tile ``i``'s input window starts: it holds the span plus ``context`` clamped to the image.
 
@@ -130,8 +135,7 @@ def tiled_memory(height: int, width: int, tile: int, *, bytes_per_pixel: int, ou
     pixel of the tallest strip of rows). Arguments as ``tiled_apply``'s."""
     rows = plan_axis(_round_up(height, align), tile, context, blend, align)
     cols = plan_axis(_round_up(width, align), tile, context, blend, align)
-    tallest = max(hi - lo for lo, hi in map(rows.span, range(rows.cores)))
-    strip = (out_channels + 1) * tallest * scale * cols.length * scale * 4
+    strip = (out_channels + 1) * rows.longest_span * scale * cols.length * scale * 4
     return rows.window * cols.window * bytes_per_pixel + strip
 
 
@@ -231,7 +235,7 @@ class _StripWriter:
         self.row: int | None = None
         self.top = 0  # output row of acc[:, 0]
         self.held = 0  # rows of acc in use by the current strip
-        tallest = max(hi - lo for lo, hi in map(rows.span, range(rows.cores))) * scale
+        tallest = rows.longest_span * scale
         self.acc = torch.zeros(out.shape[0], tallest, out.shape[2])  # weighted sum of tile outputs
         self.wsum = torch.zeros(tallest, out.shape[2])  # summed weights
 
