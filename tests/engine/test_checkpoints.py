@@ -15,6 +15,7 @@ from omnivis.engine.trainer import (
     BestCheckpoint,
     CheckpointOnException,
     LastCheckpoint,
+    LossAwareEarlyStopping,
     TrainerConfig,
     build_trainer,
     last_checkpoint,
@@ -59,6 +60,34 @@ def test_best_checkpoint_takes_the_later_weights_on_a_tie(tmp_path, mode, best, 
     if better is not None:
         assert checkpoint.check_monitor_top_k(trainer, torch.tensor(better))
     assert not checkpoint.check_monitor_top_k(trainer, None)
+
+
+def _stops_at(history: list[tuple[float, float]], loss_monitor: str | None, patience: int = 2) -> int | None:
+    """The validation (1-based) at which early stopping ends a run that logs ``history``, or None."""
+    class _Strategy:
+        def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+            return decision
+
+    stopper = LossAwareEarlyStopping(monitor="val/accuracy", mode="max", patience=patience, loss_monitor=loss_monitor)
+    trainer = type("Trainer", (), {"strategy": _Strategy(), "fast_dev_run": False, "should_stop": False,
+                                   "current_epoch": 0, "world_size": 1, "global_rank": 0})()
+    for validation, (accuracy, loss) in enumerate(history, start=1):
+        trainer.callback_metrics = {"val/accuracy": torch.tensor(accuracy), "val/loss": torch.tensor(loss)}
+        stopper._run_early_stopping_check(trainer)
+        if trainer.should_stop:
+            return validation
+        stopper.load_state_dict(stopper.state_dict())  # a resume between validations changes nothing
+    return None
+
+
+def test_early_stopping_counts_a_falling_held_out_loss_as_progress():
+    # accuracy stalls after the 2nd validation (one image flipping), the loss keeps falling until the 5th
+    history = [(0.90, 0.50), (0.99, 0.30), (0.98, 0.25), (0.99, 0.20), (0.98, 0.15), (0.98, 0.16), (0.99, 0.17),
+               (0.98, 0.18)]
+    assert _stops_at(history, loss_monitor=None) == 4  # Lightning's rule: the score alone
+    assert _stops_at(history, loss_monitor="val/loss") == 7  # two validations after the loss last fell
+    assert _stops_at([(0.5 + 0.01 * i, 1.0) for i in range(8)], loss_monitor="val/loss") is None  # score rising
+    assert _stops_at([(0.5, 1.0)] * 8, loss_monitor="val/loss") == 3  # neither moves
 
 
 def test_negative_interval_is_a_config_error():

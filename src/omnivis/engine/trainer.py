@@ -26,6 +26,7 @@ from lightning.pytorch.callbacks import (
     ModelCheckpoint,
     RichProgressBar,
 )
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.profilers import PassThroughProfiler
@@ -133,6 +134,46 @@ class BestCheckpoint(ModelCheckpoint):
         at_least_as_good = torch.le if self.mode == "min" else torch.ge
         decision = at_least_as_good(current, self.best_k_models[self.kth_best_model_path])
         return trainer.strategy.reduce_boolean_decision(bool(decision))
+
+
+class LossAwareEarlyStopping(EarlyStopping):
+    """Early stopping where a lower held-out loss (``loss_monitor``) also counts as progress: the run
+    stops after ``patience`` validations in which neither the score nor the loss got better.
+
+    A small held-out set scores in coarse steps: 252 held-out digits move accuracy by 0.4% per
+    image, so one image flipping back and forth reads as a stall while the loss still falls (0.160 ->
+    0.125 over the last nine validations of one such run, which Lightning's rule on accuracy alone
+    ended at 270 of 400 steps). Stopping on the loss alone is no better: it can end a run whose
+    loss is flat while its accuracy still climbs. ``best.ckpt`` still follows the score alone."""
+
+    def __init__(self, *args, loss_monitor: str | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_monitor = loss_monitor
+        self.best_loss = torch.tensor(torch.inf)
+        self._loss: torch.Tensor | None = None
+
+    def _run_early_stopping_check(self, trainer: pl.Trainer) -> None:
+        loss = trainer.callback_metrics.get(self.loss_monitor) if self.loss_monitor else None
+        self._loss = None if loss is None else loss.detach().squeeze().cpu()
+        super()._run_early_stopping_check(trainer)
+
+    def _evaluate_stopping_criteria(self, current: torch.Tensor) -> tuple[bool, str | None]:
+        loss_fell = self._loss is not None and bool(torch.isfinite(self._loss)) and bool(self._loss < self.best_loss)
+        if loss_fell:
+            self.best_loss = self._loss
+        should_stop, reason = super()._evaluate_stopping_criteria(current)
+        if loss_fell and should_stop and self.stopping_reason == EarlyStoppingReason.PATIENCE_EXHAUSTED:
+            should_stop, reason, self.stopping_reason = False, None, EarlyStoppingReason.NOT_STOPPED
+        if loss_fell and self.wait_count:
+            self.wait_count = 0
+        return should_stop, reason
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "best_loss": self.best_loss}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.best_loss = state_dict.get("best_loss", torch.tensor(torch.inf))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -278,6 +319,7 @@ def build_trainer(
     *,
     monitor: str | None = None,
     monitor_mode: str = "min",
+    loss_monitor: str | None = None,
     extra_callbacks: list[Callback] | None = None,
     partial_graph: bool = False,
 ) -> pl.Trainer:
@@ -287,6 +329,8 @@ def build_trainer(
         monitor: the validation metric that picks ``best.ckpt`` and drives early stopping
             (None when the task has no validation data).
         monitor_mode: ``min`` or ``max``.
+        loss_monitor: a held-out loss whose fall also counts as progress for early stopping
+            (``LossAwareEarlyStopping``); None: the monitored score alone.
         partial_graph: some parameters may get no gradient in a step (a multi-task head whose
             labels a batch lacks); DDP then has to look for unused parameters, or it stops the run.
     """
@@ -304,8 +348,8 @@ def build_trainer(
         )
         if config.early_stopping_patience:
             # strict=False: a run whose --max-steps ends before its first validation has nothing to watch
-            callbacks.append(EarlyStopping(monitor=monitor, mode=monitor_mode, patience=config.early_stopping_patience,
-                                           strict=False))
+            callbacks.append(LossAwareEarlyStopping(monitor=monitor, mode=monitor_mode, patience=config.early_stopping_patience,
+                                                   strict=False, loss_monitor=loss_monitor))
     callbacks.append(LearningRateMonitor(logging_interval="step"))
     if config.progress:
         callbacks.append(RichProgressBar(leave=True))

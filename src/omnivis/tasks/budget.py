@@ -14,8 +14,9 @@ run's config as ``max_steps`` (and the epochs that cover it), so the learning-ra
 it and ``--resume`` continues the same schedule.
 
 Early stopping is on by default where a run has held-out data (``resolve_patience``): it stops
-after a quarter of the planned epochs (at least 3) without a better validation score, and the bundle
-then keeps the best weights rather than the last.
+after a quarter of the planned epochs (at least 3) without a better validation score (for
+classification and segmentation: and without a lower held-out loss, since a small held-out set scores
+in coarse steps), and the bundle then keeps the weights of the best score rather than the last.
 """
 
 from __future__ import annotations
@@ -141,9 +142,10 @@ def fit_schedule(config, build_module, datamodule, step_range: tuple[int, int] =
     return replace(config, trainer=trainer), line
 
 
-def resolve_patience(config, monitor: str | None) -> tuple[object, str | None]:
+def resolve_patience(config, monitor: str | None, loss_monitor: str | None = None) -> tuple[object, str | None]:
     """``config`` with an automatic ``early_stopping_patience`` (-1) made concrete: off without held-out
-    data (``monitor`` None), else a quarter of the epochs, at least 3; and the line that says so."""
+    data (``monitor`` None), else a quarter of the epochs, at least 3; and the line that says so
+    (a fall of ``loss_monitor`` also counts as progress: ``engine.trainer.LossAwareEarlyStopping``)."""
     t = config.trainer
     if t.early_stopping_patience >= 0:
         return config, None
@@ -151,6 +153,7 @@ def resolve_patience(config, monitor: str | None) -> tuple[object, str | None]:
     resolved = replace(config, trainer=replace(t, early_stopping_patience=patience))
     if not patience:
         return resolved, None
-    return resolved, (f"early stopping: after {patience} validations without a better {monitor} (a quarter of the "
+    return resolved, (f"early stopping: after {patience} validations without a better {monitor}"
+                      f"{f' or a lower {loss_monitor}' if loss_monitor else ''} (a quarter of the "
                       f"{t.epochs} epochs, at least {MIN_PATIENCE}); the bundle then keeps the best weights "
                       "(--patience 0 to turn off)")

@@ -252,6 +252,7 @@ def classify_plan(config: ClassifyConfig, stats: tuple[Sequence[float], Sequence
         if held_out else None,
         summary_keys=SUMMARY_KEYS,
         monitor="val/accuracy" if held_out else None,
+        loss_monitor="val/loss",
         skipped=data.skipped,
         config=config,
         choices=choices,

@@ -58,6 +58,7 @@ class TrainingPlan:
         finish: (module, trainer) -> numbers only the trained module knows (loss weights, timings,
             pictures), added to ``metrics.json``; runs on rank 0 before the bundle is written.
         monitor, monitor_mode: the validation value ``best.ckpt`` and early stopping follow.
+        loss_monitor: a held-out loss whose fall also keeps early stopping from ending the run.
         partial_graph: some parameters may get no gradient in a step (DDP must look for them).
         skipped: inputs the readers left out, ``(name, reason)`` each (the data's ``.skipped``).
         card: (header, metrics) -> the model card text (default: ``omnivis.bundle.model_card``).
@@ -82,6 +83,7 @@ class TrainingPlan:
     finish: Callable[[pl.LightningModule, pl.Trainer], dict] | None = None
     monitor: str | None = None
     monitor_mode: str = "max"
+    loss_monitor: str | None = None
     partial_graph: bool = False
     skipped: Skipped = field(default_factory=list)
     card: Callable[[dict, dict], str] = model_card
@@ -113,7 +115,7 @@ def run_training(
     config = plan.config if plan.config is not None else config
     config, schedule = fit_schedule(config, plan.build_module, plan.datamodule, plan.step_range,
                                     plan.schedule_epochs)
-    config, stopping = resolve_patience(config, plan.monitor)
+    config, stopping = resolve_patience(config, plan.monitor, plan.loss_monitor)
     choices = [*plan.choices, *(line for line in (schedule, stopping) if line)]
     if plan.check is not None:
         choices += plan.check(config)
@@ -128,7 +130,7 @@ def run_training(
         else:
             write_run_config(out, config)
     trainer = build_trainer(config.trainer, out, monitor=plan.monitor, monitor_mode=plan.monitor_mode,
-                            extra_callbacks=callbacks, partial_graph=plan.partial_graph)
+                            loss_monitor=plan.loss_monitor, extra_callbacks=callbacks, partial_graph=plan.partial_graph)
     if trainer.is_global_zero:
         write_skipped(out, plan.skipped)
     started = time.perf_counter()

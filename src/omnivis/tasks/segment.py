@@ -290,6 +290,7 @@ def segment_plan(config: SegmentConfig) -> TrainingPlan:
         if has_val else None,
         summary_keys=("miou", "dice", "pixel_accuracy", "num_images"),
         monitor="val/miou" if has_val else None,
+        loss_monitor="val/loss",
         skipped=train.skipped,
         config=config,
         choices=[*choices, *loading],
