@@ -12,13 +12,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from omnivis.bundle import Bundle
 from omnivis.data.builtin import resolve_classification_data
 from omnivis.data.decode import decode_tensor
 from omnivis.data.readers import ClassificationData
 from omnivis.data.splits import split_indices
 from omnivis.data.transforms import build_eval_geometry
 from omnivis.deploy.graphs import ClassifierGraph
-from omnivis.bundle import Bundle
 from omnivis.errors import DataError
 from omnivis.inference.base import Predictor, held_out_wanted, image_names
 from omnivis.metrics.fairness import GroupTable, group_report, read_group_table
@@ -43,7 +43,8 @@ class ClassifyPredictor(Predictor):
     def __init__(self, bundle: Bundle, device: str = "cpu") -> None:
         super().__init__(bundle, device)
         cfg = self.config
-        backbone = create_backbone(cfg["backbone"], in_chans=int(cfg["in_chans"]), img_size=self.img_size)
+        backbone = create_backbone(cfg["backbone"], in_chans=int(cfg["in_chans"]), img_size=self.img_size,
+                                   output_stride=cfg.get("output_stride"))
         model = ImageClassifier(backbone, len(self.classes))
         if cfg.get("batchnorm_to_groupnorm"):  # trained with differential privacy: the same swap as training's
             from omnivis.models.private import dp_compatible

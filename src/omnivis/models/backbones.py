@@ -155,6 +155,7 @@ def create_backbone(
     pretrained: str | Path | None = None,
     img_size: int | None = None,
     drop_path_rate: float = 0.0,
+    output_stride: int | None = None,
 ) -> Backbone:
     """Create any timm model (or an omnivis preset) as a ``Backbone``.
 
@@ -166,6 +167,8 @@ def create_backbone(
             weights are used). Nothing is downloaded.
         img_size: input size for models that fix it at construction (ViTs); ignored by CNNs.
         drop_path_rate: stochastic depth, passed to timm.
+        output_stride: 8 or 16 to keep the last stages at that stride with dilated convolutions
+            (timm's ``output_stride``, same weights); None: the model's own (32 for ResNets).
     """
     if name not in timm.list_models():
         close = difflib.get_close_matches(name, timm.list_models(), n=3)
@@ -174,9 +177,14 @@ def create_backbone(
     kwargs: dict = {"num_classes": 0, "in_chans": in_chans}
     if drop_path_rate:
         kwargs["drop_path_rate"] = drop_path_rate
+    if output_stride is not None:
+        kwargs["output_stride"] = output_stride
     try:
         model = timm.create_model(name, **kwargs, **({"img_size": img_size} if img_size else {}))
     except TypeError as err:
+        if "output_stride" in str(err):
+            raise ConfigError(f"backbone '{name}' takes no output_stride (--output-stride); it applies to CNNs "
+                              "whose timm class has one (ResNet and its kin, ...); drop it or pick such a model") from None
         if "img_size" not in str(err):
             raise
         model = timm.create_model(name, **kwargs)  # CNNs take any input size

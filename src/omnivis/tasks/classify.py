@@ -63,6 +63,10 @@ class ClassifyConfig:
         label_smoothing: cross-entropy label smoothing.
         dropout: dropout before the linear head.
         drop_path: stochastic-depth rate of the backbone (timm's ``drop_path_rate``; 0: off).
+        output_stride: 8 or 16: the CNN's last stages keep that stride (dilated convolutions, timm's
+            ``output_stride``; same weights, more compute) so small images keep a map to explain:
+            at 64 px the default ResNet's last map is 2 x 2 cells, with 8 it is 8 x 8 (None: the
+            model's own, 32 for ResNets). Recorded in the bundle; CNNs only.
         augment: training augmentation.
         dp_epsilon: train with differential privacy (DP-SGD, Opacus) spending at most this epsilon
             over the whole schedule (None: not private). Batch-norm becomes group-norm, batches are
@@ -93,6 +97,7 @@ class ClassifyConfig:
     label_smoothing: float = 0.1
     dropout: float = 0.0
     drop_path: float = 0.0
+    output_stride: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     dp_epsilon: float | None = None
     dp_delta: float | None = None
@@ -108,6 +113,8 @@ class ClassifyConfig:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.batch_size < 1 or self.lr <= 0:
             raise ConfigError("batch_size must be >= 1 and lr > 0")
+        if self.output_stride not in (None, 8, 16, 32):
+            raise ConfigError(f"output_stride must be 8, 16 or 32, got {self.output_stride}")
         if not 0.0 < self.layer_decay <= 1.0:
             raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.unfreeze_after < 0 or (self.unfreeze_after and not self.freeze_backbone):
@@ -127,7 +134,7 @@ class ClassifyConfig:
 def build_model(config: ClassifyConfig, num_classes: int) -> ImageClassifier:
     backbone = create_backbone(
         config.model, in_chans=config.channels, pretrained=config.init_from, img_size=config.img_size,
-        drop_path_rate=config.drop_path,
+        drop_path_rate=config.drop_path, output_stride=config.output_stride,
     )
     model = ImageClassifier(backbone, num_classes, dropout=config.dropout)
     return dp_compatible(model) if config.dp_epsilon is not None else model
@@ -213,6 +220,7 @@ def bundle_config(config: ClassifyConfig, classes: Sequence[str], train_size: in
         "classes": list(classes),
         "img_size": config.img_size,
         "in_chans": config.channels,
+        **({"output_stride": config.output_stride} if config.output_stride else {}),
         "mean": list(mean),
         "std": list(std),
         "data": config.data,
