@@ -3,9 +3,11 @@
 Scenes with exactly one circle, square or triangle (``make_shapes(..., max_objects=1)``, 64 px) are
 written as a class folder (3,000 train scenes of seed 0, 200 test scenes of seed 1; with 600 the
 default CNN stayed at 0.42 test accuracy) and a classifier is trained on it with
-``omnivis train classify``'s defaults, once with the default CNN and once with ``omnivis_vit_tiny``.
+``omnivis train classify``'s defaults, once with the default CNN, once with the same CNN and ``--output-stride 8`` and once with
+``omnivis_vit_tiny``.
 For every correctly classified test image, each method's map peak (``omnivis explain``'s ``peak``) is
-checked against the object's mask. References in the same run: the image centre as the "peak" and a
+checked against the object's mask (and, as a second column, whether it lies within the pointing
+game's tolerance of it: 15 px at 224 px, 4.3 px here). References in the same run: the image centre as the "peak" and a
 uniformly random pixel (its hit rate is the mean mask area). The model-randomization test reports the
 mean Spearman correlation between the trained model's maps and those of the model with its top
 re-initialized (target: < 0.5 for Grad-CAM).
@@ -31,9 +33,15 @@ ROOT = Path(__file__).resolve().parent
 TARGET_SHARE = 0.90
 TARGET_SPEARMAN = 0.5
 SCORECAM_IMAGES = 50  # Score-CAM runs one forward per channel per image (3 minutes per 60 images for the ViT)
-MODELS = {"cnn": "omnivis_resnet_tiny", "vit": "omnivis_vit_tiny"}
+# kind -> (backbone, options beyond the defaults); cnn8 is the default CNN with --output-stride 8: its
+# last stage keeps an 8 x 8 map at 64 px (2 x 2 at the default stride 32)
+MODELS = {"cnn": ("omnivis_resnet_tiny", {}), "cnn8": ("omnivis_resnet_tiny", {"output_stride": 8}),
+          "vit": ("omnivis_vit_tiny", {})}
 METHODS = {"cnn": ("gradcam", "gradcam++", "xgradcam", "eigencam", "scorecam", "gradcam@layer3", "gradcam@layer4"),
+           "cnn8": ("gradcam", "gradcam++", "xgradcam", "eigencam", "scorecam", "gradcam@layer3", "gradcam@layer2"),
            "vit": ("gradcam", "gradcam++", "xgradcam", "eigencam", "scorecam", "rollout")}
+# the pointing game's tolerance (Zhang et al. 2016: 15 px on images of about 224 px) scaled to 64 px
+TOLERANCE_PX = 15 * 64 / 224
 
 
 def write_scenes(root: Path, n: int, seed: int, img_size: int = 64) -> tuple[Path, list[dict]]:
@@ -52,8 +60,11 @@ def write_scenes(root: Path, n: int, seed: int, img_size: int = 64) -> tuple[Pat
 
 
 def peak_hits(report: dict, test: list[dict]) -> dict:
-    """Share of correctly classified test images whose map peak lies on the object."""
-    hits, correct = 0, 0
+    """Share of correctly classified test images whose map peak lies on the object, and within the
+    pointing game's tolerance of it."""
+    from scipy.ndimage import distance_transform_edt
+
+    hits, near, correct = 0, 0, 0
     for row, result in zip(test, report["results"]):
         (e,) = result["explanations"]
         if e["predicted"] != row["label"]:
@@ -61,7 +72,9 @@ def peak_hits(report: dict, test: list[dict]) -> dict:
         correct += 1
         x, y = e["peak"]
         hits += bool(row["mask"][y, x])
-    return {"correct": correct, "peak_on_object": hits / max(correct, 1)}
+        near += bool(distance_transform_edt(~row["mask"])[y, x] <= TOLERANCE_PX)
+    return {"correct": correct, "peak_on_object": hits / max(correct, 1),
+            "peak_within_tolerance": near / max(correct, 1)}
 
 
 def run(quick: bool = False, threads: int = 2) -> dict:
@@ -81,8 +94,8 @@ def run(quick: bool = False, threads: int = 2) -> dict:
         centre = masks[:, masks.shape[1] // 2, masks.shape[2] // 2]
         results["reference_centre"] = float(centre.mean())
         results["reference_random_pixel"] = float(masks.mean())
-        for kind, model in MODELS.items():
-            config = ClassifyConfig(data=str(train_dir), model=model,
+        for kind, (model, options) in MODELS.items():
+            config = ClassifyConfig(data=str(train_dir), model=model, **options,
                                     trainer=TrainerConfig(epochs=2 if quick else None, progress=False, seed=0))
             start = time.perf_counter()
             bundle = train_classifier(config, Path(tmp) / kind)
@@ -92,7 +105,7 @@ def run(quick: bool = False, threads: int = 2) -> dict:
             paths = [row["path"] for row in test]
             labels = [predictor.classes[int(p.argmax())] for p in predictor.predict_proba(paths)]
             accuracy = float(np.mean([a == row["label"] for a, row in zip(labels, test)]))
-            entry = {"model": model, "train_seconds": seconds, "test_accuracy": accuracy,
+            entry = {"model": model, "options": options, "train_seconds": seconds, "test_accuracy": accuracy,
                      "epochs": json.loads((Path(bundle) / "config.json").read_text())["train_config"]["trainer"]["epochs"],
                      "methods": {}}
             for method in METHODS[kind]:  # "METHOD@LAYER": the method at another layer than the default
@@ -120,17 +133,21 @@ def main() -> None:
     print(f"\nsaliency peak on the object, correctly classified one-shape test scenes ({result['test_scenes']}, seed 1)")
     print(f"references: image centre {result['reference_centre']:.3f}, random pixel {result['reference_random_pixel']:.3f}"
           f"; target >= {TARGET_SHARE:.2f}, Grad-CAM randomization Spearman < {TARGET_SPEARMAN}")
-    print(f"{'model':6}{'method':15}{'on object':>10}{'/ centre':>10}{'Spearman':>10}{'seconds':>9}")
+    print(f"{'model':6}{'method':15}{'on object':>10}{'/ centre':>10}{f'<= {TOLERANCE_PX:.1f} px':>10}{'Spearman':>10}"
+          f"{'seconds':>9}")
     for kind in MODELS:
         entry = result[kind]
-        print(f"{kind} {entry['model']}: accuracy {entry['test_accuracy']:.3f} ({entry['epochs']} epochs, {entry['train_seconds']:.0f} s), layer {entry['layer']}")
+        options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in entry["options"].items())
+        print(f"{kind} {entry['model']} {options}: accuracy {entry['test_accuracy']:.3f} ({entry['epochs']} epochs, {entry['train_seconds']:.0f} s), layer {entry['layer']}")
         for method, m in entry["methods"].items():
             ratio = m["peak_on_object"] / max(result["reference_centre"], 1e-9)
-            print(f"{kind:6}{method:15}{m['peak_on_object']:>10.3f}{ratio:>10.2f}{m['sanity_spearman']:>10.3f}"
+            print(f"{kind:6}{method:15}{m['peak_on_object']:>10.3f}{ratio:>10.2f}{m['peak_within_tolerance']:>10.3f}"
+                  f"{m['sanity_spearman']:>10.3f}"
                   f"{m['seconds']:>9.1f}")
     gradcam = [result[k]["methods"]["gradcam"] for k in MODELS]
-    print("meets targets (Grad-CAM, both models): "
-          f"{all(g['peak_on_object'] >= TARGET_SHARE and g['sanity_spearman'] < TARGET_SPEARMAN for g in gradcam)}")
+    for kind, g in zip(MODELS, gradcam):
+        print(f"meets targets (Grad-CAM, {kind}): "
+              f"{g['peak_on_object'] >= TARGET_SHARE and g['sanity_spearman'] < TARGET_SPEARMAN}")
     if not args.quick:
         merge_results({"explain": result})
 
