@@ -3,12 +3,12 @@
 Scenes with exactly one circle, square or triangle (``make_shapes(..., max_objects=1)``, 64 px) are
 written as a class folder (3,000 train scenes of seed 0, 200 test scenes of seed 1; with 600 the
 default CNN stayed at 0.42 test accuracy) and a classifier is trained on it with
-``omnivis train classify``'s defaults, once with the default CNN, once with the same CNN and ``--output-stride 8`` and once with
-``omnivis_vit_tiny``.
+``omnivis train classify``'s defaults, once with the default CNN, once with the same CNN and
+``--output-stride 8`` and once with ``omnivis_vit_tiny``.
 For every correctly classified test image, each method's map peak (``omnivis explain``'s ``peak``) is
 checked against the object's mask (and, as a second column, whether it lies within the pointing
-game's tolerance of it: 15 px at 224 px, 4.3 px here). References in the same run: the image centre as the "peak" and a
-uniformly random pixel (its hit rate is the mean mask area). The model-randomization test reports the
+game's tolerance of it: 15 px at 224 px, 4.3 px here). References in the same run: the image centre
+as the "peak" and a uniformly random pixel (its hit rate is the mean mask area). The model-randomization test reports the
 mean Spearman correlation between the trained model's maps and those of the model with its top
 re-initialized (target: < 0.5 for Grad-CAM).
 

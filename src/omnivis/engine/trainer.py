@@ -164,7 +164,7 @@ class LossAwareEarlyStopping(EarlyStopping):
         should_stop, reason = super()._evaluate_stopping_criteria(current)
         if loss_fell and should_stop and self.stopping_reason == EarlyStoppingReason.PATIENCE_EXHAUSTED:
             should_stop, reason, self.stopping_reason = False, None, EarlyStoppingReason.NOT_STOPPED
-        if loss_fell and self.wait_count:
+        if loss_fell:
             self.wait_count = 0
         return should_stop, reason
 

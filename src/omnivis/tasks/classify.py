@@ -63,10 +63,10 @@ class ClassifyConfig:
         label_smoothing: cross-entropy label smoothing.
         dropout: dropout before the linear head.
         drop_path: stochastic-depth rate of the backbone (timm's ``drop_path_rate``; 0: off).
-        output_stride: 8 or 16: the CNN's last stages keep that stride (dilated convolutions, timm's
-            ``output_stride``; same weights, more compute) so small images keep a map to explain:
-            at 64 px the default ResNet's last map is 2 x 2 cells, with 8 it is 8 x 8 (None: the
-            model's own, 32 for ResNets). Recorded in the bundle; CNNs only.
+        output_stride: 8, 16 or 32: the CNN's last stages keep that stride (dilated convolutions,
+            timm's ``output_stride``; same weights, more compute) so small images keep a map to
+            explain: at 64 px the default ResNet's last map is 2 x 2 cells, with 8 it is 8 x 8 (None:
+            the model's own, 32 for ResNets). Recorded in the bundle; CNNs only.
         augment: training augmentation.
         dp_epsilon: train with differential privacy (DP-SGD, Opacus) spending at most this epsilon
             over the whole schedule (None: not private). Batch-norm becomes group-norm, batches are
