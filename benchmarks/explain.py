@@ -12,7 +12,7 @@ as the "peak" and a uniformly random pixel (its hit rate is the mean mask area).
 mean Spearman correlation between the trained model's maps and those of the model with its top
 re-initialized (target: < 0.5 for Grad-CAM).
 
-    python benchmarks/explain.py            # train both models with the defaults (about 13 minutes)
+    python benchmarks/explain.py            # train the three models with the defaults (20-30 minutes)
     python benchmarks/explain.py --quick    # 2 epochs, 120 scenes: checks the script runs
 """
 
@@ -37,9 +37,11 @@ SCORECAM_IMAGES = 50  # Score-CAM runs one forward per channel per image (3 minu
 # last stage keeps an 8 x 8 map at 64 px (2 x 2 at the default stride 32)
 MODELS = {"cnn": ("omnivis_resnet_tiny", {}), "cnn8": ("omnivis_resnet_tiny", {"output_stride": 8}),
           "vit": ("omnivis_vit_tiny", {})}
-METHODS = {"cnn": ("gradcam", "gradcam++", "xgradcam", "eigencam", "scorecam", "gradcam@layer3", "gradcam@layer4"),
-           "cnn8": ("gradcam", "gradcam++", "xgradcam", "eigencam", "scorecam", "gradcam@layer3", "gradcam@layer2"),
-           "vit": ("gradcam", "gradcam++", "xgradcam", "eigencam", "scorecam", "rollout")}
+METHODS = {"cnn": ("gradcam", "gradcam++", "xgradcam", "eigencam", "scorecam", "layercam", "gradcam@layer3",
+                   "gradcam@layer4"),
+           "cnn8": ("gradcam", "gradcam++", "xgradcam", "eigencam", "scorecam", "layercam", "gradcam@layer3",
+                    "gradcam@layer2", "layercam@layer1"),
+           "vit": ("gradcam", "gradcam++", "xgradcam", "eigencam", "scorecam", "layercam", "rollout")}
 # the pointing game's tolerance (Zhang et al. 2016: 15 px on images of about 224 px) scaled to 64 px
 TOLERANCE_PX = 15 * 64 / 224
 
@@ -65,16 +67,22 @@ def peak_hits(report: dict, test: list[dict]) -> dict:
     from scipy.ndimage import distance_transform_edt
 
     hits, near, correct = 0, 0, 0
+    by_class: dict[str, list[int]] = {}  # class -> [peaks on the object, correctly classified]
     for row, result in zip(test, report["results"]):
         (e,) = result["explanations"]
         if e["predicted"] != row["label"]:
             continue
         correct += 1
         x, y = e["peak"]
-        hits += bool(row["mask"][y, x])
+        on_object = bool(row["mask"][y, x])
+        hits += on_object
         near += bool(distance_transform_edt(~row["mask"])[y, x] <= TOLERANCE_PX)
+        counts = by_class.setdefault(row["label"], [0, 0])
+        counts[0] += on_object
+        counts[1] += 1
     return {"correct": correct, "peak_on_object": hits / max(correct, 1),
-            "peak_within_tolerance": near / max(correct, 1)}
+            "peak_within_tolerance": near / max(correct, 1),
+            "peak_on_object_by_class": {label: h / n for label, (h, n) in sorted(by_class.items())}}
 
 
 def run(quick: bool = False, threads: int = 2) -> dict:
@@ -134,16 +142,16 @@ def main() -> None:
     print(f"references: image centre {result['reference_centre']:.3f}, random pixel {result['reference_random_pixel']:.3f}"
           f"; target >= {TARGET_SHARE:.2f}, Grad-CAM randomization Spearman < {TARGET_SPEARMAN}")
     print(f"{'model':6}{'method':15}{'on object':>10}{'/ centre':>10}{f'<= {TOLERANCE_PX:.1f} px':>10}{'Spearman':>10}"
-          f"{'seconds':>9}")
+          f"{'seconds':>9}   on object, by class")
     for kind in MODELS:
         entry = result[kind]
         options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in entry["options"].items())
         print(f"{kind} {entry['model']} {options}: accuracy {entry['test_accuracy']:.3f} ({entry['epochs']} epochs, {entry['train_seconds']:.0f} s), layer {entry['layer']}")
         for method, m in entry["methods"].items():
             ratio = m["peak_on_object"] / max(result["reference_centre"], 1e-9)
+            per_class = "  ".join(f"{label} {share:.2f}" for label, share in m["peak_on_object_by_class"].items())
             print(f"{kind:6}{method:15}{m['peak_on_object']:>10.3f}{ratio:>10.2f}{m['peak_within_tolerance']:>10.3f}"
-                  f"{m['sanity_spearman']:>10.3f}"
-                  f"{m['seconds']:>9.1f}")
+                  f"{m['sanity_spearman']:>10.3f}{m['seconds']:>9.1f}   {per_class}")
     gradcam = [result[k]["methods"]["gradcam"] for k in MODELS]
     for kind, g in zip(MODELS, gradcam):
         print(f"meets targets (Grad-CAM, {kind}): "

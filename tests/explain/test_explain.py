@@ -84,7 +84,7 @@ def textured(width: int, height: int, seed: int) -> Image.Image:
 
 
 @pytest.mark.parametrize("nhwc", [False, True], ids=["nchw", "nhwc"])
-@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "xgradcam", "eigencam", "scorecam"])
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "xgradcam", "eigencam", "scorecam", "layercam"])
 def test_a_model_built_to_look_at_a_region_peaks_there(method, nhwc):
     """The map peaks inside the window the features come from, in the input image's own pixels,
     through the short-side resize and center crop of a 48 x 32 image."""

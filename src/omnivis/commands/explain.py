@@ -16,7 +16,7 @@ def explain_command(
     bundle: Path = typer.Argument(..., help="A classify, segment, detect, multitask or face bundle folder."),
     inputs: Optional[List[Path]] = typer.Argument(
         None, help="Images or folders (default: the held-out images of --data or of the bundle's training data)."),
-    method: str = typer.Option("gradcam", help="gradcam | gradcam++ | xgradcam | eigencam | scorecam | rollout (ViTs)."),
+    method: str = typer.Option("gradcam", help="gradcam | gradcam++ | xgradcam | eigencam | scorecam | layercam | rollout (ViTs)."),
     target: Optional[str] = typer.Option(None, help="Explain this class (name or index) instead of the prediction."),
     layer: Optional[str] = typer.Option(
         None, help="A module of the timm backbone (default: the deepest feature level at least 7 cells wide)."),

@@ -28,7 +28,7 @@ def predict_command(
         None, "--onnx", help="--backend onnx: the ONNX file (default: BUNDLE/model.onnx)."),
     explain: Optional[str] = typer.Option(
         None, help="Classify, segment, multitask: add heat maps of this method (gradcam, gradcam++, xgradcam, "
-        "eigencam, scorecam, rollout) to each prediction, drawn into --out."),
+        "eigencam, scorecam, layercam, rollout) to each prediction, drawn into --out."),
 ) -> None:
     """Predict with a bundle on images or folders.
 

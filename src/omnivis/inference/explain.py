@@ -35,6 +35,7 @@ METHODS: dict[str, str] = {
     "xgradcam": "XGrad-CAM: activation-normalized gradient weights (axiom-based)",
     "eigencam": "Eigen-CAM: first principal component of the activations (no gradients, class-agnostic)",
     "scorecam": "Score-CAM: each channel weighted by the score it gives as a mask (no gradients, slow)",
+    "layercam": "LayerCAM: activations weighted by their positive gradients at each place (Jiang et al. 2021)",
     "rollout": "attention rollout: attention maps multiplied through the blocks (ViTs only, class-agnostic)",
 }
 CLASS_AGNOSTIC = {"eigencam", "rollout"}
@@ -42,10 +43,10 @@ MIN_CELLS = 7  # the default layer is the deepest one whose map is at least this
 
 
 def _cam_class(method: str) -> type:
-    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, ScoreCAM, XGradCAM
+    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
 
     return {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM, "eigencam": EigenCAM,
-            "scorecam": ScoreCAM}[method]
+            "scorecam": ScoreCAM, "layercam": LayerCAM}[method]
 
 
 def check_method(method: str) -> str:

@@ -46,7 +46,7 @@ EXPLAIN_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
         "image": {"type": "string", "format": "binary"},
         "method": {"type": "string", "default": "gradcam",
-                   "enum": ["gradcam", "gradcam++", "xgradcam", "eigencam", "scorecam", "rollout"]},
+                   "enum": ["gradcam", "gradcam++", "xgradcam", "eigencam", "scorecam", "layercam", "rollout"]},
         "target": {"type": "string", "description": "a class name or index (default: the prediction)"},
         "top_k": {"type": "integer", "default": 3}, "head": {"type": "string", "enum": ["classify", "segment"]},
         "layer": {"type": "string"}}}},
