@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
+from omnivis.inference.explain import METHODS
 from omnivis.serve.routes_omnivis import png_base64
 from omnivis.serve.runner import load_models
 from tests.deploy.serving import live_server
@@ -36,7 +37,7 @@ def test_heat_map_after_a_prediction_shows_the_overlay(page, server, tmp_path):
     _open(page, server)
     page.select_option("#model", "digits")
     expect(page.locator("#explain-inputs")).to_be_visible()
-    expect(page.locator("#explain-method option")).to_have_count(6)
+    expect(page.locator("#explain-method option")).to_have_count(len(METHODS))  # one per method
     page.set_input_files("#file", png)
     page.click("#run")
     expect(page.locator(".bar")).to_have_count(5)

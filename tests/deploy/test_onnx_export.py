@@ -86,7 +86,10 @@ def test_int8_export_is_smaller_stays_close_and_reports_its_tries(classifier, tm
     assert q["within_budget"] == (q["same_answers"] >= q["budget"])
     chosen = [t for t in q["tries"] if t["method"] == q["method"] and t["kept_in_float"] == q["kept_in_float"]]
     assert chosen and chosen[0]["same_answers"] == q["same_answers"]
-    assert report["bytes"]["int8"] < report["bytes"]["float"] / 2  # int8 weights: a quarter of float's, plus scales
+    # every weight int8: a quarter of float's, plus scales; where the search kept layers in float to hold the
+    # answers (which ones depends on the trained weights, so on the machine), still smaller than float
+    limit = report["bytes"]["float"] / (2 if not q["kept_in_float"] else 1)
+    assert report["bytes"]["int8"] < limit, (report["bytes"], q["kept_in_float"])
     nodes = {n.name for n in onnx.load(str(out)).graph.node}
     assert set(q["kept_in_float"]) <= nodes
 
