@@ -99,6 +99,41 @@ def test_text_unet_shapes_and_what_the_bundle_holds():
         net(torch.randn(3, 1, 8, 8), 5, text[:, :4])
 
 
+def test_new_text_bundles_scale_and_shift_with_the_text_and_older_ones_still_load(text_gen):
+    from omnivis.tasks.generate.diffusion import build
+
+    assert text_gen.net["film"] is True  # what training writes now
+    old = {k: v for k, v in text_gen.net.items() if k != "film"}  # a bundle made before FiLM
+    resnet = lambda model: model.unet.down_blocks[0].resnets[0]  # noqa: E731
+    film, shift = resnet(build(text_gen.net)), resnet(build(old))
+    assert film.time_embedding_norm == "scale_shift" and shift.time_embedding_norm == "default"
+    assert film.time_emb_proj.out_features == 2 * shift.time_emb_proj.out_features  # a scale per channel too
+
+
+def test_min_snr_weights_each_noise_level_by_min_snr_gamma_over_snr():
+    from omnivis.tasks.generate.diffusion import net_config
+    from omnivis.tasks.generate.modules import DiffusionModule
+
+    def module(gamma):
+        config = GenerateConfig(method="diffusion", img_size=8, width=16, snr_gamma=gamma,
+                                trainer=TrainerConfig(epochs=1, progress=False))
+        return DiffusionModule(config, net_config(config, 0))
+
+    noise = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    predicted, t = torch.zeros_like(noise), torch.tensor([0, 300, 999])
+    weighted = module(5.0)
+    abar = weighted.scheduler.alphas_cumprod[t].double()
+    snr = abar / (1 - abar)
+    expected = ((noise.double() ** 2).mean(dim=(1, 2, 3)) * torch.clamp(snr, max=5.0) / snr).mean()
+    torch.testing.assert_close(weighted.noise_loss(predicted, noise, t).double(), expected)
+    assert snr[0] > 5_000 and snr[2] < 5.0  # the nearly clean level counts < 1/1000, the noisiest in full
+    plain = module(None).noise_loss(predicted, noise, t)
+    torch.testing.assert_close(plain, torch.nn.functional.mse_loss(predicted, noise))
+    torch.testing.assert_close(module(1e12).noise_loss(predicted, noise, t), plain)  # gamma above every SNR
+    with pytest.raises(ConfigError, match="snr_gamma must be > 0"):
+        GenerateConfig(method="diffusion", snr_gamma=0.0)
+
+
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 def test_text_sampler_is_seeded_and_reads_the_text(sampler):
     net = _tiny_net()
@@ -184,7 +219,7 @@ def test_text_bundle_samples_the_same_images_from_a_seed(text_bundle, text_gen, 
     assert cfg["text"] is True and cfg["conditional"] is False and cfg["classes"] == []
     assert cfg["text_encoder"]["name"] == "all-MiniLM-L6-v2" and cfg["text_encoder"]["dim"] == encoder.dim == 384
     assert cfg["text_encoder"] == encoder.identity()
-    assert cfg["net"]["text_dim"] == 384 and cfg["sampling"]["guidance"] == 1.25
+    assert cfg["net"]["text_dim"] == 384 and cfg["sampling"]["guidance"] == 2.0  # the text default
     captions = {line.split(",", 1)[1] for line in captions_csv.read_text().splitlines()[1:]}
     assert 1 <= len(cfg["example_prompts"]) <= 8 and set(cfg["example_prompts"]) <= captions
     assert cfg["captions"]["train_images"] == cfg["split"]["train_size"] == 19  # 24 images, 5 held out

@@ -2,8 +2,11 @@
 
 A frozen sentence embedding (``omnivis.models.text``, (B, D) unit vectors) is projected by a small MLP
 to the UNet's time-embedding size (4 x width) and added to the timestep embedding through diffusers'
-own class-embedding path (``class_embed_type="identity"``), so every ResNet block sees it as a
-FiLM-style shift. A learned ``null`` (D,) embedding stands for "no text": training replaces the
+own class-embedding path (``class_embed_type="identity"``). With ``film`` (new bundles) every ResNet
+block turns that sum into a per-channel scale and shift of its normalized features (FiLM,
+``resnet_time_scale_shift="scale_shift"``); without it (bundles made before) into a shift alone. A
+scale lets the caption switch channels off, not only move them (BENCHMARKS.md (s) has the runs of
+both). A learned ``null`` (D,) embedding stands for "no text": training replaces the
 caption by it with probability ``cfg_dropout``, and sampling mixes both predictions (Ho & Salimans
 2022): ``eps = eps_null + g * (eps_text - eps_null)``.
 """
@@ -25,13 +28,16 @@ class TextConditionedUNet(nn.Module):
         channels: image channels C.
         width: base channel width w; the time embedding is 4w wide.
         text_dim: size D of the text embeddings.
+        film: the conditioning scales and shifts each block's features (else it only shifts them).
     """
 
-    def __init__(self, img_size: int, channels: int, width: int, text_dim: int, attention: bool = True) -> None:
+    def __init__(self, img_size: int, channels: int, width: int, text_dim: int, attention: bool = True,
+                 film: bool = False) -> None:
         super().__init__()
         if text_dim < 1:
             raise ValueError(f"text_dim must be >= 1, got {text_dim}")
-        self.unet = build_unet(img_size, channels, width, 0, attention, class_embed_type="identity")
+        self.unet = build_unet(img_size, channels, width, 0, attention, class_embed_type="identity",
+                               time_scale_shift="scale_shift" if film else "default")
         embed = 4 * width  # UNet2DModel's time_embed_dim
         self.text_proj = nn.Sequential(nn.Linear(text_dim, embed), nn.SiLU(), nn.Linear(embed, embed))
         self.null = nn.Parameter(torch.zeros(text_dim))

@@ -17,11 +17,13 @@ SAMPLERS = ("ddim", "dpm", "ddpm")
 
 
 def build_unet(img_size: int, channels: int, width: int = 32, num_classes: int = 0, attention: bool = True,
-               class_embed_type: str | None = None) -> UNet2DModel:
+               class_embed_type: str | None = None, time_scale_shift: str = "default") -> UNet2DModel:
     """A 3-level UNet (widths w, 2w, 2w; attention at the lowest level) for ``img_size`` >= 8.
 
     ``class_embed_type="identity"`` (with ``num_classes`` 0) makes ``class_labels`` a (B, 4w) vector
     added to the timestep embedding as it is: the hook text conditioning uses (``text_unet.py``).
+    ``time_scale_shift="scale_shift"`` makes that embedding scale and shift each ResNet block's
+    normalized features (FiLM) where ``"default"`` only adds it.
     """
     check_power_of_two(img_size, 2, "diffusion")
     if img_size < 8:
@@ -32,6 +34,7 @@ def build_unet(img_size: int, channels: int, width: int = 32, num_classes: int =
         sample_size=img_size, in_channels=channels, out_channels=channels, block_out_channels=(width, 2 * width, 2 * width),
         down_block_types=down, up_block_types=up, layers_per_block=1, norm_num_groups=8, attention_head_dim=8,
         num_class_embeds=num_classes + 1 if num_classes else None, class_embed_type=class_embed_type,
+        resnet_time_scale_shift=time_scale_shift,
     )
 
 

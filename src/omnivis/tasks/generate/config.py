@@ -42,12 +42,18 @@ class GenerateConfig:
         num_train_timesteps: diffusion: noise levels of the training schedule.
         beta_schedule: diffusion: the noise schedule (diffusers' ``DDPMScheduler`` names:
             ``squaredcos_cap_v2`` is the cosine schedule, also ``linear``, ``scaled_linear``).
+        snr_gamma: diffusion: Min-SNR-gamma loss weighting (Hang et al. 2023; diffusers'
+            ``--snr_gamma``): each noise level's loss is weighted ``min(SNR, gamma) / SNR``, so the
+            nearly clean levels, whose noise is easy to guess, no longer take most of the gradient.
+            None: the plain mean squared error.
         cfg_dropout: diffusion: how often the label (or caption) is replaced by the null class
             (null text) in training (for classifier-free guidance).
         ema_decay: EMA of the weights that are saved (diffusion, gan; 0: off).
         sampler: diffusion: the default sampler of generate/eval: ``ddim``, ``dpm`` or ``ddpm``.
         sample_steps: diffusion: the default sampling steps of generate/eval.
-        guidance: diffusion: the default classifier-free guidance scale (conditional or text; 1: off).
+        guidance: diffusion: the default classifier-free guidance scale (conditional or text; 1: off;
+            None: 1.25 with class labels, the best FID on digits, and 2 with text, where 1.25 drew
+            the asked colour-shape pair less often: BENCHMARKS.md (g) and (s)).
         reference: a classifier bundle (``omnivis train classify``) evaluation uses for FID/KID
             features and class accuracy; evaluation runs at the end of training when it is set.
         hflip: random horizontal flips (off for digits and text).
@@ -75,16 +81,17 @@ class GenerateConfig:
     prior_width: int = 64
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
+    snr_gamma: float | None = None
     cfg_dropout: float = 0.1
     ema_decay: float = 0.999
     sampler: str = "ddim"
     sample_steps: int = 50
-    guidance: float = 1.25
+    guidance: float | None = None
     reference: str | None = None
     hflip: bool = False
     batch_size: int = 64
     lr: float | None = None
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(epochs=10))
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -112,6 +119,8 @@ class GenerateConfig:
             raise ConfigError("--text and --conditional exclude each other: condition on captions or on class labels")
         if self.text_encoder is not None and not self.text:
             raise ConfigError("--text-encoder is for text-conditioned runs: add --text")
+        if self.snr_gamma is not None and self.snr_gamma <= 0:
+            raise ConfigError(f"snr_gamma must be > 0 (or None: off), got {self.snr_gamma}")
         if self.sampler not in ("ddim", "dpm", "ddpm"):
             raise ConfigError(f"unknown sampler '{self.sampler}'; choose ddim, dpm or ddpm")
         if not 1 <= self.sample_steps <= self.num_train_timesteps:
@@ -120,6 +129,15 @@ class GenerateConfig:
     @property
     def mode(self) -> str:
         return "RGB" if self.channels == 3 else "L"
+
+    @property
+    def default_guidance(self) -> float:
+        """The guidance a bundle samples with unless told otherwise (``guidance``)."""
+        if not (self.conditional or self.text):
+            return 1.0
+        if self.guidance is not None:
+            return self.guidance
+        return 2.0 if self.text else 1.25
 
     @property
     def learning_rate(self) -> float:

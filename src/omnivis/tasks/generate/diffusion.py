@@ -26,12 +26,14 @@ def net_config(config: GenerateConfig, num_classes: int, text_dim: int = 0) -> d
            "num_classes": num_classes if config.conditional else 0, "scheduler": dict(scheduler.config)}
     if text_dim:
         net["text_dim"] = int(text_dim)
+        net["film"] = True  # absent in bundles made before: those shift only (``TextConditionedUNet``)
     return net
 
 
 def build(net: dict):
     if net.get("text_dim"):
-        return TextConditionedUNet(net["img_size"], net["channels"], net["width"], net["text_dim"])
+        return TextConditionedUNet(net["img_size"], net["channels"], net["width"], net["text_dim"],
+                                   film=bool(net.get("film", False)))
     return build_unet(net["img_size"], net["channels"], net["width"], net["num_classes"])
 
 

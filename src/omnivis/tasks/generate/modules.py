@@ -180,9 +180,19 @@ class DiffusionModule(GeneratorModule):
         if labels is not None:  # label dropout teaches the null class for classifier-free guidance
             drop = torch.rand(len(labels), device=labels.device) < self.config.cfg_dropout
             labels = labels.masked_fill(drop, self.net["num_classes"])
-        loss = F.mse_loss(self.model(noisy, t, class_labels=labels).sample, noise)
+        loss = self.noise_loss(self.model(noisy, t, class_labels=labels).sample, noise, t)
         log_training(self, {"train/loss": loss})
         return loss
+
+    def noise_loss(self, predicted: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """MSE of the predicted noise; with ``snr_gamma`` each image's is weighted ``min(SNR_t, gamma) / SNR_t``."""
+        if self.config.snr_gamma is None:
+            return F.mse_loss(predicted, noise)
+        per_image = F.mse_loss(predicted.float(), noise.float(), reduction="none").mean(dim=tuple(range(1, noise.ndim)))
+        abar = self.scheduler.alphas_cumprod.to(t.device)[t]
+        snr = abar / (1.0 - abar)
+        weight = (self.config.snr_gamma / snr).clamp(max=1.0)  # = min(SNR, gamma) / SNR; SNR 0 gives 1
+        return (per_image * weight).mean()
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.ema is not None:
@@ -225,7 +235,7 @@ class TextDiffusionModule(DiffusionModule):
         noise = torch.randn_like(images)
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(images),), device=images.device)
         noisy = self.scheduler.add_noise(images, noise, t)
-        loss = F.mse_loss(self.model(noisy, t, self.batch_text(index)), noise)
+        loss = self.noise_loss(self.model(noisy, t, self.batch_text(index)), noise, t)
         log_training(self, {"train/loss": loss})
         return loss
 

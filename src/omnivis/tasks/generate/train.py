@@ -118,7 +118,7 @@ def generate_plan(config: GenerateConfig) -> TrainingPlan:
         "classes": [] if config.text else list(data.classes), "conditional": config.conditional, "data": config.data,
         "split": {"val_fraction": config.val_fraction, "seed": seed, "train_size": len(train_idx)},
         "net": net, "sampling": {"sampler": config.sampler, "steps": config.sample_steps,
-                                 "guidance": config.guidance if config.conditional or config.text else 1.0},
+                                 "guidance": config.default_guidance},
         "reference": config.reference, "train_config": config_to_dict(config), **parts.header,
     }
     scored = bool(config.reference and spec.sample is not None and len(val_idx))
