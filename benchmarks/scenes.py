@@ -137,7 +137,7 @@ def run(task: str, quick: bool = False, out: str | None = None, train_scenes: in
     train = write_scenes(root / "train", n_train, TRAIN_SEED)
     test = write_scenes(root / "test", n_test, TEST_SEED)
     bundle = root / "run"
-    trainer = {"progress": False, "epochs": None}  # as the command: TrainerConfig alone defaults to 10 epochs
+    trainer = {"progress": False, "epochs": None}  # as the command: the length is sized by the data
     if quick:
         trainer["max_steps"] = 4
     start = time.perf_counter()

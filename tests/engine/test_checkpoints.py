@@ -139,7 +139,7 @@ def test_resume_skips_truncated_and_weights_only_checkpoints_naming_them(tmp_pat
 
 def test_checkpoints_are_moved_into_place_from_a_sibling_file(tmp_path, monkeypatch):
     # Lightning's own save moves a file from the system temp folder: a copy, not atomic, across disks
-    trainer = build_trainer(TrainerConfig(accelerator="cpu", progress=False), tmp_path)
+    trainer = build_trainer(TrainerConfig(accelerator="cpu", epochs=1, progress=False), tmp_path)
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     target = tmp_path / "checkpoints" / "last.ckpt"
     moves, replace = [], os.replace

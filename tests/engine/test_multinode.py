@@ -63,7 +63,7 @@ def launcher_env():
 
 
 def _trainer(tmp_path: Path, **config):
-    settings = dict(accelerator="cpu", devices="1", num_nodes=2, strategy="ddp", progress=False)
+    settings = dict(accelerator="cpu", devices="1", num_nodes=2, strategy="ddp", epochs=1, progress=False)
     settings.update(config)
     return build_trainer(TrainerConfig(**settings), tmp_path)
 
@@ -145,7 +145,7 @@ def test_waiting_for_the_master_is_bounded():
 
 
 def test_a_single_process_run_is_left_alone(tmp_path, launcher_env):
-    trainer = build_trainer(TrainerConfig(accelerator="cpu", devices="1", progress=False), tmp_path)
+    trainer = build_trainer(TrainerConfig(accelerator="cpu", devices="1", epochs=1, progress=False), tmp_path)
     assert not joins_a_process_group(trainer)
     with bounded_join(trainer):  # no check, no watchdog thread
         pass

@@ -21,7 +21,7 @@ def test_partial_graph_tasks_get_ddp_that_looks_for_unused_parameters():
 def test_the_trainer_profiles_nothing_at_no_cost(tmp_path):
     from omnivis.engine.trainer import NoProfiler, build_trainer
 
-    trainer = build_trainer(TrainerConfig(accelerator="cpu", progress=False), tmp_path)
+    trainer = build_trainer(TrainerConfig(accelerator="cpu", epochs=1, progress=False), tmp_path)
     assert isinstance(trainer.profiler, NoProfiler)
     with trainer.profiler.profile("[Callback]x.on_train_batch_start") as entered:
         assert entered is None

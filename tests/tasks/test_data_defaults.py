@@ -15,6 +15,7 @@ from omnivis.errors import ConfigError
 from omnivis.inference.classify import ClassifyPredictor
 from omnivis.tasks import budget
 from omnivis.tasks.classify import ClassifyConfig, train_classifier
+from omnivis.tasks.generate import GenerateConfig
 from tests.toys import arrow_images, write_arrows
 
 
@@ -77,6 +78,19 @@ def test_the_default_schedule_follows_the_dataset_size():
     assert resolved.trainer.max_steps == 1560 and resolved.trainer.epochs == 20 and "sized by the data" in line
     config, datamodule = _fake_run(5_000, epochs=3)
     assert budget.fit_schedule(config, None, datamodule) == (config, None)  # the user chose
+
+
+def test_a_trainer_config_written_for_another_setting_keeps_the_data_sized_length(tmp_path):
+    # TrainerConfig(progress=False) used to mean 10 epochs whatever the task's own default said
+    config = ClassifyConfig(trainer=TrainerConfig(progress=False))
+    datamodule = SimpleNamespace(train_set=[0] * 5_000, batch_size=64)
+    resolved, line = budget.fit_schedule(config, None, datamodule)
+    assert resolved.trainer.max_steps == 1560 and "sized by the data" in line
+    assert GenerateConfig().trainer.epochs == 10  # a task whose default is a number of epochs says so
+    from omnivis.engine.trainer import build_trainer
+
+    with pytest.raises(ValueError, match="length is not set"):  # never an endless run
+        build_trainer(TrainerConfig(accelerator="cpu", progress=False), tmp_path)
 
 
 def test_a_time_budget_sets_the_steps_from_the_measured_step_time(monkeypatch):

@@ -10,13 +10,14 @@ from rich.table import Table
 
 from omnivis.commands._shared import console, print_json
 from omnivis.errors import OmnivisError
+from omnivis.inference.explain_methods import METHODS
 
 
 def explain_command(
     bundle: Path = typer.Argument(..., help="A classify, segment, detect, multitask or face bundle folder."),
     inputs: Optional[List[Path]] = typer.Argument(
         None, help="Images or folders (default: the held-out images of --data or of the bundle's training data)."),
-    method: str = typer.Option("gradcam", help="gradcam | gradcam++ | xgradcam | eigencam | scorecam | layercam | rollout (ViTs)."),
+    method: str = typer.Option("gradcam", help=" | ".join(METHODS) + " (rollout: ViTs only)."),
     target: Optional[str] = typer.Option(None, help="Explain this class (name or index) instead of the prediction."),
     layer: Optional[str] = typer.Option(
         None, help="A module of the timm backbone (default: the deepest feature level at least 7 cells wide)."),

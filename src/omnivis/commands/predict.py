@@ -10,6 +10,7 @@ from rich.table import Table
 
 from omnivis.commands._shared import console, print_json
 from omnivis.errors import OmnivisError
+from omnivis.inference.explain_methods import METHODS
 
 
 def predict_command(
@@ -27,8 +28,8 @@ def predict_command(
     onnx_file: Optional[Path] = typer.Option(
         None, "--onnx", help="--backend onnx: the ONNX file (default: BUNDLE/model.onnx)."),
     explain: Optional[str] = typer.Option(
-        None, help="Classify, segment, multitask: add heat maps of this method (gradcam, gradcam++, xgradcam, "
-        "eigencam, scorecam, layercam, rollout) to each prediction, drawn into --out."),
+        None, help=f"Classify, segment, multitask: add heat maps of this method ({', '.join(METHODS)}) to each "
+        "prediction, drawn into --out."),
 ) -> None:
     """Predict with a bundle on images or folders.
 

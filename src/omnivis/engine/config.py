@@ -17,6 +17,10 @@ PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed", "bf16-true", "64-true
 class TrainerConfig:
     """How a task is trained: length, hardware, precision, checkpoints and logs.
 
+    ``epochs`` defaults to None (sized by the data) here as in the tasks, so a ``TrainerConfig(...)``
+    written in Python to change something else never fixes the length by accident; a task whose own
+    default is a number of epochs (generate 10, multi-task 12, pretrain 20) says so in its config.
+
     Attributes:
         epochs: number of passes over the training data (None: sized by the data, see
             ``tasks/budget.py``: 20 epochs' worth of steps within [400, 3000]; detection and
@@ -50,7 +54,7 @@ class TrainerConfig:
             decoded each epoch; 0: off). Every task but multitask, which decodes every epoch.
     """
 
-    epochs: int | None = 10
+    epochs: int | None = None
     max_steps: int = -1
     time_budget: str | None = None
     accelerator: str = "auto"

@@ -333,7 +333,13 @@ def build_trainer(
             (``LossAwareEarlyStopping``); None: the monitored score alone.
         partial_graph: some parameters may get no gradient in a step (a multi-task head whose
             labels a batch lacks); DDP then has to look for unused parameters, or it stops the run.
+
+    The run's length must be set: ``epochs`` or ``max_steps`` (``tasks.budget.fit_schedule`` turns
+    ``epochs=None`` into steps sized by the data before a task's trainer is built).
     """
+    if config.epochs is None and config.max_steps < 1:
+        raise ValueError("build_trainer: the run's length is not set; give epochs or max_steps "
+                         "(tasks size epochs=None by the data with tasks.budget.fit_schedule first)")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
@@ -365,7 +371,7 @@ def build_trainer(
         warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
         trainer = pl.Trainer(
             default_root_dir=run_dir,
-            max_epochs=config.epochs if config.epochs > 0 else -1,
+            max_epochs=config.epochs if config.epochs is not None and config.epochs > 0 else -1,
             max_steps=config.max_steps,
             accelerator=config.accelerator,
             devices=devices,

@@ -27,18 +27,9 @@ from torch import nn
 
 from omnivis.errors import ConfigError
 from omnivis.inference.explain_grid import aligned_upsample, grid_origin
+from omnivis.inference.explain_methods import METHODS
 from omnivis.models.backbones import Backbone
 
-METHODS: dict[str, str] = {
-    "gradcam": "Grad-CAM: activations weighted by their mean gradient (Selvaraju et al. 2017)",
-    "gradcam++": "Grad-CAM++: second-order weights, better for several instances of a class",
-    "xgradcam": "XGrad-CAM: activation-normalized gradient weights (axiom-based)",
-    "eigencam": "Eigen-CAM: first principal component of the activations (no gradients, class-agnostic)",
-    "scorecam": "Score-CAM: each channel weighted by the score it gives as a mask (no gradients, slow)",
-    "layercam": "LayerCAM: activations weighted by their positive gradients at each place (Jiang et al. 2021)",
-    "rollout": "attention rollout: attention maps multiplied through the blocks (ViTs only, class-agnostic)",
-}
-CLASS_AGNOSTIC = {"eigencam", "rollout"}
 MIN_CELLS = 7  # the default layer is the deepest one whose map is at least this wide (7 at ImageNet's 224 px)
 
 

@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from omnivis.inference.explain_methods import METHODS
 from omnivis.serve import params as P
 from omnivis.serve.api_errors import ApiError
 from omnivis.serve.app import served
@@ -46,7 +47,7 @@ EXPLAIN_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
         "image": {"type": "string", "format": "binary"},
         "method": {"type": "string", "default": "gradcam",
-                   "enum": ["gradcam", "gradcam++", "xgradcam", "eigencam", "scorecam", "layercam", "rollout"]},
+                   "enum": list(METHODS)},
         "target": {"type": "string", "description": "a class name or index (default: the prediction)"},
         "top_k": {"type": "integer", "default": 3}, "head": {"type": "string", "enum": ["classify", "segment"]},
         "layer": {"type": "string"}}}},
