@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from omnivis.inference.explain import METHODS
+from omnivis.inference.explain_methods import METHODS
 from omnivis.serve.routes_omnivis import png_base64
 from omnivis.serve.runner import load_models
 from tests.deploy.serving import live_server
